@@ -1,0 +1,23 @@
+//! Condition types and reasons reported in `status.conditions`.
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+pub const SUSPENDED: &str = "Suspended";
+
+/// Reasons, in CamelCase as the API conventions ask.
+pub mod reason {
+    pub const AVAILABLE: &str = "Available";
+    pub const ROLLING_OUT: &str = "RollingOut";
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    pub const ROLLOUT_STALLED: &str = "RolloutStalled";
+    pub const PODS_NOT_READY: &str = "PodsNotReady";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const CONFLICT: &str = "Conflict";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const NOT_SUSPENDED: &str = "NotSuspended";
+    pub const AS_EXPECTED: &str = "AsExpected";
+    pub const PAUSED: &str = "Paused";
+    pub const DELETING: &str = "Deleting";
+}

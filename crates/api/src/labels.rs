@@ -1,0 +1,18 @@
+//! Label and annotation keys set on every child object.
+
+/// `app.kubernetes.io/name` of query pods and their children.
+pub const APP_NAME: &str = "kbeast-query";
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
+/// Names the owning project; children are found by it.
+pub const PROJECT_LABEL: &str = "kbeast.io/project";
+
+/// Hash of the desired object, so an unchanged child is never re-applied.
+pub const DESIRED_HASH_ANNOTATION: &str = "kbeast.io/desired-hash";
+/// Hash of the query configuration and API keys, on the pod template: a change rolls the pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "kbeast.io/config-hash";
+/// Hash of the pod template, on the Deployment: names the revision being rolled out.
+pub const REVISION_ANNOTATION: &str = "kbeast.io/revision";

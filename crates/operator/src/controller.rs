@@ -1,0 +1,127 @@
+//! Wires the reconciler into kube-runtime Controllers: one per watched namespace (or one for
+//! the whole cluster), each owning every child kind through metadata-only watches.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kbeast_api::KnowledgeProject;
+use kbeast_api::labels::PROJECT_LABEL;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Config, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{debug, warn};
+
+use crate::build::names;
+use crate::reconcile::{Context, error_policy, reconcile};
+use crate::validate::secret_names;
+
+/// Runs the controllers until `shutdown` resolves. `namespaces` empty means all namespaces.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespaces: Vec<String>,
+    concurrency: u16,
+    shutdown: futures::future::Shared<BoxFuture<'static, ()>>,
+) {
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    let controllers = scopes
+        .into_iter()
+        .map(|scope| controller_for(ctx.clone(), scope, concurrency, shutdown.clone()));
+    futures::future::join_all(controllers).await;
+}
+
+fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match scope {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn controller_for(
+    ctx: Arc<Context>,
+    scope: Option<String>,
+    concurrency: u16,
+    shutdown: futures::future::Shared<BoxFuture<'static, ()>>,
+) {
+    let client = ctx.client.clone();
+    // Only our children carry the project label; the watches ignore everything else.
+    let children = watcher::Config::default()
+        .labels(PROJECT_LABEL)
+        .any_semantic();
+    let controller = Controller::new(
+        api::<KnowledgeProject>(&client, &scope),
+        watcher::Config::default().any_semantic(),
+    );
+    let projects = controller.store();
+    let secret_mapper = move |secret: PartialObjectMeta<Secret>| {
+        let namespace = secret.namespace();
+        let name = secret.name_any();
+        projects
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace() == namespace)
+            .filter(|p| {
+                names::api_keys_secret(p) == name || secret_names(p).iter().any(|(_, n)| *n == name)
+            })
+            .map(|p| ObjectRef::from_obj(&*p))
+            .collect::<Vec<_>>()
+    };
+
+    macro_rules! owned {
+        ($controller:expr, $kind:ty) => {
+            $controller.owns_stream(
+                watcher(
+                    api::<PartialObjectMeta<$kind>>(&client, &scope),
+                    children.clone(),
+                )
+                .default_backoff()
+                .touched_objects(),
+            )
+        };
+    }
+    let controller = owned!(controller, Deployment);
+    let controller = owned!(controller, Service);
+    let controller = owned!(controller, ServiceAccount);
+    let controller = owned!(controller, ConfigMap);
+    let controller = owned!(controller, PersistentVolumeClaim);
+    let controller = owned!(controller, HorizontalPodAutoscaler);
+    let controller = owned!(controller, PodDisruptionBudget);
+    let controller = owned!(controller, NetworkPolicy);
+    controller
+        .watches_stream(
+            watcher(
+                api::<PartialObjectMeta<Secret>>(&client, &scope),
+                watcher::Config::default().any_semantic(),
+            )
+            .default_backoff()
+            .touched_objects(),
+            secret_mapper,
+        )
+        .with_config(Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => debug!(project = %object.name, "reconciled"),
+                Err(error) => warn!("controller: {error}"),
+            }
+        })
+        .await;
+}

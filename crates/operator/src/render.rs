@@ -1,0 +1,84 @@
+//! `kbeast-operator render` and `kbeast-operator crd`: manifests printed offline.
+
+use kbeast_api::KnowledgeProject;
+use kube::CustomResourceExt;
+use serde::Serialize;
+
+use crate::build::{
+    ApiKeySet, ObservedFacts, desired_api_keys_secret, desired_children, secrets_hash,
+};
+use crate::settings::OperatorSettings;
+use crate::validate::{describe, validate};
+
+/// The CRD as YAML, exactly as checked in under `crds/`.
+pub fn crd_yaml() -> String {
+    serde_yaml::to_string(&KnowledgeProject::crd()).expect("the CRD serialises to YAML")
+}
+
+/// Why a project cannot be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("not a KnowledgeProject: {0}")]
+    Parse(#[from] serde_yaml::Error),
+    #[error("invalid spec: {0}")]
+    Invalid(String),
+}
+
+/// Every child the operator would create for the project in `yaml`, as a multi-document YAML
+/// stream in apply order. A generated API-keys Secret holds freshly generated keys.
+pub fn render_children(yaml: &str, settings: &OperatorSettings) -> Result<String, RenderError> {
+    let mut project: KnowledgeProject = serde_yaml::from_str(yaml)?;
+    project
+        .metadata
+        .namespace
+        .get_or_insert_with(|| "default".to_string());
+    let problems = validate(&project);
+    if !problems.is_empty() {
+        return Err(RenderError::Invalid(describe(&problems)));
+    }
+    let secret = project
+        .spec
+        .auth
+        .is_none()
+        .then(|| desired_api_keys_secret(&project, &ApiKeySet::generate()));
+    let facts = ObservedFacts {
+        secrets_hash: secrets_hash(secret.iter()),
+    };
+    let children = desired_children(&project, settings, &facts);
+    let mut out = String::new();
+    let mut push = |object: &dyn erased::Yaml| {
+        out.push_str("---\n");
+        out.push_str(&object.to_yaml());
+    };
+    push(&children.service_account);
+    push(&children.network_policy);
+    push(&children.config_map);
+    if let Some(secret) = &secret {
+        push(secret);
+    }
+    if let Some(pvc) = &children.pvc {
+        push(pvc);
+    }
+    push(&children.service);
+    push(&children.deployment);
+    push(&children.pdb);
+    if let Some(hpa) = &children.hpa {
+        push(hpa);
+    }
+    Ok(out)
+}
+
+mod erased {
+    use super::Serialize;
+
+    /// Object-safe YAML serialisation, so children of different kinds share one printer.
+    pub trait Yaml {
+        fn to_yaml(&self) -> String;
+    }
+
+    impl<T: Serialize> Yaml for T {
+        fn to_yaml(&self) -> String {
+            serde_yaml::to_string(self).expect("child objects serialise to YAML")
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Semantic checks that the CRD's OpenAPI schema and CEL rules cannot express. Pure.
+//!
+//! A failure names the field, sets `Ready=False` with reason InvalidSpec, and no child is touched.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kbeast_api::labels::CONFIG_HASH_ANNOTATION;
+use kbeast_api::quantity::parse_quantity;
+use kbeast_api::{EmbeddingProvider, KnowledgeProject};
+
+use crate::build::parse_endpoint;
+
+/// One problem in the spec, with the field it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecProblem {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for SpecProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// All problems of a spec, joined for a condition message.
+pub fn describe(problems: &[SpecProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Every semantic problem of the project's spec; empty when it is valid.
+pub fn validate(project: &KnowledgeProject) -> Vec<SpecProblem> {
+    let spec = &project.spec;
+    let mut problems = Vec::new();
+    let mut problem = |field: &str, message: String| {
+        problems.push(SpecProblem {
+            field: field.to_string(),
+            message,
+        })
+    };
+
+    if let Some(image) = &spec.image
+        && (image.trim().is_empty() || image.contains(char::is_whitespace))
+    {
+        problem("spec.image", format!("{image:?} is not an image reference"));
+    }
+
+    if let Some(resources) = &spec.resources {
+        for (kind, list) in [
+            ("requests", &resources.requests),
+            ("limits", &resources.limits),
+        ] {
+            for (name, quantity) in list.iter().flatten() {
+                if let Err(e) = parse_quantity(&quantity.0) {
+                    problem(&format!("spec.resources.{kind}.{name}"), e.to_string());
+                }
+            }
+        }
+        for (name, request) in resources.requests.iter().flatten() {
+            let limit = resources.limits.as_ref().and_then(|l| l.get(name));
+            if let (Some(limit), Ok(request_value)) = (limit, parse_quantity(&request.0))
+                && let Ok(limit_value) = parse_quantity(&limit.0)
+                && request_value > limit_value
+            {
+                problem(
+                    &format!("spec.resources.requests.{name}"),
+                    format!("request {} exceeds limit {}", request.0, limit.0),
+                );
+            }
+        }
+    }
+
+    if let Some(volume) = &spec.storage.volume {
+        match parse_quantity(&volume.size) {
+            Ok(bytes) if bytes < 1.0 => problem(
+                "spec.storage.volume.size",
+                "must be larger than zero".to_string(),
+            ),
+            Ok(_) => {}
+            Err(e) => problem("spec.storage.volume.size", e.to_string()),
+        }
+    }
+    if let Some(store) = &spec.storage.object_store
+        && let Some(endpoint) = &store.endpoint
+        && parse_endpoint(endpoint).is_none()
+    {
+        problem(
+            "spec.storage.objectStore.endpoint",
+            format!("{endpoint:?} is not an http(s)://host[:port] URL"),
+        );
+    }
+
+    if spec.embedding.provider == EmbeddingProvider::Openai
+        && let Some(endpoint) = &spec.embedding.endpoint
+        && parse_endpoint(endpoint).is_none()
+    {
+        problem(
+            "spec.embedding.endpoint",
+            format!("{endpoint:?} is not an http(s)://host[:port] URL"),
+        );
+    }
+
+    if let Some(max_bytes) = spec.quota.as_ref().and_then(|q| q.max_bytes.as_ref()) {
+        match parse_quantity(max_bytes) {
+            Ok(bytes) if bytes < 1.0 => {
+                problem("spec.quota.maxBytes", "must be at least 1 byte".to_string())
+            }
+            Ok(_) => {}
+            Err(e) => problem("spec.quota.maxBytes", e.to_string()),
+        }
+    }
+
+    let surge = spec
+        .rollout
+        .max_surge
+        .as_ref()
+        .map(|v| ("spec.rollout.maxSurge", v));
+    let unavailable = spec
+        .rollout
+        .max_unavailable
+        .as_ref()
+        .map(|v| ("spec.rollout.maxUnavailable", v));
+    let mut surge_is_zero = false;
+    let mut unavailable_is_zero = true; // the default maxUnavailable is 0
+    for (field, value) in surge.into_iter().chain(unavailable) {
+        match int_or_percent(value) {
+            Ok(amount) => {
+                if field.ends_with("maxSurge") {
+                    surge_is_zero = amount == 0;
+                } else {
+                    unavailable_is_zero = amount == 0;
+                }
+            }
+            Err(message) => problem(field, message),
+        }
+    }
+    if surge_is_zero && unavailable_is_zero {
+        problem(
+            "spec.rollout.maxSurge",
+            "maxSurge and maxUnavailable cannot both be 0: an update could never start".to_string(),
+        );
+    }
+
+    if let Some(value) = spec
+        .disruption
+        .as_ref()
+        .and_then(|d| d.max_unavailable.as_ref())
+    {
+        match int_or_percent(value) {
+            Ok(0) => problem(
+                "spec.disruption.maxUnavailable",
+                "must be at least 1 (or a non-zero percentage): 0 would block every node drain"
+                    .to_string(),
+            ),
+            Ok(_) => {}
+            Err(message) => problem("spec.disruption.maxUnavailable", message),
+        }
+    }
+
+    // Utilisation targets are percentages of requests; without a request the HPA cannot scale.
+    if let (Some(autoscaling), Some(resources)) = (
+        spec.autoscaling.as_ref().filter(|a| a.enabled),
+        spec.resources.as_ref(),
+    ) {
+        let cpu_targeted = autoscaling.target_cpu_utilization_percentage.is_some()
+            || autoscaling.target_memory_utilization_percentage.is_none();
+        let memory_targeted = autoscaling.target_memory_utilization_percentage.is_some();
+        for (resource, targeted) in [("cpu", cpu_targeted), ("memory", memory_targeted)] {
+            let requested = resources
+                .requests
+                .as_ref()
+                .is_some_and(|r| r.contains_key(resource));
+            if targeted && !requested {
+                problem(
+                    &format!("spec.resources.requests.{resource}"),
+                    format!("autoscaling on {resource} utilisation needs a {resource} request"),
+                );
+            }
+        }
+    }
+
+    check_keys(
+        "spec.podAnnotations",
+        spec.pod_annotations.as_ref(),
+        &mut problem,
+    );
+    if spec
+        .pod_annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(CONFIG_HASH_ANNOTATION))
+    {
+        problem(
+            "spec.podAnnotations",
+            format!("{CONFIG_HASH_ANNOTATION} is reserved for the operator"),
+        );
+    }
+    check_keys(
+        "spec.nodeSelector",
+        spec.node_selector.as_ref(),
+        &mut problem,
+    );
+
+    if let Some(access) = &spec.access {
+        for (i, namespace) in access.allowed_namespaces.iter().enumerate() {
+            if !is_dns_label(namespace) {
+                problem(
+                    &format!("spec.access.allowedNamespaces[{i}]"),
+                    format!("{namespace:?} is not a namespace name"),
+                );
+            }
+        }
+    }
+    if let Some(name) = &spec.priority_class_name
+        && !is_dns_subdomain(name)
+    {
+        problem(
+            "spec.priorityClassName",
+            format!("{name:?} is not a valid name"),
+        );
+    }
+    for (field, name) in secret_names(project) {
+        if !is_dns_subdomain(&name) {
+            problem(&field, format!("{name:?} is not a valid Secret name"));
+        }
+    }
+    problems
+}
+
+/// Every Secret the spec references, with the field that names it.
+pub fn secret_names(project: &KnowledgeProject) -> Vec<(String, String)> {
+    let spec = &project.spec;
+    let mut names = Vec::new();
+    if let Some(auth) = &spec.auth {
+        names.push((
+            "spec.auth.apiKeysSecretRef.name".to_string(),
+            auth.api_keys_secret_ref.name.clone(),
+        ));
+    }
+    if let Some(key) = &spec.embedding.api_key_secret_ref {
+        names.push((
+            "spec.embedding.apiKeySecretRef.name".to_string(),
+            key.name.clone(),
+        ));
+    }
+    if let Some(credentials) = spec
+        .storage
+        .object_store
+        .as_ref()
+        .and_then(|s| s.credentials_secret_ref.as_ref())
+    {
+        names.push((
+            "spec.storage.objectStore.credentialsSecretRef.name".to_string(),
+            credentials.name.clone(),
+        ));
+    }
+    names
+}
+
+/// The amount an int-or-percent stands for, as far as "is it zero" goes.
+fn int_or_percent(value: &IntOrString) -> Result<u32, String> {
+    match value {
+        IntOrString::Int(n) if *n >= 0 => Ok(*n as u32),
+        IntOrString::Int(n) => Err(format!("{n} must not be negative")),
+        IntOrString::String(text) => text
+            .strip_suffix('%')
+            .and_then(|n| n.parse::<u32>().ok())
+            .filter(|n| *n <= 100)
+            .ok_or_else(|| format!("{text:?} must be an integer or a percentage such as \"25%\"")),
+    }
+}
+
+fn check_keys(
+    field: &str,
+    map: Option<&BTreeMap<String, String>>,
+    problem: &mut impl FnMut(&str, String),
+) {
+    for key in map.into_iter().flat_map(|m| m.keys()) {
+        if !is_qualified_name(key) {
+            problem(
+                &format!("{field}[{key}]"),
+                format!("{key:?} is not a valid key (prefix/name, name at most 63 characters)"),
+            );
+        }
+    }
+}
+
+/// RFC 1123 label: lower-case alphanumerics and '-', at most 63 characters.
+pub fn is_dns_label(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(is_dns_label)
+}
+
+/// A label or annotation key: `[prefix/]name`.
+fn is_qualified_name(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    name_ok && prefix.is_none_or(is_dns_subdomain)
+}
