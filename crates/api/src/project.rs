@@ -139,6 +139,7 @@ pub struct AutoscalingSpec {
     /// Average CPU utilisation to aim for, in percent of requests (default 80 when no target is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
+    #[serde(rename = "targetCPUUtilizationPercentage")]
     pub target_cpu_utilization_percentage: Option<i32>,
     /// Average memory utilisation to aim for, in percent of requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
