@@ -129,7 +129,8 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::read_to_string(&file)
                     .with_context(|| format!("reading {}", file.display()))?
             };
-            let manifests = render::render_children(&yaml, &settings.settings())
+            let keys = kbeast_operator::build::ApiKeySet::generate();
+            let manifests = render::render_children(&yaml, &settings.settings(), &keys)
                 .with_context(|| format!("rendering {}", file.display()))?;
             print!("{manifests}");
             Ok(())

@@ -25,8 +25,12 @@ pub enum RenderError {
 }
 
 /// Every child the operator would create for the project in `yaml`, as a multi-document YAML
-/// stream in apply order. A generated API-keys Secret holds freshly generated keys.
-pub fn render_children(yaml: &str, settings: &OperatorSettings) -> Result<String, RenderError> {
+/// stream in apply order. A generated API-keys Secret holds `keys`.
+pub fn render_children(
+    yaml: &str,
+    settings: &OperatorSettings,
+    keys: &ApiKeySet,
+) -> Result<String, RenderError> {
     let mut project: KnowledgeProject = serde_yaml::from_str(yaml)?;
     project
         .metadata
@@ -40,7 +44,7 @@ pub fn render_children(yaml: &str, settings: &OperatorSettings) -> Result<String
         .spec
         .auth
         .is_none()
-        .then(|| desired_api_keys_secret(&project, &ApiKeySet::generate()));
+        .then(|| desired_api_keys_secret(&project, keys));
     let facts = ObservedFacts {
         secrets_hash: secrets_hash(secret.iter()),
     };

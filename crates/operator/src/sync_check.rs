@@ -35,7 +35,7 @@ fn is_empty(value: &Value) -> bool {
         Value::Null | Value::Bool(false) => true,
         Value::String(s) => s.is_empty(),
         Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
+        Value::Object(o) => o.values().all(is_empty),
         Value::Number(_) | Value::Bool(true) => false,
     }
 }

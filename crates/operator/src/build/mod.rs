@@ -182,3 +182,6 @@ pub(crate) mod test_support {
         project
     }
 }
+
+#[cfg(test)]
+mod tests;
