@@ -311,3 +311,237 @@ pub fn set_condition(
 pub fn condition<'a>(status: &'a KnowledgeProjectStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use serde_json::json;
+
+    fn project(generation: i64) -> KnowledgeProject {
+        serde_json::from_value(json!({
+            "apiVersion": "kbeast.io/v1alpha1",
+            "kind": "KnowledgeProject",
+            "metadata": {"name": "docs", "namespace": "tenants", "generation": generation},
+            "spec": {"storage": {"ephemeral": {}}},
+        }))
+        .expect("parses")
+    }
+
+    fn deployment(replicas: i32, updated: i32, available: i32, revision: &str) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                generation: Some(3),
+                annotations: Some([(REVISION_ANNOTATION.to_string(), revision.to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(2),
+                ..DeploymentSpec::default()
+            }),
+            status: Some(DeploymentStatus {
+                observed_generation: Some(3),
+                replicas: Some(replicas),
+                updated_replicas: Some(updated),
+                ready_replicas: Some(available),
+                available_replicas: Some(available),
+                ..DeploymentStatus::default()
+            }),
+        }
+    }
+
+    fn at(seconds: i64) -> Time {
+        Time(jiff::Timestamp::from_second(1_700_000_000 + seconds).expect("valid time"))
+    }
+
+    fn get<'a>(status: &'a KnowledgeProjectStatus, type_: &str) -> &'a Condition {
+        condition(status, type_).expect("condition present")
+    }
+
+    #[test]
+    fn ready_only_once_the_applied_revision_is_fully_rolled_out() {
+        let settings = OperatorSettings::default();
+        let cases = [
+            (
+                "old pods still running",
+                deployment(3, 1, 2, "r2"),
+                "r2",
+                false,
+                reason::ROLLING_OUT,
+            ),
+            (
+                "complete",
+                deployment(2, 2, 2, "r2"),
+                "r2",
+                true,
+                reason::AVAILABLE,
+            ),
+            (
+                "live template is an older revision",
+                deployment(2, 2, 2, "r1"),
+                "r2",
+                false,
+                reason::ROLLING_OUT,
+            ),
+        ];
+        for (case, live, applied, ready, why) in cases {
+            let status = desired_status(
+                &project(7),
+                &settings,
+                &Outcome::Converged,
+                Some(&live),
+                Some(applied),
+                &at(0),
+            );
+            let condition = get(&status, conditions::READY);
+            assert_eq!(condition.status == "True", ready, "{case}");
+            assert_eq!(condition.reason, why, "{case}");
+            assert_eq!(
+                get(&status, conditions::PROGRESSING).status == "True",
+                !ready,
+                "{case}"
+            );
+            for c in &status.conditions {
+                assert_eq!(
+                    c.observed_generation,
+                    Some(7),
+                    "{case}: {} carries observedGeneration",
+                    c.type_
+                );
+            }
+            assert_eq!(status.observed_generation, Some(7));
+        }
+    }
+
+    #[test]
+    fn revisions_advance_when_the_rollout_completes() {
+        let settings = OperatorSettings::default();
+        let rolling = desired_status(
+            &project(1),
+            &settings,
+            &Outcome::Converged,
+            Some(&deployment(3, 1, 2, "r2")),
+            Some("r2"),
+            &at(0),
+        );
+        assert_eq!(rolling.update_revision.as_deref(), Some("r2"));
+        assert_eq!(rolling.current_revision, None);
+        let mut p = project(1);
+        p.status = Some(rolling);
+        let done = desired_status(
+            &p,
+            &settings,
+            &Outcome::Converged,
+            Some(&deployment(2, 2, 2, "r2")),
+            Some("r2"),
+            &at(5),
+        );
+        assert_eq!(done.current_revision.as_deref(), Some("r2"));
+        assert_eq!(done.last_good_revision.as_deref(), Some("r2"));
+        assert_eq!(done.replica_summary.as_deref(), Some("2/2"));
+        assert_eq!(
+            done.endpoint.as_deref(),
+            Some("http://docs.tenants.svc.cluster.local:8080")
+        );
+    }
+
+    #[test]
+    fn transition_time_changes_only_when_the_status_flips() {
+        let settings = OperatorSettings::default();
+        let live = deployment(3, 1, 2, "r2");
+        let first = desired_status(
+            &project(1),
+            &settings,
+            &Outcome::Converged,
+            Some(&live),
+            Some("r2"),
+            &at(0),
+        );
+        let mut p = project(1);
+        p.status = Some(first.clone());
+        let same = desired_status(
+            &p,
+            &settings,
+            &Outcome::Converged,
+            Some(&live),
+            Some("r2"),
+            &at(60),
+        );
+        assert_eq!(
+            same, first,
+            "an unchanged situation yields an identical status, so no write"
+        );
+        let done = desired_status(
+            &p,
+            &settings,
+            &Outcome::Converged,
+            Some(&deployment(2, 2, 2, "r2")),
+            Some("r2"),
+            &at(120),
+        );
+        assert_eq!(get(&done, conditions::READY).last_transition_time, at(120));
+        assert_eq!(
+            get(&done, conditions::DEGRADED).last_transition_time,
+            at(0),
+            "Degraded stayed False"
+        );
+    }
+
+    #[test]
+    fn blocked_reconciles_report_their_reason_everywhere() {
+        let settings = OperatorSettings::default();
+        for (outcome, why) in [
+            (
+                Outcome::InvalidSpec("spec.x: bad".into()),
+                reason::INVALID_SPEC,
+            ),
+            (
+                Outcome::Conflict("Service \"docs\"".into()),
+                reason::CONFLICT,
+            ),
+            (
+                Outcome::SecretMissing("Secret \"k\"".into()),
+                reason::SECRET_NOT_FOUND,
+            ),
+        ] {
+            let status = desired_status(
+                &project(2),
+                &settings,
+                &outcome,
+                Some(&deployment(2, 2, 2, "r1")),
+                None,
+                &at(0),
+            );
+            assert_eq!(get(&status, conditions::READY).status, "False");
+            assert_eq!(get(&status, conditions::READY).reason, why);
+            assert_eq!(get(&status, conditions::DEGRADED).status, "True");
+            assert_eq!(get(&status, conditions::DEGRADED).reason, why);
+        }
+    }
+
+    #[test]
+    fn a_stalled_rollout_is_degraded() {
+        let mut live = deployment(3, 1, 2, "r2");
+        live.status.as_mut().expect("status").conditions =
+            Some(vec![k8s_openapi::api::apps::v1::DeploymentCondition {
+                type_: "Progressing".into(),
+                status: "False".into(),
+                reason: Some("ProgressDeadlineExceeded".into()),
+                message: Some("ReplicaSet \"docs-abc\" has timed out progressing.".into()),
+                ..Default::default()
+            }]);
+        let status = desired_status(
+            &project(1),
+            &OperatorSettings::default(),
+            &Outcome::Converged,
+            Some(&live),
+            Some("r2"),
+            &at(0),
+        );
+        let degraded = get(&status, conditions::DEGRADED);
+        assert_eq!(degraded.status, "True");
+        assert_eq!(degraded.reason, reason::ROLLOUT_STALLED);
+        assert!(degraded.message.contains("timed out progressing"));
+    }
+}

@@ -321,3 +321,131 @@ fn is_qualified_name(key: &str) -> bool {
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     name_ok && prefix.is_none_or(is_dns_subdomain)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn project(spec: Value) -> KnowledgeProject {
+        serde_json::from_value(json!({
+            "apiVersion": "kbeast.io/v1alpha1",
+            "kind": "KnowledgeProject",
+            "metadata": {"name": "docs", "namespace": "tenants"},
+            "spec": spec,
+        }))
+        .expect("test project parses")
+    }
+
+    fn with(extra: Value) -> KnowledgeProject {
+        let mut spec = json!({"storage": {"ephemeral": {}}});
+        for (key, value) in extra.as_object().expect("object") {
+            spec[key] = value.clone();
+        }
+        project(spec)
+    }
+
+    #[test]
+    fn each_problem_names_its_field() {
+        let cases: Vec<(&str, Value, &str)> = vec![
+            ("blank image", json!({"image": "  "}), "spec.image"),
+            (
+                "bad cpu quantity",
+                json!({"resources": {"requests": {"cpu": "lots"}}}),
+                "spec.resources.requests.cpu",
+            ),
+            (
+                "request over limit",
+                json!({"resources": {"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}}),
+                "spec.resources.requests.memory",
+            ),
+            (
+                "zero-byte quota",
+                json!({"quota": {"maxBytes": "0"}}),
+                "spec.quota.maxBytes",
+            ),
+            (
+                "bad quota quantity",
+                json!({"quota": {"maxBytes": "5 GB"}}),
+                "spec.quota.maxBytes",
+            ),
+            (
+                "update that cannot start",
+                json!({"rollout": {"maxSurge": 0, "maxUnavailable": "0%"}}),
+                "spec.rollout.maxSurge",
+            ),
+            (
+                "bad surge",
+                json!({"rollout": {"maxSurge": "lots"}}),
+                "spec.rollout.maxSurge",
+            ),
+            (
+                "PDB that blocks drains",
+                json!({"disruption": {"maxUnavailable": 0}}),
+                "spec.disruption.maxUnavailable",
+            ),
+            (
+                "PDB percentage zero",
+                json!({"disruption": {"maxUnavailable": "0%"}}),
+                "spec.disruption.maxUnavailable",
+            ),
+            (
+                "bad annotation key",
+                json!({"podAnnotations": {"-bad": "x"}}),
+                "spec.podAnnotations[-bad]",
+            ),
+            (
+                "reserved annotation",
+                json!({"podAnnotations": {"kbeast.io/config-hash": "x"}}),
+                "spec.podAnnotations",
+            ),
+            (
+                "bad node selector key",
+                json!({"nodeSelector": {"a/b/c": "x"}}),
+                "spec.nodeSelector[a/b/c]",
+            ),
+            (
+                "bad namespace",
+                json!({"access": {"allowedNamespaces": ["Prod_NS"]}}),
+                "spec.access.allowedNamespaces[0]",
+            ),
+            (
+                "bad priority class",
+                json!({"priorityClassName": "High Priority"}),
+                "spec.priorityClassName",
+            ),
+            (
+                "bad secret name",
+                json!({"auth": {"apiKeysSecretRef": {"name": "Keys!"}}}),
+                "spec.auth.apiKeysSecretRef.name",
+            ),
+            (
+                "autoscaling on cpu without a cpu request",
+                json!({"autoscaling": {"enabled": true, "maxReplicas": 3}, "resources": {"requests": {"memory": "1Gi"}}}),
+                "spec.resources.requests.cpu",
+            ),
+        ];
+        for (case, extra, field) in cases {
+            let problems = validate(&with(extra));
+            assert!(
+                problems.iter().any(|p| p.field == field),
+                "{case}: expected a problem on {field}, got {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sound_specs_have_no_problems() {
+        let cases = vec![
+            json!({}),
+            json!({"rollout": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+            json!({"disruption": {"maxUnavailable": "10%"}}),
+            json!({"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}}),
+            json!({"podAnnotations": {"prometheus.io/scrape": "true"}, "nodeSelector": {"kubernetes.io/arch": "amd64"}}),
+            json!({"autoscaling": {"enabled": true, "maxReplicas": 3}}),
+        ];
+        for extra in cases {
+            assert_eq!(validate(&with(extra.clone())), vec![], "{extra}");
+        }
+    }
+}

@@ -347,12 +347,10 @@ async fn api_errors_fail_the_reconcile_and_back_off_exponentially() {
         let project = Arc::new(harness.project());
         let delays: Vec<_> = (0..4)
             .map(|_| {
-                match format!(
+                format!(
                     "{:?}",
                     error_policy(project.clone(), &error, harness.ctx.clone())
-                ) {
-                    action => action,
-                }
+                )
             })
             .collect();
         assert_eq!(

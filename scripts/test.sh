@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the build needs, then format check, clippy with
+# warnings denied, and every test of the workspace.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+# A persistent target dir outside the clone keeps warm runs fast.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kbeast/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# The recorded real-server exchanges used as test vectors (shared/ sits beside the checkout).
+export KBEAST_GOLDEN_DIR="${KBEAST_GOLDEN_DIR:-$root/../shared/k8s-golden}"
+if [ ! -d "$KBEAST_GOLDEN_DIR" ]; then
+  echo "missing $KBEAST_GOLDEN_DIR: set KBEAST_GOLDEN_DIR to the shared/k8s-golden folder" >&2
+  exit 1
+fi
+
+"$root/scripts/install-build-deps.sh"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
