@@ -224,9 +224,24 @@ impl FakeApi {
                     let Some(mut existing) = existing.clone() else {
                         return not_found(&path);
                     };
-                    json_merge(&mut existing, &body);
+                    if request.content_type.as_deref() == Some("application/json-patch+json") {
+                        if let Err(message) = json_patch(&mut existing, &body) {
+                            return (422, status_body(422, "Invalid", message));
+                        }
+                    } else {
+                        json_merge(&mut existing, &body);
+                    }
                     existing
                 };
+                // An object whose finalizers are gone while it is being deleted disappears.
+                if merged["metadata"]["deletionTimestamp"].is_string()
+                    && merged["metadata"]["finalizers"]
+                        .as_array()
+                        .is_none_or(Vec::is_empty)
+                {
+                    state.objects.remove(&path);
+                    return (200, merged);
+                }
                 let created = existing.is_none();
                 let unchanged = existing.as_ref() == Some(&merged);
                 if unchanged {
@@ -320,6 +335,57 @@ fn json_merge(target: &mut Value, patch: &Value) {
         }
         patch => *target = patch.clone(),
     }
+}
+
+/// RFC 6902 JSON patch: the `test`, `add`, `remove` and `replace` operations.
+fn json_patch(target: &mut Value, operations: &Value) -> Result<(), String> {
+    for operation in operations.as_array().into_iter().flatten() {
+        let path = operation["path"].as_str().unwrap_or("");
+        let (parent_path, last) = path.rsplit_once('/').unwrap_or(("", path));
+        let value = operation["value"].clone();
+        match operation["op"].as_str().unwrap_or("") {
+            "test" => {
+                if target.pointer(path).unwrap_or(&Value::Null) != &value {
+                    return Err(format!("the test operation on {path} failed"));
+                }
+            }
+            "remove" | "add" | "replace" => {
+                let parent = target
+                    .pointer_mut(parent_path)
+                    .ok_or_else(|| format!("no parent for {path}"))?;
+                let op = operation["op"].as_str().unwrap_or("");
+                match parent {
+                    Value::Array(items) => {
+                        let index = if last == "-" {
+                            items.len()
+                        } else {
+                            last.parse::<usize>()
+                                .map_err(|_| format!("bad index in {path}"))?
+                        };
+                        match op {
+                            "remove" if index < items.len() => {
+                                items.remove(index);
+                            }
+                            "add" if index <= items.len() => items.insert(index, value),
+                            "replace" if index < items.len() => items[index] = value,
+                            _ => return Err(format!("index out of range in {path}")),
+                        }
+                    }
+                    Value::Object(map) => {
+                        if op == "remove" {
+                            map.remove(last)
+                                .ok_or_else(|| format!("nothing at {path}"))?;
+                        } else {
+                            map.insert(last.to_string(), value);
+                        }
+                    }
+                    _ => return Err(format!("cannot patch inside a scalar at {path}")),
+                }
+            }
+            other => return Err(format!("unsupported JSON patch operation {other:?}")),
+        }
+    }
+    Ok(())
 }
 
 /// Records `manager` as the Apply owner of every field it sent, in `fieldsV1` form.
