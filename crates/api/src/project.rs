@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
     status = "KnowledgeProjectStatus",
     derive = "PartialEq",
     cel,
+    annotation("helm.sh/resource-policy", "keep"),
     doc = "A tenant's knowledge base: query pods, storage, API keys and network isolation, reconciled by kbeast-operator.",
     printcolumn(
         name = "Ready",

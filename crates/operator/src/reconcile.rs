@@ -312,6 +312,7 @@ async fn patch_status(
     let body = json!({
         "apiVersion": KnowledgeProject::api_version(&()),
         "kind": KnowledgeProject::kind(&()),
+        "metadata": {"name": project.name_any()},
         "status": status,
     });
     api.patch_status(

@@ -21,6 +21,8 @@ use kbeast_api::{KnowledgeProject, VolumeAccessMode};
 use super::{ObservedFacts, child_meta, names, selector_labels, stable_hash, with_desired_hash};
 use crate::settings::OperatorSettings;
 
+/// The query binary, on the PATH of the query image (which may also hold the operator).
+pub const QUERY_BINARY: &str = "kbeast-query";
 /// UID and GID of the query process (the distroless `nonroot` user).
 const QUERY_UID: i64 = 65532;
 const DATA_VOLUME: &str = "data";
@@ -196,6 +198,7 @@ fn query_container(project: &KnowledgeProject, settings: &OperatorSettings) -> C
     Container {
         name: query_container_name().to_string(),
         image: Some(query_image(project, settings)),
+        command: Some(vec![QUERY_BINARY.to_string()]),
         args: Some(vec!["serve".to_string()]),
         env_from: Some(env_from),
         env,

@@ -4,7 +4,9 @@ use k8s_openapi::api::core::v1::{
 };
 use kbeast_api::KnowledgeProject;
 
-use super::deployment::{container_security_context, pod_security_context, query_image};
+use super::deployment::{
+    QUERY_BINARY, container_security_context, pod_security_context, query_image,
+};
 use super::{child_meta, names};
 use crate::settings::OperatorSettings;
 
@@ -51,6 +53,7 @@ pub fn desired_purge_job(project: &KnowledgeProject, settings: &OperatorSettings
                     containers: vec![Container {
                         name: "purge".to_string(),
                         image: Some(query_image(project, settings)),
+                        command: Some(vec![QUERY_BINARY.to_string()]),
                         args: Some(vec![
                             "purge".to_string(),
                             "--data".to_string(),
