@@ -26,6 +26,21 @@ use crate::build::names;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::validate::secret_names;
 
+/// Every (API group, resource) the controllers list and watch. The chart's RBAC is checked
+/// against it; keep it in step with `controller_for`.
+pub const WATCHED_RESOURCES: &[(&str, &str)] = &[
+    ("kbeast.io", "knowledgeprojects"),
+    ("apps", "deployments"),
+    ("", "services"),
+    ("", "serviceaccounts"),
+    ("", "configmaps"),
+    ("", "persistentvolumeclaims"),
+    ("autoscaling", "horizontalpodautoscalers"),
+    ("policy", "poddisruptionbudgets"),
+    ("networking.k8s.io", "networkpolicies"),
+    ("", "secrets"),
+];
+
 /// Runs the controllers until `shutdown` resolves. `namespaces` empty means all namespaces.
 pub async fn run(
     ctx: Arc<Context>,

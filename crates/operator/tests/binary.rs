@@ -27,33 +27,74 @@ fn render_prints_every_child_of_a_sample() {
     for (file, kinds) in [
         (
             "minimal.yaml",
-            vec!["ServiceAccount", "NetworkPolicy", "ConfigMap", "Secret", "PersistentVolumeClaim", "Service", "Deployment", "PodDisruptionBudget"],
+            vec![
+                "ServiceAccount",
+                "NetworkPolicy",
+                "ConfigMap",
+                "Secret",
+                "PersistentVolumeClaim",
+                "Service",
+                "Deployment",
+                "PodDisruptionBudget",
+            ],
         ),
         (
             "autoscaled.yaml",
-            vec!["ServiceAccount", "NetworkPolicy", "ConfigMap", "Secret", "PersistentVolumeClaim", "Service", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler"],
+            vec![
+                "ServiceAccount",
+                "NetworkPolicy",
+                "ConfigMap",
+                "Secret",
+                "PersistentVolumeClaim",
+                "Service",
+                "Deployment",
+                "PodDisruptionBudget",
+                "HorizontalPodAutoscaler",
+            ],
         ),
         (
             "object-store.yaml",
-            vec!["ServiceAccount", "NetworkPolicy", "ConfigMap", "Secret", "Service", "Deployment", "PodDisruptionBudget"],
+            vec![
+                "ServiceAccount",
+                "NetworkPolicy",
+                "ConfigMap",
+                "Secret",
+                "Service",
+                "Deployment",
+                "PodDisruptionBudget",
+            ],
         ),
     ] {
         let output = operator()
-            .args(["render", "-f", &sample(file), "--query-image", "registry.local/kbeast:test"])
+            .args([
+                "render",
+                "-f",
+                &sample(file),
+                "--query-image",
+                "registry.local/kbeast:test",
+            ])
             .output()
             .expect("runs");
-        assert!(output.status.success(), "{file}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let text = String::from_utf8(output.stdout).expect("UTF-8");
         let rendered: Vec<String> = text
             .split("---\n")
             .filter(|doc| !doc.trim().is_empty())
             .map(|doc| {
-                let value: serde_yaml::Value = serde_yaml::from_str(doc).expect("each document is YAML");
+                let value: serde_yaml::Value =
+                    serde_yaml::from_str(doc).expect("each document is YAML");
                 value["kind"].as_str().expect("kind").to_string()
             })
             .collect();
         assert_eq!(rendered, kinds, "{file}");
-        assert!(text.contains("image: registry.local/kbeast:test"), "{file}: --query-image is used");
+        assert!(
+            text.contains("image: registry.local/kbeast:test"),
+            "{file}: --query-image is used"
+        );
     }
 }
 
@@ -66,12 +107,19 @@ fn render_of_a_bad_file_fails_naming_the_problem() {
         "apiVersion: kbeast.io/v1alpha1\nkind: KnowledgeProject\nmetadata: {name: x}\nspec:\n  storage: {ephemeral: {}}\n  resources: {requests: {cpu: lots}}\n",
     )
     .expect("writable");
-    let output = operator().args(["render", "-f"]).arg(&path).output().expect("runs");
+    let output = operator()
+        .args(["render", "-f"])
+        .arg(&path)
+        .output()
+        .expect("runs");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("spec.resources.requests.cpu"), "{stderr}");
 
-    let output = operator().args(["render", "-f", "/no/such/file.yaml"]).output().expect("runs");
+    let output = operator()
+        .args(["render", "-f", "/no/such/file.yaml"])
+        .output()
+        .expect("runs");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such/file.yaml"));
 }
@@ -93,5 +141,8 @@ fn run_without_a_reachable_api_server_exits_with_a_clear_error() {
         .expect("runs");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("the Kubernetes API server did not answer"), "{stderr}");
+    assert!(
+        stderr.contains("the Kubernetes API server did not answer"),
+        "{stderr}"
+    );
 }

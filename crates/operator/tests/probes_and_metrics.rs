@@ -11,7 +11,11 @@ use tower::ServiceExt;
 
 async fn get(state: &ServerState, path: &str) -> (StatusCode, String) {
     let response = router(state.clone())
-        .oneshot(Request::get(path).body(Body::empty()).expect("valid request"))
+        .oneshot(
+            Request::get(path)
+                .body(Body::empty())
+                .expect("valid request"),
+        )
         .await
         .expect("router answers");
     let status = response.status();
@@ -30,12 +34,21 @@ async fn readiness_follows_the_api_connection_and_metrics_are_exported() {
         ready: ready.clone(),
     };
     assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
-    assert_eq!(get(&state, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        get(&state, "/readyz").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     ready.store(true, Ordering::Relaxed);
     assert_eq!(get(&state, "/readyz").await.0, StatusCode::OK);
 
-    metrics.reconciliations.with_label_values(&["success"]).inc();
-    metrics.reconcile_errors.with_label_values(&["conflict"]).inc();
+    metrics
+        .reconciliations
+        .with_label_values(&["success"])
+        .inc();
+    metrics
+        .reconcile_errors
+        .with_label_values(&["conflict"])
+        .inc();
     metrics.reconcile_duration.observe(0.02);
     metrics.managed_projects.set(3);
     let (status, body) = get(&state, "/metrics").await;
