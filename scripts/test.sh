@@ -16,11 +16,14 @@ if [ ! -d "$KBEAST_GOLDEN_DIR" ]; then
 fi
 
 "$root/scripts/install-build-deps.sh"
+"$root/scripts/install-test-tools.sh"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== build the shipped binaries (the Dockerfile's command, debug profile)"
+"$root/scripts/build-binaries.sh"
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -1,7 +1,12 @@
 //! Prometheus metrics of the operator, served on `/metrics`.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the operator exports.
@@ -19,6 +24,10 @@ pub struct Metrics {
     pub child_writes: IntCounterVec,
     /// `kbeast_leader`: 1 while this replica holds the leader lease.
     pub leader: IntGauge,
+    /// `kbeast_project_condition{namespace,project,condition,reason}`: 1 when the condition is True.
+    pub project_condition: IntGaugeVec,
+    /// Reason currently exported per (namespace, project, condition), to drop stale series.
+    exported_reasons: Mutex<HashMap<(String, String, String), String>>,
 }
 
 impl Metrics {
@@ -65,6 +74,14 @@ impl Metrics {
         .expect("metric definition is valid");
         let leader = IntGauge::new("kbeast_leader", "1 while this replica is the leader")
             .expect("metric definition is valid");
+        let project_condition = IntGaugeVec::new(
+            Opts::new(
+                "kbeast_project_condition",
+                "Conditions of each KnowledgeProject: 1 when True, with the current reason",
+            ),
+            &["namespace", "project", "condition", "reason"],
+        )
+        .expect("metric definition is valid");
         for collector in [
             Box::new(reconciliations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_errors.clone()),
@@ -72,6 +89,8 @@ impl Metrics {
             Box::new(managed_projects.clone()),
             Box::new(child_writes.clone()),
             Box::new(leader.clone()),
+            Box::new(project_condition.clone()),
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry
                 .register(collector)
@@ -85,7 +104,80 @@ impl Metrics {
             managed_projects,
             child_writes,
             leader,
+            project_condition,
+            exported_reasons: Mutex::default(),
         }
+    }
+
+    /// Exports a project's conditions, replacing the series of a changed reason.
+    pub fn record_conditions(&self, namespace: &str, project: &str, conditions: &[Condition]) {
+        let mut exported = self
+            .exported_reasons
+            .lock()
+            .expect("metrics lock is never poisoned");
+        for condition in conditions {
+            let key = (
+                namespace.to_string(),
+                project.to_string(),
+                condition.type_.clone(),
+            );
+            if let Some(old) = exported.insert(key, condition.reason.clone())
+                && old != condition.reason
+            {
+                let _ = self.project_condition.remove_label_values(&[
+                    namespace,
+                    project,
+                    &condition.type_,
+                    &old,
+                ]);
+            }
+            self.project_condition
+                .with_label_values(&[namespace, project, &condition.type_, &condition.reason])
+                .set(i64::from(condition.status == "True"));
+        }
+    }
+
+    /// Drops every series of a project that is gone.
+    pub fn forget_project(&self, namespace: &str, project: &str) {
+        let mut exported = self
+            .exported_reasons
+            .lock()
+            .expect("metrics lock is never poisoned");
+        exported.retain(|(ns, name, condition), reason| {
+            let ours = ns == namespace && name == project;
+            if ours {
+                let _ = self
+                    .project_condition
+                    .remove_label_values(&[ns, name, condition, reason]);
+            }
+            !ours
+        });
+    }
+
+    /// Names of every metric family this process exports, used or not.
+    pub fn names(&self) -> Vec<String> {
+        let collectors: [&dyn prometheus::core::Collector; 7] = [
+            &self.reconciliations,
+            &self.reconcile_errors,
+            &self.reconcile_duration,
+            &self.managed_projects,
+            &self.child_writes,
+            &self.leader,
+            &self.project_condition,
+        ];
+        let mut names: Vec<String> = collectors
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect();
+        names.extend(
+            self.registry
+                .gather()
+                .into_iter()
+                .map(|f| f.name().to_string()),
+        );
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The text exposition format.

@@ -250,6 +250,11 @@ async fn reconcile_project(project: &KnowledgeProject, ctx: &Context) -> Result<
         )
         .await;
     }
+    ctx.metrics.record_conditions(
+        &project.namespace().unwrap_or_default(),
+        &project.name_any(),
+        &status.conditions,
+    );
     if project.status.as_ref() != Some(&status) {
         announce_condition_changes(ctx, project, &status).await;
         patch_status(ctx, project, &status).await?;
@@ -429,6 +434,7 @@ async fn clean_up(project: &KnowledgeProject, ctx: &Context) -> Result<Action> {
     }
     ctx.track(project, false);
     ctx.reset_backoff(project);
+    ctx.metrics.forget_project(&namespace, &project.name_any());
     Ok(Action::await_change())
 }
 

@@ -63,3 +63,28 @@ async fn readiness_follows_the_api_connection_and_metrics_are_exported() {
         assert!(body.contains(line), "missing {line:?} in:\n{body}");
     }
 }
+
+#[test]
+fn a_changed_reason_replaces_the_project_condition_series() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    let condition = |status: &str, reason: &str| Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: String::new(),
+        observed_generation: Some(1),
+        last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+    };
+    let metrics = Metrics::new();
+    metrics.record_conditions("tenants", "docs", &[condition("False", "RollingOut")]);
+    metrics.record_conditions("tenants", "docs", &[condition("True", "Available")]);
+    let text = metrics.render();
+    assert!(text.contains(
+        "kbeast_project_condition{condition=\"Ready\",namespace=\"tenants\",project=\"docs\",reason=\"Available\"} 1"
+    ), "{text}");
+    assert!(!text.contains("RollingOut"), "the old reason's series is gone:\n{text}");
+    metrics.forget_project("tenants", "docs");
+    assert!(!metrics.render().contains("project=\"docs\""));
+    assert!(metrics.names().contains(&"kbeast_project_condition".to_string()));
+    assert!(metrics.names().contains(&"process_resident_memory_bytes".to_string()));
+}
