@@ -82,9 +82,20 @@ fn a_changed_reason_replaces_the_project_condition_series() {
     assert!(text.contains(
         "kbeast_project_condition{condition=\"Ready\",namespace=\"tenants\",project=\"docs\",reason=\"Available\"} 1"
     ), "{text}");
-    assert!(!text.contains("RollingOut"), "the old reason's series is gone:\n{text}");
+    assert!(
+        !text.contains("RollingOut"),
+        "the old reason's series is gone:\n{text}"
+    );
     metrics.forget_project("tenants", "docs");
     assert!(!metrics.render().contains("project=\"docs\""));
-    assert!(metrics.names().contains(&"kbeast_project_condition".to_string()));
-    assert!(metrics.names().contains(&"process_resident_memory_bytes".to_string()));
+    assert!(
+        metrics
+            .names()
+            .contains(&"kbeast_project_condition".to_string())
+    );
+    assert!(
+        metrics
+            .names()
+            .contains(&"process_resident_memory_bytes".to_string())
+    );
 }
