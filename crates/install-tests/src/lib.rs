@@ -65,20 +65,4 @@ pub fn documents(yaml: &str) -> Vec<serde_yaml::Value> {
         .collect()
 }
 
-/// Writes the generated text, or compares it with the checked-in file.
-pub fn check_or_update(path: &Path, generated: &str, how_to_fix: &str) {
-    if std::env::var_os("KBEAST_UPDATE_GOLDEN").is_some() {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).expect("golden folder is writable");
-        }
-        std::fs::write(path, generated).expect("golden file is writable");
-        return;
-    }
-    let checked_in = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}; {how_to_fix}", path.display()));
-    assert!(
-        checked_in == generated,
-        "{} is stale; {how_to_fix}",
-        path.display()
-    );
-}
+pub use kbeast_testkit::golden::check_or_update;

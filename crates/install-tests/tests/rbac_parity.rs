@@ -13,7 +13,6 @@ use kbeast_operator::metrics::Metrics;
 use kbeast_operator::reconcile::{Context, reconcile};
 use kbeast_operator::settings::OperatorSettings;
 use kbeast_testkit::{FakeApi, RecordedRequest};
-use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 
 /// (API group, resource or resource/subresource, verb).
@@ -24,18 +23,11 @@ const UID: &str = "11111111-2222-4333-8444-555555555555";
 
 fn context(api: &FakeApi) -> Arc<Context> {
     let client = api.client();
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "kbeast-operator".into(),
-            instance: None,
-        },
-    );
     Arc::new(Context::new(
         client,
         OperatorSettings::default(),
         Arc::new(Metrics::new()),
-        recorder,
+        None,
     ))
 }
 

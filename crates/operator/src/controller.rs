@@ -23,8 +23,8 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
 
 use crate::build::names;
+use crate::observe::secret_references;
 use crate::reconcile::{Context, error_policy, reconcile};
-use crate::validate::secret_names;
 
 /// Every (API group, resource) the controllers list and watch. The chart's RBAC is checked
 /// against it; keep it in step with `controller_for`.
@@ -93,7 +93,8 @@ async fn controller_for(
             .into_iter()
             .filter(|p| p.namespace() == namespace)
             .filter(|p| {
-                names::api_keys_secret(p) == name || secret_names(p).iter().any(|(_, n)| *n == name)
+                names::api_keys_secret(p) == name
+                    || secret_references(p).iter().any(|r| r.name == name)
             })
             .map(|p| ObjectRef::from_obj(&*p))
             .collect::<Vec<_>>()

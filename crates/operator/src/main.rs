@@ -15,7 +15,6 @@ use kbeast_operator::reconcile::Context;
 use kbeast_operator::settings::OperatorSettings;
 use kbeast_operator::{controller, render, telemetry};
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 use tracing::{error, info};
 
 #[derive(Parser)]
@@ -201,18 +200,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     metrics.leader.set(1);
 
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "kbeast-operator".into(),
-            instance: Some(identity.clone()),
-        },
-    );
     let ctx = Arc::new(Context::new(
         client,
         args.settings.settings(),
         metrics.clone(),
-        recorder,
+        Some(identity.clone()),
     ));
     let namespaces: Vec<String> = args
         .watch_namespaces

@@ -31,14 +31,53 @@ pub struct LiveChildren {
     pub hpa: Option<HorizontalPodAutoscaler>,
 }
 
-/// A Secret the spec references, and what was found.
-#[derive(Clone, Debug)]
-pub struct ReferencedSecret {
+/// A Secret the spec names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretReference {
     /// The spec field that names it.
-    pub field: String,
+    pub field: &'static str,
     pub name: String,
     /// Key that must be present, if the reference names one.
     pub required_key: Option<String>,
+}
+
+/// Every Secret the spec references.
+pub fn secret_references(project: &KnowledgeProject) -> Vec<SecretReference> {
+    let spec = &project.spec;
+    let mut references = Vec::new();
+    if let Some(auth) = &spec.auth {
+        references.push(SecretReference {
+            field: "spec.auth.apiKeysSecretRef",
+            name: auth.api_keys_secret_ref.name.clone(),
+            required_key: Some(API_KEYS_FILE_KEY.to_string()),
+        });
+    }
+    if let Some(key_ref) = &spec.embedding.api_key_secret_ref {
+        references.push(SecretReference {
+            field: "spec.embedding.apiKeySecretRef",
+            name: key_ref.name.clone(),
+            required_key: Some(key_ref.key.clone()),
+        });
+    }
+    if let Some(credentials) = spec
+        .storage
+        .object_store
+        .as_ref()
+        .and_then(|s| s.credentials_secret_ref.as_ref())
+    {
+        references.push(SecretReference {
+            field: "spec.storage.objectStore.credentialsSecretRef",
+            name: credentials.name.clone(),
+            required_key: None,
+        });
+    }
+    references
+}
+
+/// A referenced Secret, and what was found.
+#[derive(Clone, Debug)]
+pub struct ReferencedSecret {
+    pub reference: SecretReference,
     pub secret: Option<Secret>,
 }
 
@@ -52,8 +91,9 @@ pub struct Observed {
 impl Observed {
     /// Describes the first missing Secret or key, naming it and the field that references it.
     pub fn missing_secret(&self) -> Option<String> {
-        self.referenced_secrets.iter().find_map(|reference| {
-            let Some(secret) = &reference.secret else {
+        self.referenced_secrets.iter().find_map(|found| {
+            let reference = &found.reference;
+            let Some(secret) = &found.secret else {
                 return Some(format!(
                     "Secret {:?} named by {} does not exist",
                     reference.name, reference.field
@@ -120,45 +160,15 @@ pub async fn observe(client: &Client, project: &KnowledgeProject) -> Result<Obse
     };
 
     let mut referenced_secrets = Vec::new();
-    let spec = &project.spec;
-    if let Some(auth) = &spec.auth {
-        referenced_secrets.push((
-            "spec.auth.apiKeysSecretRef",
-            auth.api_keys_secret_ref.name.clone(),
-            Some(API_KEYS_FILE_KEY.to_string()),
-        ));
-    }
-    if let Some(key_ref) = &spec.embedding.api_key_secret_ref {
-        referenced_secrets.push((
-            "spec.embedding.apiKeySecretRef",
-            key_ref.name.clone(),
-            Some(key_ref.key.clone()),
-        ));
-    }
-    if let Some(credentials) = spec
-        .storage
-        .object_store
-        .as_ref()
-        .and_then(|s| s.credentials_secret_ref.as_ref())
-    {
-        referenced_secrets.push((
-            "spec.storage.objectStore.credentialsSecretRef",
-            credentials.name.clone(),
-            None,
-        ));
-    }
-    let mut found = Vec::new();
-    for (field, name, required_key) in referenced_secrets {
-        found.push(ReferencedSecret {
-            field: field.to_string(),
-            secret: get(client, &namespace, &name).await?,
-            name,
-            required_key,
+    for reference in secret_references(project) {
+        referenced_secrets.push(ReferencedSecret {
+            secret: get(client, &namespace, &reference.name).await?,
+            reference,
         });
     }
     Ok(Observed {
         children,
-        referenced_secrets: found,
+        referenced_secrets,
     })
 }
 
@@ -200,51 +210,28 @@ pub fn ownership_conflicts(project: &KnowledgeProject, live: &LiveChildren) -> V
         pdb,
         hpa,
     } = live;
-    let mut conflicts = Vec::new();
-    let mut check = |kind: &str, object: Option<&dyn OwnedObject>| {
-        if let Some(object) = object
-            && !object.owned_by(project)
-        {
-            conflicts.push(format!(
+    let children: [(&str, Option<&dyn OwnedObject>); 9] = [
+        ("ServiceAccount", service_account.as_ref().map(|o| o as _)),
+        ("NetworkPolicy", network_policy.as_ref().map(|o| o as _)),
+        ("ConfigMap", config_map.as_ref().map(|o| o as _)),
+        ("Secret", api_keys_secret.as_ref().map(|o| o as _)),
+        ("PersistentVolumeClaim", pvc.as_ref().map(|o| o as _)),
+        ("Service", service.as_ref().map(|o| o as _)),
+        ("Deployment", deployment.as_ref().map(|o| o as _)),
+        ("PodDisruptionBudget", pdb.as_ref().map(|o| o as _)),
+        ("HorizontalPodAutoscaler", hpa.as_ref().map(|o| o as _)),
+    ];
+    children
+        .into_iter()
+        .filter_map(|(kind, object)| object.map(|o| (kind, o)))
+        .filter(|(_, object)| !object.owned_by(project))
+        .map(|(kind, object)| {
+            format!(
                 "{kind} {:?} already exists and is not owned by this KnowledgeProject",
                 object.object_name()
-            ));
-        }
-    };
-    check(
-        "ServiceAccount",
-        service_account.as_ref().map(|o| o as &dyn OwnedObject),
-    );
-    check(
-        "NetworkPolicy",
-        network_policy.as_ref().map(|o| o as &dyn OwnedObject),
-    );
-    check(
-        "ConfigMap",
-        config_map.as_ref().map(|o| o as &dyn OwnedObject),
-    );
-    check(
-        "Secret",
-        api_keys_secret.as_ref().map(|o| o as &dyn OwnedObject),
-    );
-    check(
-        "PersistentVolumeClaim",
-        pvc.as_ref().map(|o| o as &dyn OwnedObject),
-    );
-    check("Service", service.as_ref().map(|o| o as &dyn OwnedObject));
-    check(
-        "Deployment",
-        deployment.as_ref().map(|o| o as &dyn OwnedObject),
-    );
-    check(
-        "PodDisruptionBudget",
-        pdb.as_ref().map(|o| o as &dyn OwnedObject),
-    );
-    check(
-        "HorizontalPodAutoscaler",
-        hpa.as_ref().map(|o| o as &dyn OwnedObject),
-    );
-    conflicts
+            )
+        })
+        .collect()
 }
 
 /// Object-safe view of a child for the ownership check.

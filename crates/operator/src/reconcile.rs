@@ -14,7 +14,7 @@ use kbeast_api::{
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
@@ -52,12 +52,20 @@ pub struct Context {
 }
 
 impl Context {
+    /// `instance` names this replica in the Events it publishes.
     pub fn new(
         client: Client,
         settings: OperatorSettings,
         metrics: Arc<Metrics>,
-        recorder: Recorder,
+        instance: Option<String>,
     ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "kbeast-operator".into(),
+                instance,
+            },
+        );
         Self {
             client,
             settings,

@@ -11,6 +11,7 @@ use kbeast_api::quantity::parse_quantity;
 use kbeast_api::{EmbeddingProvider, KnowledgeProject};
 
 use crate::build::parse_endpoint;
+use crate::observe::secret_references;
 
 /// One problem in the spec, with the field it is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,42 +225,15 @@ pub fn validate(project: &KnowledgeProject) -> Vec<SpecProblem> {
             format!("{name:?} is not a valid name"),
         );
     }
-    for (field, name) in secret_names(project) {
-        if !is_dns_subdomain(&name) {
-            problem(&field, format!("{name:?} is not a valid Secret name"));
+    for reference in secret_references(project) {
+        if !is_dns_subdomain(&reference.name) {
+            problem(
+                &format!("{}.name", reference.field),
+                format!("{:?} is not a valid Secret name", reference.name),
+            );
         }
     }
     problems
-}
-
-/// Every Secret the spec references, with the field that names it.
-pub fn secret_names(project: &KnowledgeProject) -> Vec<(String, String)> {
-    let spec = &project.spec;
-    let mut names = Vec::new();
-    if let Some(auth) = &spec.auth {
-        names.push((
-            "spec.auth.apiKeysSecretRef.name".to_string(),
-            auth.api_keys_secret_ref.name.clone(),
-        ));
-    }
-    if let Some(key) = &spec.embedding.api_key_secret_ref {
-        names.push((
-            "spec.embedding.apiKeySecretRef.name".to_string(),
-            key.name.clone(),
-        ));
-    }
-    if let Some(credentials) = spec
-        .storage
-        .object_store
-        .as_ref()
-        .and_then(|s| s.credentials_secret_ref.as_ref())
-    {
-        names.push((
-            "spec.storage.objectStore.credentialsSecretRef.name".to_string(),
-            credentials.name.clone(),
-        ));
-    }
-    names
 }
 
 /// The amount an int-or-percent stands for, as far as "is it zero" goes.

@@ -8,7 +8,6 @@ use kbeast_operator::metrics::Metrics;
 use kbeast_operator::reconcile::{Context, reconcile};
 use kbeast_operator::settings::OperatorSettings;
 use kbeast_testkit::FakeApi;
-use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 
 const PROJECT_PATH: &str = "/apis/kbeast.io/v1alpha1/namespaces/tenants/knowledgeprojects/docs";
@@ -35,18 +34,11 @@ fn owned_pvc() -> Value {
 
 fn context(api: &FakeApi) -> Arc<Context> {
     let client = api.client();
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "kbeast-operator".into(),
-            instance: None,
-        },
-    );
     Arc::new(Context::new(
         client,
         OperatorSettings::default(),
         Arc::new(Metrics::new()),
-        recorder,
+        None,
     ))
 }
 

@@ -6,23 +6,10 @@ use std::path::{Path, PathBuf};
 use kbeast_operator::build::ApiKeySet;
 use kbeast_operator::render::{crd_yaml, render_children};
 use kbeast_operator::settings::OperatorSettings;
+use kbeast_testkit::golden::check_or_update;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn check_or_update(path: &Path, generated: &str, how_to_fix: &str) {
-    if std::env::var_os("KBEAST_UPDATE_GOLDEN").is_some() {
-        std::fs::write(path, generated).expect("golden file is writable");
-        return;
-    }
-    let checked_in = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}; {how_to_fix}", path.display()));
-    assert!(
-        checked_in == generated,
-        "{} is stale; {how_to_fix}",
-        path.display()
-    );
 }
 
 #[test]

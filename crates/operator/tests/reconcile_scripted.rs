@@ -8,7 +8,6 @@ use kbeast_operator::metrics::Metrics;
 use kbeast_operator::reconcile::{Context, error_policy, reconcile};
 use kbeast_operator::settings::OperatorSettings;
 use kbeast_testkit::{Failure, FakeApi, RecordedRequest};
-use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 
 const NS: &str = "tenants";
@@ -51,18 +50,11 @@ impl Harness {
         let api = FakeApi::new();
         api.insert(PROJECT_PATH, project);
         let client = api.client();
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "kbeast-operator".into(),
-                instance: Some("test".into()),
-            },
-        );
         let ctx = Arc::new(Context::new(
             client,
             OperatorSettings::default(),
             Arc::new(Metrics::new()),
-            recorder,
+            None,
         ));
         Self { api, ctx }
     }

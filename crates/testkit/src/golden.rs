@@ -53,3 +53,22 @@ pub fn created_objects(scenario_name: &str) -> Vec<(String, Value, Value)> {
         })
         .collect()
 }
+
+/// Compares generated text with a checked-in snapshot file, or rewrites the file when
+/// `KBEAST_UPDATE_GOLDEN` is set.
+pub fn check_or_update(path: &std::path::Path, generated: &str, how_to_fix: &str) {
+    if std::env::var_os("KBEAST_UPDATE_GOLDEN").is_some() {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("snapshot folder is writable");
+        }
+        std::fs::write(path, generated).expect("snapshot file is writable");
+        return;
+    }
+    let checked_in = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}; {how_to_fix}", path.display()));
+    assert!(
+        checked_in == generated,
+        "{} is stale; {how_to_fix}",
+        path.display()
+    );
+}
