@@ -265,7 +265,8 @@ pub struct EmbeddingSpec {
     #[serde(default = "default_dimension")]
     #[schemars(range(min = 8, max = 8192))]
     pub dimension: i32,
-    /// Base URL of an OpenAI-compatible `/v1/embeddings` server.
+    /// Base URL of an OpenAI-compatible embeddings API, up to the version (e.g.
+    /// `http://tei.ml.svc:8080/v1`); requests go to `<endpoint>/embeddings`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://[^\s/]+(/.*)?$"))]
     pub endpoint: Option<String>,

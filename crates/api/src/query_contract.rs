@@ -22,11 +22,11 @@ pub mod env {
     pub const LISTEN: &str = "KBEAST_LISTEN";
     pub const API_KEYS: &str = "KBEAST_API_KEYS";
     pub const PROJECT: &str = "KBEAST_PROJECT";
-    pub const EMBEDDING_PROVIDER: &str = "KBEAST_EMBEDDING_PROVIDER";
-    pub const EMBEDDING_MODEL: &str = "KBEAST_EMBEDDING_MODEL";
-    pub const EMBEDDING_DIMENSION: &str = "KBEAST_EMBEDDING_DIMENSION";
-    pub const EMBEDDING_ENDPOINT: &str = "KBEAST_EMBEDDING_ENDPOINT";
-    pub const EMBEDDING_API_KEY: &str = "KBEAST_EMBEDDING_API_KEY";
+    pub const EMBEDDING_PROVIDER: &str = "KBEAST_EMBEDDER";
+    pub const EMBEDDING_MODEL: &str = "KBEAST_OPENAI_MODEL";
+    pub const EMBEDDING_DIMENSION: &str = "KBEAST_EMBEDDING_DIM";
+    pub const EMBEDDING_ENDPOINT: &str = "KBEAST_OPENAI_BASE_URL";
+    pub const EMBEDDING_API_KEY: &str = "KBEAST_OPENAI_API_KEY";
     pub const DEFAULT_SEARCH_MODE: &str = "KBEAST_DEFAULT_SEARCH_MODE";
     pub const CHUNK_SIZE: &str = "KBEAST_CHUNK_SIZE";
     pub const CHUNK_OVERLAP: &str = "KBEAST_CHUNK_OVERLAP";

@@ -33,7 +33,6 @@ pub fn desired_config_map(project: &KnowledgeProject) -> ConfigMap {
             env::EMBEDDING_PROVIDER,
             spec.embedding.provider.as_str().to_string(),
         ),
-        (env::EMBEDDING_MODEL, embedding_model(project)),
         (
             env::EMBEDDING_DIMENSION,
             spec.embedding.dimension.to_string(),
@@ -45,8 +44,12 @@ pub fn desired_config_map(project: &KnowledgeProject) -> ConfigMap {
         (env::CHUNK_SIZE, spec.search.chunk_size.to_string()),
         (env::CHUNK_OVERLAP, spec.search.chunk_overlap.to_string()),
     ]);
-    if let Some(endpoint) = &spec.embedding.endpoint {
-        data.insert(env::EMBEDDING_ENDPOINT, endpoint.clone());
+    // The hash embedder has no model or endpoint; only openai takes them.
+    if spec.embedding.provider == EmbeddingProvider::Openai {
+        data.insert(env::EMBEDDING_MODEL, embedding_model(project));
+        if let Some(endpoint) = &spec.embedding.endpoint {
+            data.insert(env::EMBEDDING_ENDPOINT, endpoint.clone());
+        }
     }
     if let Some(quota) = &spec.quota {
         if let Some(max_documents) = quota.max_documents {
