@@ -12,4 +12,7 @@ listen="${KBEAST_LISTEN:-127.0.0.1:8080}"
 mkdir -p "$data"
 echo "kbeast-query: data in $data, listening on http://$listen"
 echo "API keys: generated at first start in $data (see the log line 'generated API keys')"
-exec cargo run --locked --release -p kbeast-query -- serve --data "$data" --listen "$listen" "$@"
+# Debug by default: it shares the test build (a cold release build takes about 40 minutes here).
+profile=()
+[ "${KBEAST_RELEASE:-}" = "1" ] && profile=(--release)
+exec cargo run --locked "${profile[@]}" -p kbeast-query -- serve --data "$data" --listen "$listen" "$@"
