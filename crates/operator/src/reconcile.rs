@@ -188,8 +188,12 @@ async fn reconcile_project(project: &KnowledgeProject, ctx: &Context) -> Result<
             Vec::new(),
         ),
         None => {
+            // Keys are generated only when they will be stored: a suspended project must not
+            // see a new random revision on every reconcile.
             let new_secret = match (&project.spec.auth, &observed.children.api_keys_secret) {
-                (None, None) => Some(desired_api_keys_secret(project, &ApiKeySet::generate())),
+                (None, None) if !project.spec.suspend => {
+                    Some(desired_api_keys_secret(project, &ApiKeySet::generate()))
+                }
                 _ => None,
             };
             let pod_secrets = observed
