@@ -72,6 +72,14 @@ pub struct ServeArgs {
     /// Characters repeated from the previous chunk; less than half the chunk size.
     #[arg(long, env = "KBEAST_CHUNK_OVERLAP", default_value_t = ChunkConfig::DEFAULT_OVERLAP)]
     pub chunk_overlap: usize,
+    /// Compact files, update indices and prune old versions after this many
+    /// write commits (0 disables).
+    #[arg(long, env = "KBEAST_OPTIMIZE_EVERY_COMMITS", default_value_t = 100)]
+    pub optimize_every_commits: u64,
+    /// Build an IVF-PQ vector index once the table holds this many chunks
+    /// (below it, vector search is exact). 0 disables.
+    #[arg(long, env = "KBEAST_VECTOR_INDEX_MIN_ROWS", default_value_t = 100_000)]
+    pub vector_index_min_rows: u64,
     #[arg(long, env = "KBEAST_EMBEDDER", value_enum, default_value_t = EmbedderKind::Hash)]
     pub embedder: EmbedderKind,
     /// Vector dimension of the `hash` embedder.

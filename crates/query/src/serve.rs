@@ -12,7 +12,7 @@ use crate::embed::{Embedder, HashEmbedder};
 use crate::http::auth::{KeyStore, generate_keys_file};
 use crate::http::{AppState, HttpLimits, router};
 use crate::ingest::chunking::ChunkConfig;
-use crate::ingest::writer::{Quotas, Writer, update_gauges};
+use crate::ingest::writer::{Maintenance, Quotas, Writer, update_gauges};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -78,7 +78,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_documents: args.max_documents,
         max_bytes: args.max_bytes,
     };
-    let writer = Writer::spawn(store.clone(), quotas, metrics.clone());
+    let maintenance = Maintenance {
+        optimize_every_commits: args.optimize_every_commits,
+        vector_index_min_rows: (args.vector_index_min_rows > 0)
+            .then_some(args.vector_index_min_rows),
+    };
+    let writer = Writer::spawn(store.clone(), quotas, maintenance, metrics.clone());
     update_gauges(&store, &metrics).await;
     let _ = state.writer.set(writer.handle.clone());
     let _ = state.store.set(store.clone());

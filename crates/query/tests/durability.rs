@@ -316,3 +316,69 @@ async fn snapshot_while_serving_then_restore() {
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].doc_id, "b");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_optimizes_and_builds_the_vector_index() {
+    let server = Server::start(&[
+        "--optimize-every-commits",
+        "5",
+        "--vector-index-min-rows",
+        "300",
+    ])
+    .await;
+    let client = server.admin();
+    let words = [
+        "amber", "birch", "cedar", "dune", "ember", "fjord", "grove", "heath",
+    ];
+    for batch in 0..6 {
+        let docs = (0..60)
+            .map(|i| {
+                let n = batch * 60 + i;
+                let text = format!(
+                    "note{n} about {} and {} near {}",
+                    words[n % 8],
+                    words[(n / 8) % 8],
+                    words[(n / 64) % 8]
+                );
+                doc(&format!("m{n}"), &text)
+            })
+            .collect();
+        client.ingest(&ingest_request(docs)).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !(server.log().contains("built the vector index")
+        && server.log().contains("optimized the table"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no maintenance:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Everything is still there and found, through the new indices.
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.documents, stats.chunks), (360, 360));
+    let hits = client
+        .search(&SearchRequest::new("note123", SearchMode::Keyword, 3))
+        .await
+        .unwrap()
+        .hits;
+    assert_eq!(hits[0].doc_id, "m123");
+    let hits = client
+        .search(&SearchRequest::new(
+            "note77 about fjord and birch near birch",
+            SearchMode::Vector,
+            3,
+        ))
+        .await
+        .unwrap()
+        .hits;
+    assert_eq!(hits[0].doc_id, "m77");
+    // Writes keep working after maintenance.
+    client
+        .ingest(&ingest_request(vec![doc("late", "late arrival")]))
+        .await
+        .unwrap();
+    assert_eq!(client.stats().await.unwrap().documents, 361);
+}

@@ -19,6 +19,15 @@ use crate::telemetry::Metrics;
 /// Upper bound of chunks coalesced into one commit.
 const MAX_BATCH_CHUNKS: usize = 4096;
 
+/// Background upkeep done by the writer between commits, so it never races a write.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Maintenance {
+    /// Optimize (compact, update indices, prune) after this many commits; 0 = never.
+    pub optimize_every_commits: u64,
+    /// Build the vector index once the table has this many chunks; None = never.
+    pub vector_index_min_rows: Option<u64>,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Quotas {
     pub max_documents: Option<u64>,
@@ -97,9 +106,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(store: Arc<Store>, quotas: Quotas, metrics: Arc<Metrics>) -> Self {
+    pub fn spawn(
+        store: Arc<Store>,
+        quotas: Quotas,
+        maintenance: Maintenance,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let (commands, receiver) = mpsc::channel(1024);
-        let task = tokio::spawn(run(store, quotas, metrics, receiver));
+        let task = tokio::spawn(run(store, quotas, maintenance, metrics, receiver));
         Self {
             handle: WriterHandle { commands },
             task,
@@ -117,10 +131,12 @@ impl Writer {
 async fn run(
     store: Arc<Store>,
     quotas: Quotas,
+    maintenance: Maintenance,
     metrics: Arc<Metrics>,
     mut receiver: mpsc::Receiver<Command>,
 ) {
     let mut held_back: Option<Command> = None;
+    let mut commits_since_optimize = 0u64;
     loop {
         let command = match held_back.take() {
             Some(command) => command,
@@ -136,6 +152,7 @@ async fn run(
             }
             Command::Delete { filter, reply } => {
                 let _ = reply.send(delete(&store, &metrics, &filter).await);
+                commits_since_optimize += 1;
             }
             Command::Upsert { documents, reply } => {
                 let mut chunks: usize = documents.iter().map(|d| d.chunks.len()).sum();
@@ -154,10 +171,48 @@ async fn run(
                     }
                 }
                 upsert_batch(&store, quotas, &metrics, batch).await;
+                commits_since_optimize += 1;
             }
+        }
+        if maintenance.optimize_every_commits > 0
+            && commits_since_optimize >= maintenance.optimize_every_commits
+        {
+            commits_since_optimize = 0;
+            maintain(&store, &metrics, maintenance).await;
         }
     }
     tracing::info!("writer stopped");
+}
+
+/// Failures are logged and retried at the next round: upkeep must not stop writes.
+async fn maintain(store: &Store, metrics: &Metrics, maintenance: Maintenance) {
+    if let Some(min_rows) = maintenance.vector_index_min_rows
+        && store.docs().chunks() >= min_rows
+    {
+        match store.has_vector_index().await {
+            Ok(false) => match store.create_vector_index().await {
+                Ok(()) => tracing::info!(chunks = store.docs().chunks(), "built the vector index"),
+                Err(error) => tracing::warn!(error = %error, "building the vector index failed"),
+            },
+            Ok(true) => {}
+            Err(error) => tracing::warn!(error = %error, "listing indices failed"),
+        }
+    }
+    match store.optimize().await {
+        Ok(stats) => {
+            let compaction = stats.compaction.unwrap_or_default();
+            let prune = stats.prune.unwrap_or_default();
+            tracing::info!(
+                fragments_removed = compaction.fragments_removed,
+                fragments_added = compaction.fragments_added,
+                versions_pruned = prune.old_versions,
+                bytes_pruned = prune.bytes_removed,
+                "optimized the table"
+            );
+        }
+        Err(error) => tracing::warn!(error = %error, "optimizing the table failed"),
+    }
+    update_gauges(store, metrics).await;
 }
 
 type UpsertRequest = (

@@ -19,8 +19,10 @@ use lancedb::arrow::arrow_cast::cast;
 use lancedb::arrow::arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use lancedb::index::Index;
 use lancedb::index::scalar::FtsIndexBuilder;
+use lancedb::index::vector::IvfPqIndexBuilder;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
-use lancedb::{Connection, Table};
+use lancedb::table::{OptimizeAction, OptimizeStats};
+use lancedb::{Connection, DistanceType, Table};
 
 pub const TABLE_NAME: &str = "chunks";
 const META_MODEL: &str = "kbeast.embedding_model";
@@ -211,6 +213,28 @@ impl Store {
     /// Bytes of data and index files, as recorded in the manifest.
     pub async fn storage_bytes(&self) -> Result<u64> {
         Ok(self.table.stats().await?.total_bytes as u64)
+    }
+
+    /// Compacts small files, folds new rows into the indices and prunes
+    /// versions older than LanceDB's default retention (7 days).
+    pub async fn optimize(&self) -> Result<OptimizeStats> {
+        Ok(self.table.optimize(OptimizeAction::All).await?)
+    }
+
+    pub async fn has_vector_index(&self) -> Result<bool> {
+        let indices = self.table.list_indices().await?;
+        Ok(indices.iter().any(|i| i.columns == ["vector"]))
+    }
+
+    /// Builds an IVF-PQ index (cosine) on `vector`. Until it exists, vector
+    /// search is an exact scan, which is fine for small tables.
+    pub async fn create_vector_index(&self) -> Result<()> {
+        let builder = IvfPqIndexBuilder::default().distance_type(DistanceType::Cosine);
+        self.table
+            .create_index(&["vector"], Index::IvfPq(builder))
+            .execute()
+            .await?;
+        Ok(())
     }
 
     /// A cheap round trip to storage, for readiness checks.
