@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API over a LanceDB directory.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Delete all of a knowledge base's data (the chunks table and generated keys).
     Purge(PurgeArgs),
     /// Copy the current version of the chunks table elsewhere (safe while serving).
@@ -38,6 +38,8 @@ pub enum Command {
 pub enum EmbedderKind {
     /// Built-in deterministic feature hashing; no model needed.
     Hash,
+    /// OpenAI (or compatible) embeddings API; see the `--openai-*` flags.
+    Openai,
 }
 
 #[derive(Debug, Args)]
@@ -82,9 +84,52 @@ pub struct ServeArgs {
     pub vector_index_min_rows: u64,
     #[arg(long, env = "KBEAST_EMBEDDER", value_enum, default_value_t = EmbedderKind::Hash)]
     pub embedder: EmbedderKind,
-    /// Vector dimension of the `hash` embedder.
+    /// Vector dimension (for `openai`, sent as `dimensions`).
     #[arg(long, env = "KBEAST_EMBEDDING_DIM", default_value_t = HashEmbedder::DEFAULT_DIMENSION)]
     pub embedding_dim: usize,
+    #[command(flatten)]
+    pub openai: OpenAiArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct OpenAiArgs {
+    /// Base URL of the embeddings API, up to the version.
+    #[arg(
+        long,
+        env = "KBEAST_OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub openai_base_url: String,
+    /// Bearer key for the embeddings API (prefer the environment variable).
+    #[arg(long, env = "KBEAST_OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    #[arg(
+        long,
+        env = "KBEAST_OPENAI_MODEL",
+        default_value = "text-embedding-3-small"
+    )]
+    pub openai_model: String,
+    /// Most texts per embeddings request.
+    #[arg(long, env = "KBEAST_OPENAI_BATCH_SIZE", default_value_t = 64)]
+    pub openai_batch_size: usize,
+    #[arg(long, env = "KBEAST_OPENAI_TIMEOUT_MS", default_value_t = 30_000)]
+    pub openai_timeout_ms: u64,
+    /// Retries of transient failures (timeouts, 429, 5xx) per request.
+    #[arg(long, env = "KBEAST_OPENAI_MAX_RETRIES", default_value_t = 3)]
+    pub openai_max_retries: u32,
+    /// First retry delay; doubles with each retry.
+    #[arg(long, env = "KBEAST_OPENAI_BACKOFF_MS", default_value_t = 200)]
+    pub openai_backoff_ms: u64,
+    /// Consecutive failed calls that open the circuit breaker.
+    #[arg(long, env = "KBEAST_EMBEDDER_BREAKER_FAILURES", default_value_t = 3)]
+    pub embedder_breaker_failures: u32,
+    /// How long an open breaker fails calls fast before one trial call.
+    #[arg(
+        long,
+        env = "KBEAST_EMBEDDER_BREAKER_COOLDOWN_MS",
+        default_value_t = 30_000
+    )]
+    pub embedder_breaker_cooldown_ms: u64,
 }
 
 #[derive(Debug, Args)]

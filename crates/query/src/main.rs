@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let result = runtime.block_on(async {
         match cli.command {
-            cli::Command::Serve(args) => serve::run(args).await,
+            cli::Command::Serve(args) => serve::run(*args).await,
             cli::Command::Purge(args) => purge::run(args).await,
             cli::Command::Snapshot(args) => snapshot::snapshot(args).await,
             cli::Command::Restore(args) => snapshot::restore(args).await,

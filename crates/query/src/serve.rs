@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::cli::{EmbedderKind, ServeArgs};
-use crate::embed::{Embedder, HashEmbedder};
+use crate::embed::{Embedder, HashEmbedder, OpenAiConfig, OpenAiEmbedder};
 use crate::http::auth::{KeyStore, generate_keys_file};
 use crate::http::{AppState, HttpLimits, router};
 use crate::ingest::chunking::ChunkConfig;
@@ -41,6 +41,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let embedder: Arc<dyn Embedder> = match args.embedder {
         EmbedderKind::Hash => Arc::new(HashEmbedder::new(args.embedding_dim)),
+        EmbedderKind::Openai => {
+            let o = &args.openai;
+            Arc::new(OpenAiEmbedder::new(OpenAiConfig {
+                base_url: o.openai_base_url.clone(),
+                api_key: o.openai_api_key.clone(),
+                model: o.openai_model.clone(),
+                dimension: args.embedding_dim,
+                batch_size: o.openai_batch_size,
+                timeout: Duration::from_millis(o.openai_timeout_ms),
+                max_retries: o.openai_max_retries,
+                initial_backoff: Duration::from_millis(o.openai_backoff_ms),
+                breaker_failures: o.embedder_breaker_failures,
+                breaker_cooldown: Duration::from_millis(o.embedder_breaker_cooldown_ms),
+            })?)
+        }
     };
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(AppState {

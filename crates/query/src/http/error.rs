@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use kbeast_client::{ErrorBody, ErrorDetail};
 use serde::de::DeserializeOwned;
 
+use crate::embed::EmbedError;
 use crate::ingest::IngestError;
 use crate::ingest::writer::WriteError;
 
@@ -84,11 +85,14 @@ impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
         match error {
             IngestError::Invalid { field, message } => ApiError::invalid(field, message),
-            IngestError::Embedding(e) => ApiError::new(
+            IngestError::Embedding(e @ EmbedError::Unavailable(_)) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "embedder_unavailable",
                 e.to_string(),
             ),
+            IngestError::Embedding(e @ EmbedError::Failed(_)) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "embedder_failed", e.to_string())
+            }
         }
     }
 }

@@ -50,7 +50,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     };
     let embedder = EmbedderHealth {
         // Searches fall back to keyword while the embedder is down: degraded, not unhealthy.
-        status: if state.metrics.degraded.get() > 0 {
+        status: if !state.embedder.is_available() || state.metrics.degraded.get() > 0 {
             HealthStatus::Degraded
         } else {
             HealthStatus::Healthy
