@@ -179,6 +179,23 @@ async fn ingest_get_search_and_replace() {
         before.documents + 1
     );
 
+    // Query text is plain words, never syntax: odd characters cannot break a search.
+    for query in [
+        "\"unbalanced",
+        "a:b OR (c",
+        "-minus +plus *",
+        "🦀 ü",
+        "' OR 1=1 --",
+        "the",
+    ] {
+        for mode in [SearchMode::Keyword, SearchMode::Vector, SearchMode::Hybrid] {
+            client
+                .search(&SearchRequest::new(query, mode, 5))
+                .await
+                .unwrap_or_else(|e| panic!("{mode:?} {query:?}: {e}"));
+        }
+    }
+
     // Ids with awkward characters round-trip through the path.
     let odd = "it's a/doc ü?";
     client
