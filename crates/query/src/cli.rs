@@ -15,8 +15,13 @@ use crate::ingest::chunking::ChunkConfig;
     about = "Ingest and search server of one kbeast knowledge base"
 )]
 pub struct Cli {
-    /// Log filter (RUST_LOG syntax), e.g. `info` or `kbeast_query=debug,info`.
-    #[arg(long, env = "KBEAST_LOG", default_value = "info", global = true)]
+    /// Log filter (RUST_LOG syntax). LanceDB (`lance*` targets) is noisy at info.
+    #[arg(
+        long,
+        env = "KBEAST_LOG",
+        default_value = "info,lance=warn",
+        global = true
+    )]
     pub log: String,
     #[command(subcommand)]
     pub command: Command,
