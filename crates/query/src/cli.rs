@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// write commits (0 disables).
     #[arg(long, env = "KBEAST_OPTIMIZE_EVERY_COMMITS", default_value_t = 100)]
     pub optimize_every_commits: u64,
+    /// Fold new rows into the indices after this many chunks were written
+    /// (0 disables; optimize does it too).
+    #[arg(long, env = "KBEAST_INDEX_EVERY_CHUNKS", default_value_t = 1000)]
+    pub index_every_chunks: u64,
     /// Build an IVF-PQ vector index once the table holds this many chunks
     /// (below it, vector search is exact). 0 disables.
     #[arg(long, env = "KBEAST_VECTOR_INDEX_MIN_ROWS", default_value_t = 100_000)]

@@ -95,6 +95,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let maintenance = Maintenance {
         optimize_every_commits: args.optimize_every_commits,
+        index_every_chunks: args.index_every_chunks,
         vector_index_min_rows: (args.vector_index_min_rows > 0)
             .then_some(args.vector_index_min_rows),
     };

@@ -322,6 +322,8 @@ async fn maintenance_optimizes_and_builds_the_vector_index() {
     let server = Server::start(&[
         "--optimize-every-commits",
         "5",
+        "--index-every-chunks",
+        "100",
         "--vector-index-min-rows",
         "300",
     ])
@@ -346,9 +348,16 @@ async fn maintenance_optimizes_and_builds_the_vector_index() {
         client.ingest(&ingest_request(docs)).await.unwrap();
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    while !(server.log().contains("built the vector index")
-        && server.log().contains("optimized the table"))
-    {
+    let done = |log: String| {
+        [
+            "updated the indices",
+            "built the vector index",
+            "optimized the table",
+        ]
+        .iter()
+        .all(|line| log.contains(line))
+    };
+    while !done(server.log()) {
         assert!(
             std::time::Instant::now() < deadline,
             "no maintenance:\n{}",

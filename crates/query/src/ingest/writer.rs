@@ -24,6 +24,9 @@ const MAX_BATCH_CHUNKS: usize = 4096;
 pub struct Maintenance {
     /// Optimize (compact, update indices, prune) after this many commits; 0 = never.
     pub optimize_every_commits: u64,
+    /// Update the indices once this many chunks were written since the last
+    /// update, so keyword search does not scan ever more unindexed rows; 0 = never.
+    pub index_every_chunks: u64,
     /// Build the vector index once the table has this many chunks; None = never.
     pub vector_index_min_rows: Option<u64>,
 }
@@ -137,6 +140,7 @@ async fn run(
 ) {
     let mut held_back: Option<Command> = None;
     let mut commits_since_optimize = 0u64;
+    let mut unindexed_chunks = 0u64;
     loop {
         let command = match held_back.take() {
             Some(command) => command,
@@ -170,7 +174,7 @@ async fn run(
                         Err(_) => break,
                     }
                 }
-                upsert_batch(&store, quotas, &metrics, batch).await;
+                unindexed_chunks += upsert_batch(&store, quotas, &metrics, batch).await;
                 commits_since_optimize += 1;
             }
         }
@@ -178,7 +182,16 @@ async fn run(
             && commits_since_optimize >= maintenance.optimize_every_commits
         {
             commits_since_optimize = 0;
+            unindexed_chunks = 0;
             maintain(&store, &metrics, maintenance).await;
+        } else if maintenance.index_every_chunks > 0
+            && unindexed_chunks >= maintenance.index_every_chunks
+        {
+            unindexed_chunks = 0;
+            match store.update_indices().await {
+                Ok(()) => tracing::info!("updated the indices"),
+                Err(error) => tracing::warn!(error = %error, "updating the indices failed"),
+            }
         }
     }
     tracing::info!("writer stopped");
@@ -220,7 +233,13 @@ type UpsertRequest = (
     oneshot::Sender<Result<UpsertOutcome, WriteError>>,
 );
 
-async fn upsert_batch(store: &Store, quotas: Quotas, metrics: &Metrics, batch: Vec<UpsertRequest>) {
+/// Returns the number of chunks committed.
+async fn upsert_batch(
+    store: &Store,
+    quotas: Quotas,
+    metrics: &Metrics,
+    batch: Vec<UpsertRequest>,
+) -> u64 {
     // Admit requests in arrival order against the projected totals.
     let mut accepted: Vec<UpsertRequest> = Vec::new();
     {
@@ -283,7 +302,7 @@ async fn upsert_batch(store: &Store, quotas: Quotas, metrics: &Metrics, batch: V
         }
     }
     if accepted.is_empty() {
-        return;
+        return 0;
     }
 
     // Later versions of a document in the same batch win.
@@ -327,12 +346,14 @@ async fn upsert_batch(store: &Store, quotas: Quotas, metrics: &Metrics, batch: V
                     .collect();
                 let _ = reply.send(Ok(UpsertOutcome { documents, version }));
             }
+            chunks as u64
         }
         Err(error) => {
             tracing::error!(error = %error, documents = to_write.len(), "ingest commit failed");
             for (_, reply) in accepted {
                 let _ = reply.send(Err(WriteError::Store(error.to_string())));
             }
+            0
         }
     }
 }

@@ -21,7 +21,7 @@ use lancedb::index::Index;
 use lancedb::index::scalar::FtsIndexBuilder;
 use lancedb::index::vector::IvfPqIndexBuilder;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
-use lancedb::table::{OptimizeAction, OptimizeStats};
+use lancedb::table::{OptimizeAction, OptimizeOptions, OptimizeStats};
 use lancedb::{Connection, DistanceType, Table};
 
 pub const TABLE_NAME: &str = "chunks";
@@ -219,6 +219,15 @@ impl Store {
     /// versions older than LanceDB's default retention (7 days).
     pub async fn optimize(&self) -> Result<OptimizeStats> {
         Ok(self.table.optimize(OptimizeAction::All).await?)
+    }
+
+    /// Folds rows written since the last time into the existing indices
+    /// (incremental; no retraining). Until then they are searched by a scan.
+    pub async fn update_indices(&self) -> Result<()> {
+        self.table
+            .optimize(OptimizeAction::Index(OptimizeOptions::default()))
+            .await?;
+        Ok(())
     }
 
     pub async fn has_vector_index(&self) -> Result<bool> {
