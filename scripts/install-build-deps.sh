@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages the build needs, if they are missing. Safe to run repeatedly.
-#   protoc (Debian protobuf-compiler): lancedb's build compiles protobuf definitions.
+#   protoc (Debian protobuf-compiler): lancedb's build compiles protobuf definitions;
+#   libprotobuf-dev: the Google well-known types those definitions import.
 set -euo pipefail
 
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/timestamp.proto ] || need+=(libprotobuf-dev)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 
 if [ ${#need[@]} -gt 0 ]; then

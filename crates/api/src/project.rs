@@ -312,8 +312,8 @@ impl EmbeddingProvider {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(
     cel,
-    validation = Rule::new("self.chunkOverlap < self.chunkSize")
-        .message("spec.search.chunkOverlap must be smaller than spec.search.chunkSize")
+    validation = Rule::new("self.chunkOverlap * 2 < self.chunkSize")
+        .message("spec.search.chunkOverlap must be less than half of spec.search.chunkSize")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SearchSpec {
@@ -323,7 +323,7 @@ pub struct SearchSpec {
     #[serde(default = "default_chunk_size")]
     #[schemars(range(min = 64, max = 16384))]
     pub chunk_size: i32,
-    /// Characters shared by consecutive chunks (default 100).
+    /// Characters shared by consecutive chunks (default 100); less than half of `chunkSize`.
     #[serde(default = "default_chunk_overlap")]
     #[schemars(range(min = 0, max = 16384))]
     pub chunk_overlap: i32,

@@ -97,10 +97,16 @@ fn creation_rules_reject_with_their_message() {
             None,
         ),
         (
-            "chunk overlap not smaller than chunk size",
+            "chunk overlap of half the chunk size",
             "docs",
-            json!({"storage": {"ephemeral": {}}, "search": {"chunkSize": 100, "chunkOverlap": 100}}),
-            Some("spec.search.chunkOverlap must be smaller than spec.search.chunkSize"),
+            json!({"storage": {"ephemeral": {}}, "search": {"chunkSize": 100, "chunkOverlap": 50}}),
+            Some("spec.search.chunkOverlap must be less than half of spec.search.chunkSize"),
+        ),
+        (
+            "chunk overlap just under half",
+            "docs",
+            json!({"storage": {"ephemeral": {}}, "search": {"chunkSize": 100, "chunkOverlap": 49}}),
+            None,
         ),
         (
             "openai provider without endpoint",

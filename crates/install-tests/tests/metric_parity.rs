@@ -26,14 +26,19 @@ fn expressions() -> Vec<String> {
         if document["kind"] != "PrometheusRule" {
             continue;
         }
-        for group in document["spec"]["groups"].as_sequence().into_iter().flatten() {
+        for group in document["spec"]["groups"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
             for rule in group["rules"].as_sequence().into_iter().flatten() {
                 exprs.push(rule["expr"].as_str().expect("expr").to_string());
             }
         }
     }
     let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(chart_dir().join("files/dashboards/kbeast.json")).expect("dashboard"),
+        &std::fs::read_to_string(chart_dir().join("files/dashboards/kbeast.json"))
+            .expect("dashboard"),
     )
     .expect("dashboard is JSON");
     for panel in dashboard["panels"].as_array().into_iter().flatten() {
@@ -55,7 +60,10 @@ fn referenced_metrics(exprs: &[String]) -> BTreeSet<String> {
                 word.push(c);
                 continue;
             }
-            if ["kb_", "kbeast_", "process_", "kubelet_"].iter().any(|p| word.starts_with(p)) {
+            if ["kb_", "kbeast_", "process_", "kubelet_"]
+                .iter()
+                .any(|p| word.starts_with(p))
+            {
                 let base = ["_bucket", "_count", "_sum"]
                     .iter()
                     .find_map(|suffix| word.strip_suffix(suffix))
@@ -95,7 +103,11 @@ fn query_binary() -> PathBuf {
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     response.starts_with("HTTP/1.1 200").then_some(response)
@@ -123,7 +135,10 @@ fn query_server_metrics() -> BTreeSet<String> {
         if let Some(text) = http_get(port, "/metrics") {
             break text;
         }
-        assert!(Instant::now() < deadline, "kbeast-query did not serve /metrics");
+        assert!(
+            Instant::now() < deadline,
+            "kbeast-query did not serve /metrics"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     text.lines()
@@ -143,9 +158,18 @@ fn every_metric_in_alerts_and_dashboard_is_exported() {
         .filter(|name| !EXTERNAL_PREFIXES.iter().any(|p| name.starts_with(p)))
         .filter(|name| !exported.contains(*name))
         .collect();
-    assert!(missing.is_empty(), "not exported by any binary: {missing:?}\nexported: {exported:?}");
-    assert!(referenced.iter().any(|n| n.starts_with("kb_")), "query metrics are referenced");
-    assert!(referenced.iter().any(|n| n.starts_with("kbeast_")), "operator metrics are referenced");
+    assert!(
+        missing.is_empty(),
+        "not exported by any binary: {missing:?}\nexported: {exported:?}"
+    );
+    assert!(
+        referenced.iter().any(|n| n.starts_with("kb_")),
+        "query metrics are referenced"
+    );
+    assert!(
+        referenced.iter().any(|n| n.starts_with("kbeast_")),
+        "operator metrics are referenced"
+    );
 }
 
 #[test]
@@ -156,14 +180,27 @@ fn every_alert_links_to_an_existing_runbook_section() {
         .filter_map(|line| line.strip_prefix("## "))
         .map(|title| title.trim().to_lowercase().replace(' ', "-"))
         .collect();
-    let rendered = helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).expect("renders");
+    let rendered =
+        helm_template(&["--set", "metrics.prometheusRule.enabled=true"]).expect("renders");
     let mut alerts = 0;
-    for document in documents(&rendered).into_iter().filter(|d| d["kind"] == "PrometheusRule") {
-        for group in document["spec"]["groups"].as_sequence().into_iter().flatten() {
+    for document in documents(&rendered)
+        .into_iter()
+        .filter(|d| d["kind"] == "PrometheusRule")
+    {
+        for group in document["spec"]["groups"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
             for rule in group["rules"].as_sequence().into_iter().flatten() {
-                let url = rule["annotations"]["runbook_url"].as_str().expect("runbook_url");
+                let url = rule["annotations"]["runbook_url"]
+                    .as_str()
+                    .expect("runbook_url");
                 let anchor = url.rsplit_once('#').map(|(_, a)| a).expect("an anchor");
-                assert!(anchors.contains(anchor), "{url}: no section in docs/runbooks.md");
+                assert!(
+                    anchors.contains(anchor),
+                    "{url}: no section in docs/runbooks.md"
+                );
                 alerts += 1;
             }
         }

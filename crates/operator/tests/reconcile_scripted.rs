@@ -291,7 +291,12 @@ async fn a_suspended_project_changes_no_child_but_reports_status() {
     // Nothing random leaks into the status while suspended: the next reconcile writes nothing.
     harness.api.clear_requests();
     harness.reconcile().await.expect("succeeds");
-    let writes: Vec<_> = harness.api.requests().into_iter().filter(RecordedRequest::is_write).collect();
+    let writes: Vec<_> = harness
+        .api
+        .requests()
+        .into_iter()
+        .filter(RecordedRequest::is_write)
+        .collect();
     assert!(writes.is_empty(), "{:?}", lines(&writes));
 }
 

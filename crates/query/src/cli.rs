@@ -1,0 +1,241 @@
+//! Command-line flags. Every flag can also be set from a `KBEAST_…` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::embed::HashEmbedder;
+use crate::ingest::chunking::ChunkConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kbeast-query",
+    version,
+    about = "Ingest and search server of one kbeast knowledge base"
+)]
+pub struct Cli {
+    /// Log filter (RUST_LOG syntax). LanceDB (`lance*` targets) is noisy at info.
+    #[arg(
+        long,
+        env = "KBEAST_LOG",
+        default_value = "info,lance=warn",
+        global = true
+    )]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API over a LanceDB directory.
+    Serve(Box<ServeArgs>),
+    /// Delete all of a knowledge base's data (the chunks table and generated keys).
+    Purge(PurgeArgs),
+    /// Copy the current version of the chunks table elsewhere (safe while serving).
+    Snapshot(SnapshotArgs),
+    /// Replace the chunks table with a snapshot's (stop the server first).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmbedderKind {
+    /// Built-in deterministic feature hashing; no model needed.
+    Hash,
+    /// OpenAI (or compatible) embeddings API; see the `--openai-*` flags.
+    Openai,
+}
+
+/// `--default-search-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DefaultSearchMode {
+    Vector,
+    Keyword,
+    Hybrid,
+}
+
+impl From<DefaultSearchMode> for kbeast_client::SearchMode {
+    fn from(mode: DefaultSearchMode) -> Self {
+        match mode {
+            DefaultSearchMode::Vector => Self::Vector,
+            DefaultSearchMode::Keyword => Self::Keyword,
+            DefaultSearchMode::Hybrid => Self::Hybrid,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// LanceDB data directory (created if missing).
+    #[arg(long, env = "KBEAST_DATA")]
+    pub data: PathBuf,
+    #[arg(long, env = "KBEAST_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// API keys file (JSON or YAML list of {id, secret, scopes}). Without it,
+    /// `<data>/api-keys.yaml` is used and generated with one admin key if missing.
+    #[arg(long, env = "KBEAST_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+    /// How often the keys file is checked for changes, in milliseconds.
+    #[arg(long, env = "KBEAST_KEYS_RELOAD_MS", default_value_t = 2000)]
+    pub keys_reload_ms: u64,
+    /// Largest accepted request body; larger ones get 413.
+    #[arg(long, env = "KBEAST_MAX_BODY_BYTES", default_value_t = 10 << 20)]
+    pub max_body_bytes: usize,
+    /// Requests taking longer get 408.
+    #[arg(long, env = "KBEAST_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Most documents the knowledge base may hold; ingests beyond get 429.
+    #[arg(long, env = "KBEAST_MAX_DOCUMENTS")]
+    pub max_documents: Option<u64>,
+    /// Most bytes of chunk text the knowledge base may hold; ingests beyond get 507.
+    #[arg(long, env = "KBEAST_MAX_BYTES")]
+    pub max_bytes: Option<u64>,
+    /// Maximum chunk length in characters (Unicode scalar values).
+    #[arg(long, env = "KBEAST_CHUNK_SIZE", default_value_t = ChunkConfig::DEFAULT_SIZE)]
+    pub chunk_size: usize,
+    /// Characters repeated from the previous chunk; less than half the chunk size.
+    #[arg(long, env = "KBEAST_CHUNK_OVERLAP", default_value_t = ChunkConfig::DEFAULT_OVERLAP)]
+    pub chunk_overlap: usize,
+    /// Compact files, update indices and prune old versions after this many
+    /// write commits (0 disables).
+    #[arg(long, env = "KBEAST_OPTIMIZE_EVERY_COMMITS", default_value_t = 100)]
+    pub optimize_every_commits: u64,
+    /// Fold new rows into the indices after this many chunks were written
+    /// (0 disables; optimize does it too).
+    #[arg(long, env = "KBEAST_INDEX_EVERY_CHUNKS", default_value_t = 1000)]
+    pub index_every_chunks: u64,
+    /// Build an IVF-PQ vector index once the table holds this many chunks
+    /// (below it, vector search is exact). 0 disables.
+    #[arg(long, env = "KBEAST_VECTOR_INDEX_MIN_ROWS", default_value_t = 100_000)]
+    pub vector_index_min_rows: u64,
+    /// Mode of searches that name none.
+    #[arg(long, env = "KBEAST_DEFAULT_SEARCH_MODE", value_enum, default_value_t = DefaultSearchMode::Hybrid)]
+    pub default_search_mode: DefaultSearchMode,
+    /// Name of the KnowledgeProject this server belongs to, for logs.
+    #[arg(long, env = "KBEAST_PROJECT")]
+    pub project: Option<String>,
+    #[arg(long, env = "KBEAST_EMBEDDER", value_enum, default_value_t = EmbedderKind::Hash)]
+    pub embedder: EmbedderKind,
+    /// Vector dimension (for `openai`, sent as `dimensions`).
+    #[arg(long, env = "KBEAST_EMBEDDING_DIM", default_value_t = HashEmbedder::DEFAULT_DIMENSION)]
+    pub embedding_dim: usize,
+    #[command(flatten)]
+    pub openai: OpenAiArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct OpenAiArgs {
+    /// Base URL of the embeddings API, up to the version.
+    #[arg(
+        long,
+        env = "KBEAST_OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub openai_base_url: String,
+    /// Bearer key for the embeddings API (prefer the environment variable).
+    #[arg(long, env = "KBEAST_OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    #[arg(
+        long,
+        env = "KBEAST_OPENAI_MODEL",
+        default_value = "text-embedding-3-small"
+    )]
+    pub openai_model: String,
+    /// Most texts per embeddings request.
+    #[arg(long, env = "KBEAST_OPENAI_BATCH_SIZE", default_value_t = 64)]
+    pub openai_batch_size: usize,
+    #[arg(long, env = "KBEAST_OPENAI_TIMEOUT_MS", default_value_t = 30_000)]
+    pub openai_timeout_ms: u64,
+    /// Retries of transient failures (timeouts, 429, 5xx) per request.
+    #[arg(long, env = "KBEAST_OPENAI_MAX_RETRIES", default_value_t = 3)]
+    pub openai_max_retries: u32,
+    /// First retry delay; doubles with each retry.
+    #[arg(long, env = "KBEAST_OPENAI_BACKOFF_MS", default_value_t = 200)]
+    pub openai_backoff_ms: u64,
+    /// Consecutive failed calls that open the circuit breaker.
+    #[arg(long, env = "KBEAST_EMBEDDER_BREAKER_FAILURES", default_value_t = 3)]
+    pub embedder_breaker_failures: u32,
+    /// How long an open breaker fails calls fast before one trial call.
+    #[arg(
+        long,
+        env = "KBEAST_EMBEDDER_BREAKER_COOLDOWN_MS",
+        default_value_t = 30_000
+    )]
+    pub embedder_breaker_cooldown_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    /// LanceDB data directory (or URI) of the knowledge base to delete.
+    #[arg(long, env = "KBEAST_DATA")]
+    pub data: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// LanceDB directory (or URI) of the knowledge base.
+    #[arg(long, env = "KBEAST_DATA")]
+    pub data: String,
+    /// Directory (or URI) to write the snapshot to; must not hold one already.
+    #[arg(long, env = "KBEAST_SNAPSHOT")]
+    pub out: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot directory (or URI) written by `snapshot`.
+    #[arg(long, env = "KBEAST_SNAPSHOT")]
+    pub from: String,
+    /// LanceDB directory (or URI) of the knowledge base to restore into.
+    #[arg(long, env = "KBEAST_DATA")]
+    pub data: String,
+    /// Replace an existing chunks table.
+    #[arg(long, env = "KBEAST_RESTORE_FORCE")]
+    pub force: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The operator configures query pods through these variables (kbeast-api's
+    /// `query_contract`); every one must be a flag of `serve`.
+    #[test]
+    fn serve_reads_every_variable_the_operator_sets() {
+        use kbeast_api::query_contract::env;
+        let command = Cli::command();
+        let serve = command
+            .get_subcommands()
+            .find(|c| c.get_name() == "serve")
+            .expect("serve subcommand");
+        let read: Vec<String> = serve
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        for name in [
+            env::DATA,
+            env::LISTEN,
+            env::API_KEYS,
+            env::PROJECT,
+            env::EMBEDDING_PROVIDER,
+            env::EMBEDDING_MODEL,
+            env::EMBEDDING_DIMENSION,
+            env::EMBEDDING_ENDPOINT,
+            env::EMBEDDING_API_KEY,
+            env::DEFAULT_SEARCH_MODE,
+            env::CHUNK_SIZE,
+            env::CHUNK_OVERLAP,
+            env::MAX_DOCUMENTS,
+            env::MAX_BYTES,
+        ] {
+            assert!(
+                read.iter().any(|r| r == name),
+                "serve does not read {name}: {read:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The HTTP API: shared state, the router and its middleware stack.
+
+pub mod auth;
+pub mod error;
+mod health;
+mod routes;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::embed::Embedder;
+use crate::ingest::chunking::ChunkConfig;
+use crate::ingest::writer::WriterHandle;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use auth::KeyStore;
+use error::ApiError;
+
+pub struct AppState {
+    /// Set once the table is open; until then data routes answer 503.
+    pub store: OnceLock<Arc<Store>>,
+    pub writer: OnceLock<WriterHandle>,
+    pub embedder: Arc<dyn Embedder>,
+    pub chunking: ChunkConfig,
+    pub keys: Arc<KeyStore>,
+    pub metrics: Arc<Metrics>,
+    pub data_dir: PathBuf,
+    /// Mode of searches that name none.
+    pub default_mode: SearchMode,
+}
+
+impl AppState {
+    pub fn store(&self) -> Result<&Arc<Store>, ApiError> {
+        self.store.get().ok_or_else(ApiError::not_ready)
+    }
+
+    pub fn writer(&self) -> Result<&WriterHandle, ApiError> {
+        self.writer.get().ok_or_else(ApiError::not_ready)
+    }
+}
+
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
+    let api = Router::new()
+        .route("/v1/documents", post(routes::ingest))
+        .route(
+            "/v1/documents/{id}",
+            get(routes::get_document).delete(routes::delete_document),
+        )
+        .route("/v1/documents:delete", post(routes::delete_by_filter))
+        .route("/v1/search", post(routes::search))
+        .route("/v1/stats", get(routes::stats))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::not_found("no such route") });
+
+    // Outermost first: the request id exists before the trace span opens, and
+    // error rewriting sees the bare 408/413 responses of the inner layers.
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get(REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id,
+                    )
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(middleware::map_response(error::json_errors))
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ));
+
+    api.layer(middleware::from_fn_with_state(
+        state.clone(),
+        count_requests,
+    ))
+    // The tower-http limit above is the single body limit.
+    .layer(DefaultBodyLimit::disable())
+    .layer(layers)
+    .with_state(state)
+}
+
+/// `kb_http_requests_total` and `kb_http_request_duration_seconds`, labelled by
+/// route template (not raw path, to bound cardinality).
+async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let metrics = &state.metrics;
+    metrics
+        .http_requests
+        .with_label_values(&[method.as_str(), route.as_str(), response.status().as_str()])
+        .inc();
+    metrics
+        .http_duration
+        .with_label_values(&[method.as_str(), route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

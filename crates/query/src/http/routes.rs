@@ -1,0 +1,197 @@
+//! Handlers of the `/v1` routes. Each one checks the caller's scope, validates
+//! what serde cannot, and delegates to `ingest`, `search` or the store.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use kbeast_client::{
+    DeleteByFilterRequest, DeleteResponse, DocumentResponse, Filter, IngestRequest, IngestResponse,
+    IngestedDocument, MAX_TOP_K, Scope, SearchRequest, SearchResponse, StatsResponse,
+};
+
+use super::AppState;
+use super::auth::Principal;
+use super::error::{ApiError, JsonBody};
+use crate::ingest;
+use crate::search;
+
+pub async fn ingest(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    JsonBody(request): JsonBody<IngestRequest>,
+) -> Result<Json<IngestResponse>, ApiError> {
+    principal.require(Scope::Write)?;
+    let writer = state.writer()?;
+    let documents = ingest::prepare(
+        request.documents,
+        &state.chunking,
+        state.embedder.as_ref(),
+        &state.metrics,
+    )
+    .await?;
+    let outcome = writer.upsert(documents).await.inspect_err(|error| {
+        tracing::warn!(target: "audit", key_id = %principal.key_id, action = "ingest", outcome = "rejected", error = %error);
+    })?;
+    let chunks: u32 = outcome.documents.iter().map(|(_, c)| c).sum();
+    tracing::info!(
+        target: "audit",
+        key_id = %principal.key_id,
+        action = "ingest",
+        outcome = "ok",
+        documents = outcome.documents.len(),
+        chunks,
+        version = outcome.version,
+    );
+    Ok(Json(IngestResponse {
+        documents: outcome
+            .documents
+            .into_iter()
+            .map(|(id, chunks)| IngestedDocument { id, chunks })
+            .collect(),
+        version: outcome.version,
+    }))
+}
+
+pub async fn get_document(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<DocumentResponse>, ApiError> {
+    principal.require(Scope::Read)?;
+    let store = state.store()?;
+    match store.document(&id).await.map_err(ApiError::internal)? {
+        Some(document) => Ok(Json(document)),
+        None => Err(ApiError::not_found(format!("no document with id {id:?}"))),
+    }
+}
+
+pub async fn delete_document(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    principal.require(Scope::Write)?;
+    let filter = Filter {
+        ids: Some(vec![id.clone()]),
+        ..Filter::default()
+    };
+    let response = delete(&state, &principal, filter, "delete").await?;
+    if response.deleted_documents == 0 {
+        return Err(ApiError::not_found(format!("no document with id {id:?}")));
+    }
+    Ok(Json(response))
+}
+
+pub async fn delete_by_filter(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    JsonBody(filter): JsonBody<DeleteByFilterRequest>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    principal.require(Scope::Write)?;
+    if filter.is_empty() {
+        return Err(ApiError::invalid(
+            "ids",
+            "give at least one of ids, source or metadata (deleting everything needs `purge`)",
+        ));
+    }
+    Ok(Json(
+        delete(&state, &principal, filter, "delete_by_filter").await?,
+    ))
+}
+
+async fn delete(
+    state: &AppState,
+    principal: &Principal,
+    filter: Filter,
+    action: &'static str,
+) -> Result<DeleteResponse, ApiError> {
+    let outcome = state.writer()?.delete(filter).await?;
+    tracing::info!(
+        target: "audit",
+        key_id = %principal.key_id,
+        action,
+        documents = outcome.documents,
+        chunks = outcome.chunks,
+    );
+    Ok(DeleteResponse {
+        deleted_documents: outcome.documents,
+        deleted_chunks: outcome.chunks,
+    })
+}
+
+pub async fn search(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    JsonBody(mut request): JsonBody<SearchRequest>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let resolved_mode = *request.mode.get_or_insert(state.default_mode);
+    principal.require(Scope::Read)?;
+    if !(1..=MAX_TOP_K).contains(&request.top_k) {
+        return Err(ApiError::invalid(
+            "top_k",
+            format!(
+                "top_k must be between 1 and {MAX_TOP_K}, got {}",
+                request.top_k
+            ),
+        ));
+    }
+    if request.query.trim().is_empty() {
+        return Err(ApiError::invalid("query", "query must not be blank"));
+    }
+    let store = state.store()?;
+    let mode = resolved_mode.as_str();
+    let started = Instant::now();
+    let result = search::search(store, state.embedder.as_ref(), &state.metrics, &request).await;
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .query_duration
+        .with_label_values(&[mode])
+        .observe(elapsed.as_secs_f64());
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            state
+                .metrics
+                .queries
+                .with_label_values(&[mode, "error"])
+                .inc();
+            return Err(ApiError::internal(error));
+        }
+    };
+    let label = if outcome.degraded { "degraded" } else { "ok" };
+    state
+        .metrics
+        .queries
+        .with_label_values(&[mode, label])
+        .inc();
+    Ok(Json(SearchResponse {
+        hits: outcome.hits,
+        mode: resolved_mode,
+        degraded: outcome.degraded,
+        took_ms: elapsed.as_millis() as u64,
+    }))
+}
+
+pub async fn stats(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+) -> Result<Json<StatsResponse>, ApiError> {
+    principal.require(Scope::Read)?;
+    let store = state.store()?;
+    let (documents, chunks, bytes) = {
+        let index = store.docs();
+        (index.documents(), index.chunks(), index.bytes())
+    };
+    Ok(Json(StatsResponse {
+        documents,
+        chunks,
+        bytes,
+        storage_bytes: store.storage_bytes().await.map_err(ApiError::internal)?,
+        table_version: store.version().await.map_err(ApiError::internal)?,
+        model: store.model().to_string(),
+        dimension: store.dimension() as u32,
+    }))
+}

@@ -1,0 +1,306 @@
+//! Splits document text into overlapping chunks.
+//!
+//! Sizes count Unicode scalar values (Rust `char`s), not bytes, so a chunk is
+//! never cut inside a UTF-8 sequence. Text is cut at paragraph breaks first,
+//! then at sentence ends, then between words, and only as a last resort inside
+//! a word. Pieces of at most `size - overlap` characters are packed greedily;
+//! each chunk after the first is prefixed with up to `overlap` characters from
+//! the end of the previous piece (starting at a word boundary when there is
+//! one), so every chunk has at most `size` characters.
+
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkConfig {
+    size: usize,
+    overlap: usize,
+}
+
+impl ChunkConfig {
+    pub const DEFAULT_SIZE: usize = 1000;
+    pub const DEFAULT_OVERLAP: usize = 100;
+
+    /// `overlap` must be less than half of `size`, so chunks always make progress.
+    pub fn new(size: usize, overlap: usize) -> Result<Self, String> {
+        if size < 16 {
+            return Err(format!(
+                "chunk size must be at least 16 characters, got {size}"
+            ));
+        }
+        if overlap * 2 >= size {
+            return Err(format!(
+                "chunk overlap ({overlap}) must be less than half the chunk size ({size})"
+            ));
+        }
+        Ok(Self { size, overlap })
+    }
+}
+
+/// The chunks of `text`, in order, trimmed; whitespace-only text has none.
+pub fn chunk_text(text: &str, config: &ChunkConfig) -> Vec<String> {
+    let budget = config.size - config.overlap;
+    let mut atoms = Vec::new();
+    split_to_budget(text, 0, Level::Paragraph, budget, &mut atoms);
+
+    // Greedily pack contiguous atoms into pieces of at most `budget` chars.
+    let mut pieces: Vec<(usize, usize)> = Vec::new();
+    let mut current: Option<(usize, usize, usize)> = None; // (start, end, chars)
+    for (start, end) in atoms {
+        let chars = text[start..end].chars().count();
+        current = match current {
+            Some((s, _, n)) if n + chars <= budget => Some((s, end, n + chars)),
+            Some((s, e, _)) => {
+                pieces.push((s, e));
+                Some((start, end, chars))
+            }
+            None => Some((start, end, chars)),
+        };
+    }
+    if let Some((s, e, _)) = current {
+        pieces.push((s, e));
+    }
+
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, end))| {
+            let from = if i == 0 {
+                start
+            } else {
+                overlap_start(text, start, config.overlap)
+            };
+            text[from..end].trim()
+        })
+        .filter(|chunk| !chunk.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Deterministic id of a document's `index`-th chunk, so re-ingesting a
+/// document overwrites the same rows.
+pub fn chunk_id(doc_id: &str, index: usize) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(doc_id.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(index.to_string().as_bytes());
+    hex(&hasher.finalize()[..16])
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Paragraph,
+    Sentence,
+    Word,
+    Char,
+}
+
+/// Appends byte ranges (absolute, starting at `offset`) that cover `text`
+/// contiguously, each of at most `budget` chars.
+fn split_to_budget(
+    text: &str,
+    offset: usize,
+    level: Level,
+    budget: usize,
+    out: &mut Vec<(usize, usize)>,
+) {
+    if text.chars().count() <= budget {
+        if !text.is_empty() {
+            out.push((offset, offset + text.len()));
+        }
+        return;
+    }
+    let (cuts, next) = match level {
+        Level::Paragraph => (cut_points(text, is_paragraph_cut), Level::Sentence),
+        Level::Sentence => (cut_points(text, is_sentence_cut), Level::Word),
+        Level::Word => (cut_points(text, is_word_cut), Level::Char),
+        Level::Char => {
+            let mut start = 0;
+            let mut count = 0;
+            for (i, _) in text.char_indices() {
+                if count == budget {
+                    out.push((offset + start, offset + i));
+                    start = i;
+                    count = 0;
+                }
+                count += 1;
+            }
+            out.push((offset + start, offset + text.len()));
+            return;
+        }
+    };
+    let mut start = 0;
+    for cut in cuts.into_iter().chain(std::iter::once(text.len())) {
+        if cut > start {
+            split_to_budget(&text[start..cut], offset + start, next, budget, out);
+            start = cut;
+        }
+    }
+}
+
+/// Byte offsets where `text` may be cut: after each char for which `is_cut`
+/// holds given the previous and the next char.
+fn cut_points(text: &str, is_cut: fn(Option<char>, char, Option<char>) -> bool) -> Vec<usize> {
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let mut cuts = Vec::new();
+    for (k, &(i, c)) in chars.iter().enumerate() {
+        let prev = k.checked_sub(1).map(|p| chars[p].1);
+        let next = chars.get(k + 1).map(|n| n.1);
+        if is_cut(prev, c, next) {
+            cuts.push(i + c.len_utf8());
+        }
+    }
+    cuts
+}
+
+/// After the last newline of a blank line ("\n\n", possibly more).
+fn is_paragraph_cut(prev: Option<char>, c: char, next: Option<char>) -> bool {
+    c == '\n' && prev == Some('\n') && next != Some('\n')
+}
+
+/// After the whitespace that follows a sentence end.
+fn is_sentence_cut(prev: Option<char>, c: char, _next: Option<char>) -> bool {
+    c.is_whitespace() && matches!(prev, Some('.' | '!' | '?' | '。' | '！' | '？'))
+}
+
+fn is_word_cut(_prev: Option<char>, c: char, next: Option<char>) -> bool {
+    c.is_whitespace() && !next.is_some_and(char::is_whitespace)
+}
+
+/// Start (byte offset) of the overlap carried into the chunk that begins at
+/// `at`: up to `overlap` chars back, moved forward to a word start if possible.
+fn overlap_start(text: &str, at: usize, overlap: usize) -> usize {
+    if overlap == 0 {
+        return at;
+    }
+    let before = &text[..at];
+    let from = before
+        .char_indices()
+        .rev()
+        .nth(overlap - 1)
+        .map_or(0, |(i, _)| i);
+    let window = &text[from..at];
+    if from == 0 || before[..from].ends_with(char::is_whitespace) {
+        return from;
+    }
+    match window.find(char::is_whitespace) {
+        Some(ws) => {
+            let after_ws = from + ws;
+            let skip = text[after_ws..at]
+                .find(|c: char| !c.is_whitespace())
+                .unwrap_or(at - after_ws);
+            after_ws + skip
+        }
+        None => from,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(size: usize, overlap: usize) -> ChunkConfig {
+        ChunkConfig::new(size, overlap).unwrap()
+    }
+
+    #[test]
+    fn rejects_bad_configs() {
+        assert!(ChunkConfig::new(8, 0).is_err());
+        assert!(ChunkConfig::new(100, 50).is_err());
+        assert!(ChunkConfig::new(100, 49).is_ok());
+    }
+
+    #[test]
+    fn short_text_is_one_chunk_and_blank_text_none() {
+        assert_eq!(
+            chunk_text("  Hello there.  ", &config(100, 10)),
+            vec!["Hello there."]
+        );
+        assert!(chunk_text(" \n\n \t", &config(100, 10)).is_empty());
+        assert!(chunk_text("", &config(100, 10)).is_empty());
+    }
+
+    #[test]
+    fn prefers_paragraph_then_sentence_boundaries() {
+        let text = "First paragraph is here.\n\nSecond paragraph is here.";
+        let chunks = chunk_text(text, &config(30, 0));
+        assert_eq!(
+            chunks,
+            vec!["First paragraph is here.", "Second paragraph is here."]
+        );
+
+        let text = "One short sentence. Another short one. A third one!";
+        let chunks = chunk_text(text, &config(40, 0));
+        assert_eq!(
+            chunks,
+            vec!["One short sentence. Another short one.", "A third one!"]
+        );
+    }
+
+    #[test]
+    fn never_exceeds_size_and_never_splits_utf8() {
+        let text =
+            "日本語のテキスト。".repeat(40) + &"ü".repeat(300) + " emoji 🦀🦀🦀 " + &"x".repeat(50);
+        for (size, overlap) in [(16, 0), (16, 7), (50, 10), (100, 33)] {
+            let chunks = chunk_text(&text, &config(size, overlap));
+            assert!(chunks.len() > 1);
+            for chunk in &chunks {
+                // Being a `String` proves it is valid UTF-8; also check the length bound.
+                assert!(
+                    chunk.chars().count() <= size,
+                    "{} > {size}",
+                    chunk.chars().count()
+                );
+            }
+            // Without overlap, concatenation restores every non-whitespace char.
+            if overlap == 0 {
+                let joined: String = chunks
+                    .concat()
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect();
+                let original: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+                assert_eq!(joined, original);
+            }
+        }
+    }
+
+    #[test]
+    fn overlap_repeats_the_end_of_the_previous_chunk() {
+        let text = (0..60)
+            .map(|i| format!("word{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let chunks = chunk_text(&text, &config(60, 20));
+        assert!(chunks.len() > 3);
+        for pair in chunks.windows(2) {
+            let first_word = pair[1].split(' ').next().unwrap();
+            assert!(
+                pair[0].contains(first_word),
+                "{:?} does not overlap {:?}",
+                pair[0],
+                pair[1]
+            );
+            // The overlap starts at a word boundary.
+            assert!(pair[0].split(' ').any(|w| w == first_word));
+        }
+        let no_overlap = chunk_text(&text, &config(60, 0));
+        assert!(no_overlap.len() < chunks.len());
+    }
+
+    #[test]
+    fn chunking_and_ids_are_deterministic() {
+        let text = "Alpha beta gamma. ".repeat(200);
+        assert_eq!(
+            chunk_text(&text, &config(120, 30)),
+            chunk_text(&text, &config(120, 30))
+        );
+        assert_eq!(chunk_id("doc", 3), chunk_id("doc", 3));
+        assert_ne!(chunk_id("doc", 3), chunk_id("doc", 4));
+        assert_ne!(chunk_id("doc1", 0), chunk_id("doc", 10));
+        assert_eq!(chunk_id("doc", 0).len(), 32);
+    }
+}

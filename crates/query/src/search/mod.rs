@@ -1,0 +1,168 @@
+//! Search over the chunks table: vector (cosine), keyword (BM25 full-text) and
+//! hybrid (reciprocal-rank fusion of both).
+
+mod hybrid;
+mod keyword;
+mod vector;
+
+use std::time::Instant;
+
+use futures::TryStreamExt;
+use kbeast_client::{Hit, SearchMode, SearchRequest};
+use lancedb::arrow::arrow_array::RecordBatch;
+
+use crate::embed::{EmbedError, Embedder};
+use crate::store::{ChunkRow, Store, StoreError, decode_rows, doc_id_in, float_column};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("lancedb: {0}")]
+    Lance(#[from] lancedb::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct ScoredRow {
+    pub row: ChunkRow,
+    /// Higher is better.
+    pub score: f32,
+}
+
+pub struct SearchOutcome {
+    pub hits: Vec<Hit>,
+    /// The embedder failed and keyword results were served instead.
+    pub degraded: bool,
+}
+
+/// Runs `request` (already validated). A filter is resolved to document ids
+/// first and applied as a pre-filter, so `top_k` counts only matching chunks.
+pub async fn search(
+    store: &Store,
+    embedder: &dyn Embedder,
+    metrics: &Metrics,
+    request: &SearchRequest,
+) -> Result<SearchOutcome, SearchError> {
+    let filter = match &request.filter {
+        Some(filter) if !filter.is_empty() => {
+            let ids = store.docs().matching(filter);
+            if ids.is_empty() {
+                return Ok(SearchOutcome {
+                    hits: Vec::new(),
+                    degraded: false,
+                });
+            }
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            Some(doc_id_in(&refs))
+        }
+        _ => None,
+    };
+    let filter = filter.as_deref();
+    let top_k = request.top_k as usize;
+    let query = request.query.as_str();
+
+    let mode = request.mode.unwrap_or(SearchMode::Hybrid);
+    let (rows, degraded) = match mode {
+        SearchMode::Keyword => (keyword::search(store, query, top_k, filter).await?, false),
+        SearchMode::Vector | SearchMode::Hybrid => {
+            match embed_query(embedder, metrics, query).await {
+                Ok(vector) => {
+                    let rows = if mode == SearchMode::Vector {
+                        timed_vector(store, metrics, vector, top_k, filter).await?
+                    } else {
+                        // Fuse deeper candidate lists than asked for, so documents ranked
+                        // moderately by both searches can still surface.
+                        let depth = (top_k * 2).max(20);
+                        let by_vector = timed_vector(store, metrics, vector, depth, filter).await?;
+                        let by_keyword = keyword::search(store, query, depth, filter).await?;
+                        hybrid::reciprocal_rank_fusion(&[by_keyword, by_vector], top_k)
+                    };
+                    (rows, false)
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "embedder unavailable; serving keyword results");
+                    (keyword::search(store, query, top_k, filter).await?, true)
+                }
+            }
+        }
+    };
+    let hits = rows
+        .into_iter()
+        .map(|scored| Hit {
+            doc_id: scored.row.doc_id,
+            chunk_id: scored.row.chunk_id,
+            text: scored.row.text,
+            score: scored.score,
+            source: scored.row.source,
+            metadata: scored.row.metadata,
+        })
+        .collect();
+    Ok(SearchOutcome { hits, degraded })
+}
+
+async fn embed_query(
+    embedder: &dyn Embedder,
+    metrics: &Metrics,
+    query: &str,
+) -> Result<Vec<f32>, EmbedError> {
+    let started = Instant::now();
+    let result = embedder.embed(&[query.to_string()]).await;
+    metrics
+        .embedding_duration
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(mut vectors) if vectors.len() == 1 => {
+            metrics.degraded.set(0);
+            Ok(vectors.remove(0))
+        }
+        Ok(vectors) => {
+            metrics.embedding_errors.inc();
+            Err(EmbedError::Failed(format!(
+                "expected 1 vector, got {}",
+                vectors.len()
+            )))
+        }
+        Err(error) => {
+            metrics.embedding_errors.inc();
+            metrics.degraded.set(1);
+            Err(error)
+        }
+    }
+}
+
+async fn timed_vector(
+    store: &Store,
+    metrics: &Metrics,
+    vector: Vec<f32>,
+    limit: usize,
+    filter: Option<&str>,
+) -> Result<Vec<ScoredRow>, SearchError> {
+    let started = Instant::now();
+    let rows = vector::search(store, vector, limit, filter).await;
+    metrics
+        .vector_search_duration
+        .observe(started.elapsed().as_secs_f64());
+    rows
+}
+
+/// Collects a result stream into rows, scoring each with `score(raw column value)`.
+async fn collect_scored(
+    stream: lancedb::arrow::SendableRecordBatchStream,
+    score_column: &str,
+    score: impl Fn(f32) -> f32,
+) -> Result<Vec<ScoredRow>, SearchError> {
+    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+    let mut scored = Vec::new();
+    for batch in &batches {
+        let raw = float_column(batch, score_column)?;
+        for (i, row) in decode_rows(batch)?.into_iter().enumerate() {
+            scored.push(ScoredRow {
+                row,
+                score: score(raw.value(i)),
+            });
+        }
+    }
+    scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+    Ok(scored)
+}

@@ -1,0 +1,138 @@
+//! `kbeast-query serve`: wires the store, writer, keys and HTTP server
+//! together, and shuts down in order on SIGTERM.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::cli::{EmbedderKind, ServeArgs};
+use crate::embed::{Embedder, HashEmbedder, OpenAiConfig, OpenAiEmbedder};
+use crate::http::auth::{KeyStore, generate_keys_file};
+use crate::http::{AppState, HttpLimits, router};
+use crate::ingest::chunking::ChunkConfig;
+use crate::ingest::writer::{Maintenance, Quotas, Writer, update_gauges};
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let chunking = ChunkConfig::new(args.chunk_size, args.chunk_overlap)
+        .map_err(anyhow::Error::msg)
+        .context("invalid --chunk-size/--chunk-overlap")?;
+    anyhow::ensure!(args.embedding_dim > 0, "--embedding-dim must be positive");
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating data directory {}", args.data.display()))?;
+    let data_dir = args.data.canonicalize()?;
+
+    let keys_path = match &args.api_keys {
+        Some(path) => path.clone(),
+        None => {
+            let path = data_dir.join("api-keys.yaml");
+            if generate_keys_file(&path).context("generating the API keys file")? {
+                tracing::info!(path = %path.display(), "generated an API keys file with one admin key");
+            }
+            path
+        }
+    };
+    let keys = Arc::new(KeyStore::load(&keys_path)?);
+    tracing::info!(path = %keys.path().display(), "using API keys file");
+    keys.watch(Duration::from_millis(args.keys_reload_ms.max(50)));
+
+    let embedder: Arc<dyn Embedder> = match args.embedder {
+        EmbedderKind::Hash => Arc::new(HashEmbedder::new(args.embedding_dim)),
+        EmbedderKind::Openai => {
+            let o = &args.openai;
+            Arc::new(OpenAiEmbedder::new(OpenAiConfig {
+                base_url: o.openai_base_url.clone(),
+                api_key: o.openai_api_key.clone(),
+                model: o.openai_model.clone(),
+                dimension: args.embedding_dim,
+                batch_size: o.openai_batch_size,
+                timeout: Duration::from_millis(o.openai_timeout_ms),
+                max_retries: o.openai_max_retries,
+                initial_backoff: Duration::from_millis(o.openai_backoff_ms),
+                breaker_failures: o.embedder_breaker_failures,
+                breaker_cooldown: Duration::from_millis(o.embedder_breaker_cooldown_ms),
+            })?)
+        }
+    };
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(AppState {
+        store: OnceLock::new(),
+        writer: OnceLock::new(),
+        embedder: embedder.clone(),
+        chunking,
+        keys,
+        metrics: metrics.clone(),
+        data_dir: data_dir.clone(),
+        default_mode: args.default_search_mode.into(),
+    });
+    metrics
+        .quota_max_documents
+        .set(args.max_documents.unwrap_or(0) as i64);
+    metrics
+        .quota_max_bytes
+        .set(args.max_bytes.unwrap_or(0) as i64);
+    let limits = HttpLimits {
+        max_body_bytes: args.max_body_bytes,
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
+    };
+
+    // Listen first so probes get answers (503 from /readyz) while the table opens.
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, project = args.project.as_deref().unwrap_or(""), "listening");
+    let server = tokio::spawn(
+        axum::serve(listener, router(state.clone(), &limits))
+            .with_graceful_shutdown(shutdown_signal())
+            .into_future(),
+    );
+
+    let uri = data_dir.to_string_lossy().to_string();
+    let store = Arc::new(
+        Store::open(&uri, embedder.model_id(), embedder.dimension())
+            .await
+            .with_context(|| format!("opening the store at {uri}"))?,
+    );
+    let quotas = Quotas {
+        max_documents: args.max_documents,
+        max_bytes: args.max_bytes,
+    };
+    let maintenance = Maintenance {
+        optimize_every_commits: args.optimize_every_commits,
+        index_every_chunks: args.index_every_chunks,
+        vector_index_min_rows: (args.vector_index_min_rows > 0)
+            .then_some(args.vector_index_min_rows),
+    };
+    let writer = Writer::spawn(store.clone(), quotas, maintenance, metrics.clone());
+    update_gauges(&store, &metrics).await;
+    let _ = state.writer.set(writer.handle.clone());
+    let _ = state.store.set(store.clone());
+    {
+        let index = store.docs();
+        tracing::info!(
+            documents = index.documents(),
+            chunks = index.chunks(),
+            model = store.model(),
+            "store open"
+        );
+    }
+
+    // Returns after the signal, once in-flight requests have finished.
+    server.await.context("server task")??;
+    tracing::info!("stopped accepting requests; flushing the writer");
+    writer.shutdown().await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

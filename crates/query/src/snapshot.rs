@@ -1,0 +1,63 @@
+//! `snapshot` and `restore`: logical copies of the chunks table.
+//!
+//! A snapshot reads one table version (a consistent point in time, so it may
+//! run while the server serves) and writes it as a fresh table, schema
+//! metadata (model, dimension) and full-text index included. Restore is the
+//! same copy in the other direction and needs the server stopped.
+
+use anyhow::{Context, bail};
+use lancedb::query::ExecutableQuery;
+
+use crate::cli::{RestoreArgs, SnapshotArgs};
+use crate::store::{TABLE_NAME, create_table};
+
+pub async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
+    let (rows, version) = copy_table(&args.data, &args.out, false).await?;
+    tracing::info!(from = %args.data, to = %args.out, rows, version, "snapshot written");
+    Ok(())
+}
+
+pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let (rows, version) = copy_table(&args.from, &args.data, args.force).await?;
+    tracing::info!(from = %args.from, to = %args.data, rows, snapshot_version = version, "restored");
+    Ok(())
+}
+
+/// Copies the current version of the chunks table at `from` to `to`.
+/// Returns the number of rows and the source version copied.
+async fn copy_table(from: &str, to: &str, replace: bool) -> anyhow::Result<(usize, u64)> {
+    let source = lancedb::connect(from).execute().await?;
+    let table = source
+        .open_table(TABLE_NAME)
+        .execute()
+        .await
+        .with_context(|| format!("opening the chunks table at {from}"))?;
+    // Pin one version so rows, schema and count agree even while writes go on.
+    let version = table.version().await?;
+    table.checkout(version).await?;
+    let schema = table.schema().await?;
+    let rows = table.count_rows(None).await?;
+
+    let target = lancedb::connect(to).execute().await?;
+    if target
+        .table_names()
+        .execute()
+        .await?
+        .iter()
+        .any(|t| t == TABLE_NAME)
+    {
+        if !replace {
+            bail!("{to} already holds a chunks table; pass --force to replace it");
+        }
+        target.drop_table(TABLE_NAME, &[]).await?;
+    }
+    let stream = table.query().execute().await?;
+    let copy = create_table(&target, schema, Some(stream))
+        .await
+        .with_context(|| format!("writing the chunks table at {to}"))?;
+    let copied = copy.count_rows(None).await?;
+    if copied != rows {
+        bail!("copied {copied} rows but the source version {version} has {rows}");
+    }
+    Ok((rows, version))
+}

@@ -1,0 +1,176 @@
+//! In-memory summary of the documents in the table: counts for stats and
+//! quotas, and source/metadata for resolving filters to document ids.
+//! Rebuilt from the table at startup and updated by the writer after each commit.
+
+use std::collections::HashMap;
+
+use kbeast_client::{Filter, Metadata};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocEntry {
+    pub source: Option<String>,
+    pub metadata: Metadata,
+    pub chunks: u64,
+    /// UTF-8 bytes of the document's chunk texts.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct DocIndex {
+    docs: HashMap<String, DocEntry>,
+    chunks: u64,
+    bytes: u64,
+}
+
+impl DocIndex {
+    pub fn documents(&self) -> u64 {
+        self.docs.len() as u64
+    }
+
+    pub fn chunks(&self) -> u64 {
+        self.chunks
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn get(&self, id: &str) -> Option<&DocEntry> {
+        self.docs.get(id)
+    }
+
+    pub(crate) fn add_chunk(
+        &mut self,
+        id: &str,
+        source: Option<String>,
+        metadata: Metadata,
+        bytes: u64,
+    ) {
+        let entry = self.docs.entry(id.to_string()).or_insert_with(|| DocEntry {
+            source,
+            metadata,
+            chunks: 0,
+            bytes: 0,
+        });
+        entry.chunks += 1;
+        entry.bytes += bytes;
+        self.chunks += 1;
+        self.bytes += bytes;
+    }
+
+    pub(crate) fn insert(&mut self, id: String, entry: DocEntry) {
+        self.chunks += entry.chunks;
+        self.bytes += entry.bytes;
+        if let Some(old) = self.docs.insert(id, entry) {
+            self.chunks -= old.chunks;
+            self.bytes -= old.bytes;
+        }
+    }
+
+    pub(crate) fn remove(&mut self, id: &str) -> Option<DocEntry> {
+        let old = self.docs.remove(id)?;
+        self.chunks -= old.chunks;
+        self.bytes -= old.bytes;
+        Some(old)
+    }
+
+    /// Ids of the documents matching every condition of `filter`, sorted.
+    pub fn matching(&self, filter: &Filter) -> Vec<String> {
+        let matches = |id: &str, doc: &DocEntry| {
+            filter
+                .ids
+                .as_ref()
+                .is_none_or(|ids| ids.iter().any(|i| i == id))
+                && filter
+                    .source
+                    .as_ref()
+                    .is_none_or(|s| doc.source.as_deref() == Some(s.as_str()))
+                && filter
+                    .metadata
+                    .as_ref()
+                    .is_none_or(|wanted| wanted.iter().all(|(k, v)| doc.metadata.get(k) == Some(v)))
+        };
+        let mut ids: Vec<String> = match &filter.ids {
+            // Look up the given ids instead of scanning every document.
+            Some(ids) => ids
+                .iter()
+                .filter(|id| {
+                    self.docs
+                        .get(id.as_str())
+                        .is_some_and(|doc| matches(id, doc))
+                })
+                .cloned()
+                .collect(),
+            None => self
+                .docs
+                .iter()
+                .filter(|(id, doc)| matches(id, doc))
+                .map(|(id, _)| id.clone())
+                .collect(),
+        };
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(source: &str, metadata: serde_json::Value, chunks: u64) -> DocEntry {
+        DocEntry {
+            source: Some(source.to_string()),
+            metadata: metadata.as_object().unwrap().clone(),
+            chunks,
+            bytes: chunks * 10,
+        }
+    }
+
+    #[test]
+    fn counts_follow_inserts_replacements_and_removals() {
+        let mut index = DocIndex::default();
+        index.insert("a".into(), entry("s", json!({}), 3));
+        index.insert("b".into(), entry("s", json!({}), 2));
+        index.insert("a".into(), entry("s", json!({}), 1));
+        assert_eq!(
+            (index.documents(), index.chunks(), index.bytes()),
+            (2, 3, 30)
+        );
+        index.remove("b");
+        assert_eq!(
+            (index.documents(), index.chunks(), index.bytes()),
+            (1, 1, 10)
+        );
+        assert!(index.remove("b").is_none());
+    }
+
+    #[test]
+    fn filters_combine_with_and() {
+        let mut index = DocIndex::default();
+        index.insert("a".into(), entry("wiki", json!({"lang": "en", "n": 1}), 1));
+        index.insert("b".into(), entry("wiki", json!({"lang": "de"}), 1));
+        index.insert("c".into(), entry("blog", json!({"lang": "en"}), 1));
+        let by_source = Filter {
+            source: Some("wiki".into()),
+            ..Filter::default()
+        };
+        assert_eq!(index.matching(&by_source), vec!["a", "b"]);
+        let by_meta = Filter {
+            metadata: Some(json!({"lang": "en"}).as_object().unwrap().clone()),
+            ..Filter::default()
+        };
+        assert_eq!(index.matching(&by_meta), vec!["a", "c"]);
+        let both = Filter {
+            source: Some("wiki".into()),
+            ..by_meta.clone()
+        };
+        assert_eq!(index.matching(&both), vec!["a"]);
+        let ids = Filter {
+            ids: Some(vec!["c".into(), "zzz".into(), "b".into()]),
+            ..Filter::default()
+        };
+        assert_eq!(index.matching(&ids), vec!["b", "c"]);
+    }
+}

@@ -1,0 +1,505 @@
+//! The LanceDB chunks table: schema, opening, atomic writes and row decoding.
+
+mod doc_index;
+
+pub use doc_index::{DocEntry, DocIndex};
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::TryStreamExt;
+use kbeast_client::{ChunkView, DocumentResponse, Metadata};
+use lancedb::arrow::SendableRecordBatchStream;
+use lancedb::arrow::arrow_array::{
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch,
+    RecordBatchIterator, StringArray, TimestampMicrosecondArray,
+};
+use lancedb::arrow::arrow_cast::cast;
+use lancedb::arrow::arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+use lancedb::index::Index;
+use lancedb::index::scalar::FtsIndexBuilder;
+use lancedb::index::vector::IvfPqIndexBuilder;
+use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::table::{OptimizeAction, OptimizeOptions, OptimizeStats};
+use lancedb::{Connection, DistanceType, Table};
+
+pub const TABLE_NAME: &str = "chunks";
+const META_MODEL: &str = "kbeast.embedding_model";
+const META_DIMENSION: &str = "kbeast.embedding_dimension";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the table at {uri} was built with embedding model {stored_model:?} (dimension {stored_dimension}), \
+         but the server is configured with {model:?} (dimension {dimension}); \
+         use the original model or purge the data"
+    )]
+    IncompatibleModel {
+        uri: String,
+        stored_model: String,
+        stored_dimension: usize,
+        model: String,
+        dimension: usize,
+    },
+    #[error("lancedb: {0}")]
+    Lance(#[from] lancedb::Error),
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("unexpected table contents: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A document ready to be written: chunked and embedded.
+#[derive(Debug, Clone)]
+pub struct PreparedDocument {
+    pub id: String,
+    pub source: Option<String>,
+    pub metadata: Metadata,
+    pub chunks: Vec<String>,
+    pub vectors: Vec<Vec<f32>>,
+}
+
+impl PreparedDocument {
+    pub fn text_bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.len() as u64).sum()
+    }
+}
+
+/// One row of the chunks table, as read back.
+#[derive(Debug, Clone)]
+pub struct ChunkRow {
+    pub chunk_id: String,
+    pub doc_id: String,
+    pub chunk_index: u32,
+    pub source: Option<String>,
+    pub text: String,
+    pub metadata: Metadata,
+}
+
+/// Columns returned by searches and document reads (everything but the vector).
+pub const ROW_COLUMNS: [&str; 6] = [
+    "chunk_id",
+    "doc_id",
+    "chunk_index",
+    "source",
+    "text",
+    "metadata",
+];
+
+pub struct Store {
+    table: Table,
+    schema: SchemaRef,
+    model: String,
+    dimension: usize,
+    /// Per-document summary, kept in step with the table by the single writer.
+    docs: RwLock<DocIndex>,
+}
+
+impl Store {
+    /// Opens the chunks table at `uri`, creating it (with its full-text index)
+    /// on first use. Refuses a table built with another model or dimension.
+    pub async fn open(uri: &str, model: &str, dimension: usize) -> Result<Self> {
+        let connection = lancedb::connect(uri).execute().await?;
+        let schema = chunk_schema(model, dimension);
+        let table = match connection.open_table(TABLE_NAME).execute().await {
+            Ok(table) => table,
+            Err(lancedb::Error::TableNotFound { .. }) => {
+                create_table(&connection, schema.clone(), None).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        check_model(uri, table.schema().await?.as_ref(), model, dimension)?;
+        let store = Self {
+            table,
+            schema,
+            model: model.to_string(),
+            dimension,
+            docs: RwLock::new(DocIndex::default()),
+        };
+        let index = store.load_doc_index().await?;
+        *store.docs.write().expect("doc index lock") = index;
+        Ok(store)
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    pub fn docs(&self) -> std::sync::RwLockReadGuard<'_, DocIndex> {
+        self.docs.read().expect("doc index lock")
+    }
+
+    pub(crate) fn docs_mut(&self) -> std::sync::RwLockWriteGuard<'_, DocIndex> {
+        self.docs.write().expect("doc index lock")
+    }
+
+    /// Writes `documents` in one commit: their new chunks are inserted or
+    /// updated and every other chunk of the same documents is deleted. Returns
+    /// the table version of the commit.
+    ///
+    /// This is a single merge-insert keyed on `chunk_id` with
+    /// "when not matched by source, delete where doc_id IN (...)": one atomic
+    /// commit, so readers never see a document half replaced, and a failure
+    /// leaves the table untouched. (Delete-then-add would be two commits.)
+    pub async fn replace_documents(&self, documents: &[PreparedDocument]) -> Result<u64> {
+        let batch = self.record_batch(documents)?;
+        let ids: Vec<&str> = documents.iter().map(|d| d.id.as_str()).collect();
+        let mut merge = self.table.merge_insert(&["chunk_id"]);
+        merge
+            .when_matched_update_all(None)
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(Some(doc_id_in(&ids)));
+        let reader = RecordBatchIterator::new(vec![Ok(batch)], self.schema.clone());
+        let result = merge.execute(Box::new(reader)).await?;
+        Ok(result.version)
+    }
+
+    /// Deletes all chunks of the given documents in one commit.
+    pub async fn delete_documents(&self, ids: &[&str]) -> Result<u64> {
+        let result = self.table.delete(doc_id_in(ids).as_str()).await?;
+        Ok(result.num_deleted_rows)
+    }
+
+    /// The chunks of one document in order, or None if it does not exist.
+    pub async fn document(&self, id: &str) -> Result<Option<DocumentResponse>> {
+        let batches: Vec<RecordBatch> = self
+            .table
+            .query()
+            .only_if(doc_id_in(&[id]))
+            .select(Select::columns(&ROW_COLUMNS))
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        let mut rows = Vec::new();
+        for batch in &batches {
+            rows.extend(decode_rows(batch)?);
+        }
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let (source, metadata) = (first.source.clone(), first.metadata.clone());
+        rows.sort_by_key(|r| r.chunk_index);
+        Ok(Some(DocumentResponse {
+            id: id.to_string(),
+            source,
+            metadata,
+            chunks: rows
+                .into_iter()
+                .map(|r| ChunkView {
+                    chunk_id: r.chunk_id,
+                    index: r.chunk_index,
+                    text: r.text,
+                })
+                .collect(),
+        }))
+    }
+
+    pub async fn version(&self) -> Result<u64> {
+        Ok(self.table.version().await?)
+    }
+
+    /// Bytes of data and index files, as recorded in the manifest.
+    pub async fn storage_bytes(&self) -> Result<u64> {
+        Ok(self.table.stats().await?.total_bytes as u64)
+    }
+
+    /// Compacts small files, folds new rows into the indices and prunes
+    /// versions older than LanceDB's default retention (7 days).
+    pub async fn optimize(&self) -> Result<OptimizeStats> {
+        Ok(self.table.optimize(OptimizeAction::All).await?)
+    }
+
+    /// Folds rows written since the last time into the existing indices
+    /// (incremental; no retraining). Until then they are searched by a scan.
+    pub async fn update_indices(&self) -> Result<()> {
+        self.table
+            .optimize(OptimizeAction::Index(OptimizeOptions::default()))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn has_vector_index(&self) -> Result<bool> {
+        let indices = self.table.list_indices().await?;
+        Ok(indices.iter().any(|i| i.columns == ["vector"]))
+    }
+
+    /// Builds an IVF-PQ index (cosine) on `vector`. Until it exists, vector
+    /// search is an exact scan, which is fine for small tables.
+    pub async fn create_vector_index(&self) -> Result<()> {
+        let builder = IvfPqIndexBuilder::default().distance_type(DistanceType::Cosine);
+        self.table
+            .create_index(&["vector"], Index::IvfPq(builder))
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    /// A cheap round trip to storage, for readiness checks.
+    pub async fn ping(&self) -> Result<usize> {
+        Ok(self.table.count_rows(None).await?)
+    }
+
+    /// Scans doc_id, source, metadata and text of every row once at startup.
+    async fn load_doc_index(&self) -> Result<DocIndex> {
+        let mut stream = self
+            .table
+            .query()
+            .select(Select::columns(&ROW_COLUMNS))
+            .execute()
+            .await?;
+        let mut index = DocIndex::default();
+        while let Some(batch) = stream.try_next().await? {
+            for row in decode_rows(&batch)? {
+                index.add_chunk(&row.doc_id, row.source, row.metadata, row.text.len() as u64);
+            }
+        }
+        Ok(index)
+    }
+
+    fn record_batch(&self, documents: &[PreparedDocument]) -> Result<RecordBatch> {
+        let rows: usize = documents.iter().map(|d| d.chunks.len()).sum();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        let mut chunk_ids = Vec::with_capacity(rows);
+        let mut doc_ids = Vec::with_capacity(rows);
+        let mut indexes = Vec::with_capacity(rows);
+        let mut sources = Vec::with_capacity(rows);
+        let mut texts = Vec::with_capacity(rows);
+        let mut metadata = Vec::with_capacity(rows);
+        let mut flat_vectors = Vec::with_capacity(rows * self.dimension);
+        for doc in documents {
+            let metadata_json = serde_json::Value::Object(doc.metadata.clone()).to_string();
+            if doc.vectors.len() != doc.chunks.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "document {} has {} chunks but {} vectors",
+                    doc.id,
+                    doc.chunks.len(),
+                    doc.vectors.len()
+                )));
+            }
+            for (index, (text, vector)) in doc.chunks.iter().zip(&doc.vectors).enumerate() {
+                if vector.len() != self.dimension {
+                    return Err(StoreError::Corrupt(format!(
+                        "vector of dimension {} for a table of dimension {}",
+                        vector.len(),
+                        self.dimension
+                    )));
+                }
+                chunk_ids.push(crate::ingest::chunking::chunk_id(&doc.id, index));
+                doc_ids.push(doc.id.clone());
+                indexes.push(index as i32);
+                sources.push(doc.source.clone());
+                texts.push(text.clone());
+                metadata.push(metadata_json.clone());
+                flat_vectors.extend_from_slice(vector);
+            }
+        }
+        let vectors = FixedSizeListArray::try_new(
+            Arc::new(Field::new("item", DataType::Float32, true)),
+            self.dimension as i32,
+            Arc::new(Float32Array::from(flat_vectors)),
+            None,
+        )?;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(chunk_ids)),
+            Arc::new(StringArray::from(doc_ids)),
+            Arc::new(Int32Array::from(indexes)),
+            Arc::new(StringArray::from(sources)),
+            Arc::new(StringArray::from(texts)),
+            Arc::new(StringArray::from(metadata)),
+            Arc::new(vectors),
+            Arc::new(TimestampMicrosecondArray::from(vec![now; rows]).with_timezone("UTC")),
+        ];
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// Creates the chunks table with `schema`, fills it from `rows` if given, and
+/// builds its full-text index.
+pub async fn create_table(
+    connection: &Connection,
+    schema: SchemaRef,
+    rows: Option<SendableRecordBatchStream>,
+) -> Result<Table> {
+    let table = connection
+        .create_empty_table(TABLE_NAME, schema)
+        .execute()
+        .await?;
+    if let Some(rows) = rows {
+        table.add(rows).execute().await?;
+    }
+    // Positions enable phrase queries. Rows added later are searched
+    // unindexed (flat) until the index is optimised, so results stay exact.
+    table
+        .create_index(
+            &["text"],
+            Index::FTS(FtsIndexBuilder::default().with_position(true)),
+        )
+        .execute()
+        .await?;
+    Ok(table)
+}
+
+/// The chunks table schema; the embedding model and dimension live in the
+/// schema metadata so a table is never searched with foreign vectors.
+pub fn chunk_schema(model: &str, dimension: usize) -> SchemaRef {
+    let fields = vec![
+        Field::new("chunk_id", DataType::Utf8, false),
+        Field::new("doc_id", DataType::Utf8, false),
+        Field::new("chunk_index", DataType::Int32, false),
+        Field::new("source", DataType::Utf8, true),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("metadata", DataType::Utf8, false),
+        Field::new(
+            "vector",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, true)),
+                dimension as i32,
+            ),
+            false,
+        ),
+        Field::new(
+            "ingested_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ];
+    let metadata = HashMap::from([
+        (META_MODEL.to_string(), model.to_string()),
+        (META_DIMENSION.to_string(), dimension.to_string()),
+    ]);
+    Arc::new(Schema::new_with_metadata(fields, metadata))
+}
+
+fn check_model(uri: &str, schema: &Schema, model: &str, dimension: usize) -> Result<()> {
+    // The vector column is authoritative for the dimension; the metadata adds the model.
+    let stored_dimension = match schema.field_with_name("vector").map(|f| f.data_type()) {
+        Ok(DataType::FixedSizeList(_, n)) => *n as usize,
+        _ => return Err(StoreError::Corrupt("no vector column".into())),
+    };
+    let stored_model = schema
+        .metadata()
+        .get(META_MODEL)
+        .cloned()
+        .unwrap_or_else(|| "<unknown>".to_string());
+    if stored_model != model || stored_dimension != dimension {
+        return Err(StoreError::IncompatibleModel {
+            uri: uri.to_string(),
+            stored_model,
+            stored_dimension,
+            model: model.to_string(),
+            dimension,
+        });
+    }
+    Ok(())
+}
+
+/// `doc_id IN ('a', 'b')` with SQL string quoting.
+pub fn doc_id_in(ids: &[&str]) -> String {
+    let list: Vec<String> = ids
+        .iter()
+        .map(|id| format!("'{}'", id.replace('\'', "''")))
+        .collect();
+    format!("doc_id IN ({})", list.join(", "))
+}
+
+fn string_column(batch: &RecordBatch, name: &str) -> Result<StringArray> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("missing column {name}")))?;
+    let column = cast(column, &DataType::Utf8)?;
+    column
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| StoreError::Corrupt(format!("column {name} is not text")))
+}
+
+/// Reads a float column such as `_distance` or `_score`.
+pub fn float_column(batch: &RecordBatch, name: &str) -> Result<Float32Array> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("missing column {name}")))?;
+    let column = cast(column, &DataType::Float32)?;
+    column
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .cloned()
+        .ok_or_else(|| StoreError::Corrupt(format!("column {name} is not a float")))
+}
+
+/// Decodes the [`ROW_COLUMNS`] of a batch.
+pub fn decode_rows(batch: &RecordBatch) -> Result<Vec<ChunkRow>> {
+    let chunk_ids = string_column(batch, "chunk_id")?;
+    let doc_ids = string_column(batch, "doc_id")?;
+    let sources = string_column(batch, "source")?;
+    let texts = string_column(batch, "text")?;
+    let metadata = string_column(batch, "metadata")?;
+    let indexes = cast(
+        batch
+            .column_by_name("chunk_index")
+            .ok_or_else(|| StoreError::Corrupt("missing column chunk_index".into()))?,
+        &DataType::Int32,
+    )?;
+    let indexes = indexes
+        .as_any()
+        .downcast_ref::<Int32Array>()
+        .ok_or_else(|| StoreError::Corrupt("chunk_index is not an integer".into()))?;
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let metadata: Metadata = serde_json::from_str(metadata.value(i))
+            .map_err(|e| StoreError::Corrupt(format!("metadata is not a JSON object: {e}")))?;
+        rows.push(ChunkRow {
+            chunk_id: chunk_ids.value(i).to_string(),
+            doc_id: doc_ids.value(i).to_string(),
+            chunk_index: indexes.value(i) as u32,
+            source: (!sources.is_null(i)).then(|| sources.value(i).to_string()),
+            text: texts.value(i).to_string(),
+            metadata,
+        });
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doc_id_filter_quotes_strings() {
+        assert_eq!(doc_id_in(&["a", "it's"]), "doc_id IN ('a', 'it''s')");
+    }
+
+    #[test]
+    fn model_check_names_both_models() {
+        let schema = chunk_schema("hash-v1", 384);
+        assert!(check_model("mem", &schema, "hash-v1", 384).is_ok());
+        let err = check_model("mem", &schema, "hash-v1", 64)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dimension 384") && err.contains("dimension 64"),
+            "{err}"
+        );
+        let err = check_model("mem", &schema, "other", 384)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"hash-v1\"") && err.contains("\"other\""),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,668 @@
+//! HTTP API behaviour of the real binary: ingest, get, search, delete, stats,
+//! auth, errors, quotas, probes and metrics.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, doc, ingest_request, write_keys};
+use kbeast_client::{
+    ClientError, DocumentInput, ErrorBody, Filter, HealthStatus, SearchMode, SearchRequest,
+};
+use reqwest::StatusCode;
+use serde_json::json;
+
+const RUST: &str = "Rust is a systems programming language. The borrow checker enforces ownership \
+                    and lifetimes at compile time, so memory safety needs no garbage collector.";
+const PLANTS: &str = "Photosynthesis lets plants turn sunlight, water and carbon dioxide into \
+                      glucose. Chlorophyll in the leaves absorbs mostly red and blue light.";
+const OCEAN: &str = "Ocean tides are caused by the gravitational pull of the moon and the sun. \
+                     Spring tides happen when they align.";
+const BREAD: &str = "Sourdough bread rises with wild yeast and lactic acid bacteria from a starter, \
+                     then bakes in a hot oven until the crust is dark.";
+
+fn sourced(id: &str, text: &str, source: &str, metadata: serde_json::Value) -> DocumentInput {
+    DocumentInput {
+        id: Some(id.to_string()),
+        text: text.to_string(),
+        source: Some(source.to_string()),
+        metadata: Some(metadata.as_object().unwrap().clone()),
+    }
+}
+
+fn top_doc(hits: &[kbeast_client::Hit]) -> &str {
+    &hits.first().expect("at least one hit").doc_id
+}
+
+async fn api_error(result: Result<impl std::fmt::Debug, ClientError>) -> (StatusCode, ErrorBody) {
+    match result {
+        Err(ClientError::Api { status, body }) => (status, body),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn ingest_get_search_and_replace() {
+    let server = Server::start(&["--chunk-size", "80", "--chunk-overlap", "10"]).await;
+    let client = server.admin();
+    let response = client
+        .ingest(&ingest_request(vec![
+            sourced("rust", RUST, "wiki", json!({"topic": "code"})),
+            sourced("plants", PLANTS, "wiki", json!({"topic": "biology"})),
+            sourced("ocean", OCEAN, "blog", json!({"topic": "physics"})),
+            sourced("bread", BREAD, "blog", json!({"topic": "food"})),
+        ]))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = response.documents.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["rust", "plants", "ocean", "bread"]);
+    assert!(
+        response.documents.iter().all(|d| d.chunks >= 2),
+        "{response:?}"
+    );
+
+    // Get returns the chunks in order, consistent with the ingest response.
+    let rust = client.get_document("rust").await.unwrap();
+    assert_eq!(rust.chunks.len() as u32, response.documents[0].chunks);
+    assert_eq!(rust.source.as_deref(), Some("wiki"));
+    assert_eq!(rust.metadata["topic"], "code");
+    assert!(
+        rust.chunks
+            .iter()
+            .enumerate()
+            .all(|(i, c)| c.index == i as u32)
+    );
+    assert!(rust.chunks[0].text.starts_with("Rust is a systems"));
+    assert!(rust.chunks.iter().all(|c| c.text.chars().count() <= 80));
+
+    for (mode, query, expected) in [
+        (SearchMode::Keyword, "photosynthesis chlorophyll", "plants"),
+        (
+            SearchMode::Vector,
+            "borrow checker ownership lifetimes",
+            "rust",
+        ),
+        (SearchMode::Hybrid, "moon gravitational tides", "ocean"),
+        (SearchMode::Hybrid, "sourdough yeast oven", "bread"),
+    ] {
+        let result = client
+            .search(&SearchRequest::new(query, mode, 3))
+            .await
+            .unwrap();
+        assert_eq!(result.mode, mode);
+        assert!(!result.degraded);
+        assert!(result.hits.len() <= 3);
+        assert_eq!(
+            top_doc(&result.hits),
+            expected,
+            "{mode:?} {query:?}: {:?}",
+            result.hits
+        );
+        let scores: Vec<f32> = result.hits.iter().map(|h| h.score).collect();
+        assert!(
+            scores.windows(2).all(|w| w[0] >= w[1]),
+            "sorted by score: {scores:?}"
+        );
+    }
+
+    // Keyword search finds only chunks containing the word.
+    let result = client
+        .search(&SearchRequest::new("glucose", SearchMode::Keyword, 10))
+        .await
+        .unwrap();
+    assert!(!result.hits.is_empty());
+    assert!(result.hits.iter().all(|h| h.text.contains("glucose")));
+    assert_eq!(result.hits[0].metadata["topic"], "biology");
+
+    // A filter restricts every mode.
+    let mut filtered = SearchRequest::new("borrow checker ownership", SearchMode::Vector, 10);
+    filtered.filter = Some(Filter {
+        source: Some("blog".into()),
+        ..Filter::default()
+    });
+    let result = client.search(&filtered).await.unwrap();
+    assert!(!result.hits.is_empty());
+    assert!(
+        result
+            .hits
+            .iter()
+            .all(|h| h.source.as_deref() == Some("blog"))
+    );
+    filtered.filter = Some(Filter {
+        metadata: Some(json!({"topic": "nope"}).as_object().unwrap().clone()),
+        ..Filter::default()
+    });
+    assert!(client.search(&filtered).await.unwrap().hits.is_empty());
+
+    // Re-ingesting replaces all chunks: stale ones disappear.
+    let before = client.stats().await.unwrap();
+    let replaced = client
+        .ingest(&ingest_request(vec![doc("rust", "Rust, shortened.")]))
+        .await
+        .unwrap();
+    assert_eq!(replaced.documents[0].chunks, 1);
+    let rust = client.get_document("rust").await.unwrap();
+    assert_eq!(rust.chunks.len(), 1);
+    assert_eq!(rust.chunks[0].text, "Rust, shortened.");
+    assert!(rust.metadata.is_empty());
+    let after = client.stats().await.unwrap();
+    assert_eq!(after.documents, before.documents);
+    assert_eq!(
+        after.chunks,
+        before.chunks - u64::from(response.documents[0].chunks) + 1
+    );
+    let result = client
+        .search(&SearchRequest::new(
+            "borrow checker",
+            SearchMode::Keyword,
+            10,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        result.hits.iter().all(|h| h.doc_id != "rust"),
+        "{:?}",
+        result.hits
+    );
+
+    // Documents without an id get a content-derived one: retrying is idempotent.
+    let anon = ingest_request(vec![DocumentInput {
+        text: "An anonymous note about tea.".into(),
+        ..DocumentInput::default()
+    }]);
+    let first = client.ingest(&anon).await.unwrap();
+    let second = client.ingest(&anon).await.unwrap();
+    assert_eq!(first.documents[0].id, second.documents[0].id);
+    assert!(second.version > first.version);
+    assert_eq!(
+        client.stats().await.unwrap().documents,
+        before.documents + 1
+    );
+
+    // Query text is plain words, never syntax: odd characters cannot break a search.
+    for query in [
+        "\"unbalanced",
+        "a:b OR (c",
+        "-minus +plus *",
+        "🦀 ü",
+        "' OR 1=1 --",
+        "the",
+    ] {
+        for mode in [SearchMode::Keyword, SearchMode::Vector, SearchMode::Hybrid] {
+            client
+                .search(&SearchRequest::new(query, mode, 5))
+                .await
+                .unwrap_or_else(|e| panic!("{mode:?} {query:?}: {e}"));
+        }
+    }
+
+    // Ids with awkward characters round-trip through the path.
+    let odd = "it's a/doc ü?";
+    client
+        .ingest(&ingest_request(vec![doc(odd, "odd id")]))
+        .await
+        .unwrap();
+    assert_eq!(client.get_document(odd).await.unwrap().id, odd);
+}
+
+#[tokio::test]
+async fn delete_by_id_and_by_filter() {
+    let server = Server::start(&[]).await;
+    let client = server.admin();
+    client
+        .ingest(&ingest_request(vec![
+            sourced("a", "alpha text", "s1", json!({"lang": "en", "team": "x"})),
+            sourced("b", "beta text", "s1", json!({"lang": "de"})),
+            sourced("c", "gamma text", "s2", json!({"lang": "en"})),
+            sourced("d", "delta text", "s2", json!({"lang": "fr"})),
+            sourced(
+                "e",
+                "epsilon text",
+                "s3",
+                json!({"lang": "en", "team": "y"}),
+            ),
+        ]))
+        .await
+        .unwrap();
+
+    let deleted = client.delete_document("a").await.unwrap();
+    assert_eq!((deleted.deleted_documents, deleted.deleted_chunks), (1, 1));
+    let (status, body) = api_error(client.get_document("a").await).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body.error.code, "not_found");
+    assert_eq!(
+        api_error(client.delete_document("a").await).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let by_source = client
+        .delete_by_filter(&Filter {
+            source: Some("s1".into()),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_source.deleted_documents, 1); // only b is left in s1
+    let by_metadata = client
+        .delete_by_filter(&Filter {
+            metadata: Some(json!({"lang": "en"}).as_object().unwrap().clone()),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_metadata.deleted_documents, 2); // c and e
+    let by_ids = client
+        .delete_by_filter(&Filter {
+            ids: Some(vec!["d".into(), "missing".into()]),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_ids.deleted_documents, 1);
+
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.documents, stats.chunks, stats.bytes), (0, 0, 0));
+    let hits = client
+        .search(&SearchRequest::new("text", SearchMode::Hybrid, 10))
+        .await
+        .unwrap()
+        .hits;
+    assert!(hits.is_empty(), "{hits:?}");
+
+    let (status, body) = api_error(client.delete_by_filter(&Filter::default()).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body.error.field.as_deref(), Some("ids"));
+}
+
+#[tokio::test]
+async fn stats_report_counts_model_and_version() {
+    let server = Server::start(&["--embedding-dim", "64"]).await;
+    let client = server.admin();
+    let empty = client.stats().await.unwrap();
+    assert_eq!((empty.documents, empty.chunks, empty.bytes), (0, 0, 0));
+    assert_eq!((empty.model.as_str(), empty.dimension), ("hash-v1", 64));
+    let response = client
+        .ingest(&ingest_request(vec![
+            doc("x", "hello world"),
+            doc("y", "héllo"),
+        ]))
+        .await
+        .unwrap();
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.documents, stats.chunks), (2, 2));
+    assert_eq!(stats.bytes, ("hello world".len() + "héllo".len()) as u64);
+    assert!(stats.storage_bytes > 0);
+    assert_eq!(stats.table_version, response.version);
+    assert!(stats.table_version > empty.table_version);
+}
+
+const READER: &str = "reader-secret-0000000000";
+const WRITER: &str = "writer-secret-0000000000";
+
+#[tokio::test]
+async fn auth_scopes_and_key_reload() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = keys_dir.path().join("keys.json");
+    write_keys(
+        &keys,
+        &json!([
+            {"id": "reader", "secret": READER, "scopes": ["read"]},
+            {"id": "writer", "secret": WRITER, "scopes": ["write"]},
+        ])
+        .to_string(),
+    );
+    let server = Server::start(&[
+        "--api-keys",
+        keys.to_str().unwrap(),
+        "--keys-reload-ms",
+        "100",
+    ])
+    .await;
+    assert!(
+        !server.data_dir().join("api-keys.yaml").exists(),
+        "no key generated when a file is given"
+    );
+    let search = SearchRequest::new("anything", SearchMode::Keyword, 5);
+
+    let (status, body) = api_error(server.client(None).search(&search).await).await;
+    assert_eq!(
+        (status, body.error.code.as_str()),
+        (StatusCode::UNAUTHORIZED, "unauthenticated")
+    );
+    let (status, _) = api_error(
+        server
+            .client(Some("wrong-secret-000000000".into()))
+            .stats()
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let response = server
+        .http()
+        .get(server.url("/v1/stats"))
+        .header("authorization", format!("Basic {READER}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+
+    let reader = server.client(Some(READER.into()));
+    let writer = server.client(Some(WRITER.into()));
+    reader.search(&search).await.unwrap();
+    let (status, body) =
+        api_error(reader.ingest(&ingest_request(vec![doc("a", "text")])).await).await;
+    assert_eq!(
+        (status, body.error.code.as_str()),
+        (StatusCode::FORBIDDEN, "permission_denied")
+    );
+    assert_eq!(
+        api_error(reader.delete_document("a").await).await.0,
+        StatusCode::FORBIDDEN
+    );
+    writer
+        .ingest(&ingest_request(vec![doc("a", "text")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        api_error(writer.search(&search).await).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api_error(writer.stats().await).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let status = server
+            .http()
+            .get(server.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+
+    // Replace the keys: the new admin key starts working, the old keys stop.
+    let new_admin = "new-admin-secret-000000000";
+    write_keys(
+        &keys,
+        &format!("- id: ops\n  secret: {new_admin}\n  scopes: [admin]\n"),
+    );
+    let admin = server.client(Some(new_admin.into()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin.stats().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "new key not picked up:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(admin.stats().await.unwrap().documents, 1);
+    assert_eq!(
+        api_error(reader.search(&search).await).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Secrets never reach the log; key ids do (audit).
+    let log = server.log();
+    for secret in [READER, WRITER, new_admin] {
+        assert!(!log.contains(secret), "secret {secret} logged");
+    }
+    let audit = log
+        .lines()
+        .find(|l| l.contains("\"target\":\"audit\"") && l.contains("\"action\":\"ingest\""))
+        .expect("audit line for the ingest");
+    let audit: serde_json::Value = serde_json::from_str(audit).unwrap();
+    assert_eq!(audit["fields"]["key_id"], "writer");
+    assert_eq!(audit["fields"]["documents"], 1);
+}
+
+async fn post_raw(
+    server: &Server,
+    path: &str,
+    body: impl Into<reqwest::Body>,
+) -> (StatusCode, ErrorBody) {
+    let response = server
+        .http()
+        .post(server.url(path))
+        .bearer_auth(server.admin_key())
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "{status}"
+    );
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} {text:?}: {e}"));
+    (status, body)
+}
+
+#[tokio::test]
+async fn errors_are_json_and_name_the_field() {
+    let server = Server::start(&["--max-body-bytes", "4096"]).await;
+
+    let big = json!({"documents": [{"id": "big", "text": "x".repeat(5000)}]}).to_string();
+    let (status, body) = post_raw(&server, "/v1/documents", big).await;
+    assert_eq!(
+        (status, body.error.code.as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+    // Also when the size is not announced up front (chunked body).
+    let stream = futures::stream::iter((0..10).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1000])));
+    let (status, _) = post_raw(&server, "/v1/documents", reqwest::Body::wrap_stream(stream)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(server.admin().stats().await.unwrap().documents, 0);
+
+    let (status, body) = post_raw(&server, "/v1/search", "{\"query\": ").await;
+    assert_eq!(
+        (status, body.error.code.as_str()),
+        (StatusCode::BAD_REQUEST, "malformed_json")
+    );
+
+    for (request, field) in [
+        (json!({"query": "q", "mode": "fuzzy"}), "mode"),
+        (json!({"query": "q", "top_k": 0}), "top_k"),
+        (json!({"query": "q", "top_k": 101}), "top_k"),
+        (json!({"query": "q", "top_k": -1}), "top_k"),
+        (json!({"mode": "vector"}), "query"),
+        (json!({"query": "  "}), "query"),
+        (
+            json!({"query": "q", "filter": {"source": 3}}),
+            "filter.source",
+        ),
+    ] {
+        let (status, body) = post_raw(&server, "/v1/search", request.to_string()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{request}");
+        assert_eq!(body.error.code, "invalid_argument");
+        assert_eq!(
+            body.error.field.as_deref(),
+            Some(field),
+            "{request}: {body:?}"
+        );
+    }
+    for (request, field) in [
+        (
+            json!({"documents": [{"id": "a", "text": "ok"}, {"id": "b", "text": " \n"}]}),
+            "documents[1].text",
+        ),
+        (json!({"documents": [{"id": "a"}]}), "documents[0].text"),
+        (
+            json!({"documents": [{"id": "", "text": "t"}]}),
+            "documents[0].id",
+        ),
+        (json!({"documents": []}), "documents"),
+        (json!({"docs": []}), "docs"),
+    ] {
+        let (status, body) = post_raw(&server, "/v1/documents", request.to_string()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{request}");
+        assert_eq!(
+            body.error.field.as_deref(),
+            Some(field),
+            "{request}: {body:?}"
+        );
+    }
+    // The rejected batch wrote nothing, not even its valid first document.
+    assert_eq!(server.admin().stats().await.unwrap().documents, 0);
+
+    let response = server
+        .http()
+        .get(server.url("/v2/nothing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: ErrorBody = response.json().await.unwrap();
+    assert_eq!(body.error.code, "not_found");
+    let response = server
+        .http()
+        .put(server.url("/v1/search"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: ErrorBody = response.json().await.unwrap();
+    assert_eq!(body.error.code, "method_not_allowed");
+
+    // Request ids: propagated when given, generated otherwise.
+    let response = server
+        .http()
+        .get(server.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+    let response = server
+        .http()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    let generated = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+    assert!(server.log().contains("abc-123"), "request id in the logs");
+}
+
+#[tokio::test]
+async fn quotas_reject_without_writing() {
+    let server = Server::start(&["--max-documents", "2", "--max-bytes", "150"]).await;
+    let client = server.admin();
+    let fifty = "x".repeat(50);
+    client
+        .ingest(&ingest_request(vec![doc("a", &fifty), doc("b", &fifty)]))
+        .await
+        .unwrap();
+
+    let (status, body) = api_error(
+        client
+            .ingest(&ingest_request(vec![doc("c", "small")]))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body.error.code.as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "document_quota_exceeded")
+    );
+    // Replacing an existing document adds none, so it is allowed.
+    client
+        .ingest(&ingest_request(vec![doc("a", &"y".repeat(40))]))
+        .await
+        .unwrap();
+    let (status, body) = api_error(
+        client
+            .ingest(&ingest_request(vec![doc("b", &"z".repeat(120))]))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body.error.code.as_str()),
+        (StatusCode::INSUFFICIENT_STORAGE, "storage_quota_exceeded")
+    );
+
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.documents, stats.bytes), (2, 90));
+    assert_eq!(
+        client.get_document("b").await.unwrap().chunks[0].text,
+        fifty
+    );
+    assert!(client.get_document("c").await.is_err());
+    // Deleting frees quota.
+    client.delete_document("b").await.unwrap();
+    client
+        .ingest(&ingest_request(vec![doc("c", "small")]))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn readyz_and_metrics() {
+    let server = Server::start(&[]).await;
+    let (status, ready) = server.ready().await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready.status, HealthStatus::Healthy);
+    assert_eq!(ready.components.store.status, HealthStatus::Healthy);
+    assert!(ready.components.store.latency_ms.is_some());
+    assert_eq!(ready.components.embedder.model, "hash-v1");
+    assert!(ready.components.disk.available_bytes.unwrap() > 0);
+    let raw: serde_json::Value = server
+        .http()
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw["components"]["store"]["status"], "healthy");
+
+    let client = server.admin();
+    client
+        .ingest(&ingest_request(vec![
+            doc("m1", "metrics test"),
+            doc("m2", "more metrics"),
+        ]))
+        .await
+        .unwrap();
+    client
+        .search(&SearchRequest::new("metrics", SearchMode::Vector, 5))
+        .await
+        .unwrap();
+    let metrics = server
+        .http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "kb_query_duration_seconds_bucket{mode=\"vector\"",
+        "kb_queries_total{mode=\"vector\",outcome=\"ok\"} 1",
+        "kb_queries_total{mode=\"hybrid\",outcome=\"ok\"} 0",
+        "kb_ingest_documents_total 2",
+        "kb_ingest_chunks_total 2",
+        "kb_embedding_duration_seconds_count 2",
+        "kb_embedding_errors_total 0",
+        "kb_vector_search_duration_seconds_count 1",
+        "kb_documents 2",
+        "kb_chunks 2",
+        "kb_storage_bytes ",
+        "kb_degraded 0",
+        "kb_http_requests_total{method=\"POST\",route=\"/v1/search\",status=\"200\"} 1",
+        "kb_http_request_duration_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "missing {name:?} in\n{metrics}");
+    }
+}
