@@ -1,0 +1,173 @@
+//! Server-side defaults of the built-in kinds kbeast uses (the values the real API server
+//! fills in, as seen in the golden recordings).
+
+use serde_json::{Map, Value, json};
+
+fn set_default(map: &mut Map<String, Value>, key: &str, value: Value) {
+    map.entry(key.to_string()).or_insert(value);
+}
+
+fn object_at<'a>(value: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
+    value.get_mut(key).and_then(Value::as_object_mut)
+}
+
+pub fn apply(kind: &str, object: &mut Value) {
+    match kind {
+        "Namespace" => {
+            let name = object["metadata"]["name"].clone();
+            if let Some(meta) = object_at(object, "metadata") {
+                let labels = meta.entry("labels").or_insert(json!({}));
+                labels["kubernetes.io/metadata.name"] = name;
+            }
+            if let Some(obj) = object.as_object_mut() {
+                set_default(obj, "spec", json!({}));
+                set_default(obj, "status", json!({}));
+            }
+            if let Some(spec) = object_at(object, "spec") {
+                set_default(spec, "finalizers", json!(["kubernetes"]));
+            }
+            if let Some(status) = object_at(object, "status") {
+                set_default(status, "phase", json!("Active"));
+            }
+        }
+        "Deployment" => {
+            if let Some(obj) = object.as_object_mut() {
+                set_default(obj, "status", json!({}));
+            }
+            if let Some(spec) = object_at(object, "spec") {
+                set_default(spec, "replicas", json!(1));
+                set_default(spec, "strategy", json!({}));
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                set_default(spec, "progressDeadlineSeconds", json!(600));
+                if let Some(strategy) = spec.get_mut("strategy").and_then(Value::as_object_mut) {
+                    set_default(strategy, "type", json!("RollingUpdate"));
+                    if strategy["type"] == "RollingUpdate" {
+                        let ru = strategy.entry("rollingUpdate").or_insert(json!({}));
+                        if let Some(ru) = ru.as_object_mut() {
+                            set_default(ru, "maxUnavailable", json!("25%"));
+                            set_default(ru, "maxSurge", json!("25%"));
+                        }
+                    }
+                }
+                if let Some(template) = spec.get_mut("template") {
+                    pod_template(template);
+                }
+            }
+        }
+        "ReplicaSet" => {
+            if let Some(obj) = object.as_object_mut() {
+                set_default(obj, "status", json!({"replicas": 0}));
+            }
+            if let Some(spec) = object_at(object, "spec") {
+                set_default(spec, "replicas", json!(1));
+                if let Some(template) = spec.get_mut("template") {
+                    pod_template(template);
+                }
+            }
+        }
+        "Job" => {
+            if let Some(spec) = object_at(object, "spec") {
+                set_default(spec, "parallelism", json!(1));
+                set_default(spec, "completions", json!(1));
+                set_default(spec, "backoffLimit", json!(6));
+                set_default(spec, "completionMode", json!("NonIndexed"));
+                set_default(spec, "suspend", json!(false));
+                if let Some(template) = spec.get_mut("template") {
+                    pod_template(template);
+                }
+            }
+        }
+        "Pod" => {
+            if let Some(spec) = object.get_mut("spec") {
+                pod_spec(spec);
+            }
+            if let Some(obj) = object.as_object_mut() {
+                set_default(obj, "status", json!({"phase": "Pending", "qosClass": "BestEffort"}));
+            }
+        }
+        "Service" => {
+            if let Some(spec) = object_at(object, "spec") {
+                set_default(spec, "type", json!("ClusterIP"));
+                set_default(spec, "sessionAffinity", json!("None"));
+                set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+                set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+                set_default(spec, "ipFamilies", json!(["IPv4"]));
+                if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                    for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+                        set_default(port, "protocol", json!("TCP"));
+                        if let Some(p) = port.get("port").cloned() {
+                            set_default(port, "targetPort", p);
+                        }
+                    }
+                }
+            }
+            if let Some(obj) = object.as_object_mut() {
+                set_default(obj, "status", json!({"loadBalancer": {}}));
+            }
+        }
+        "NetworkPolicy" => {
+            if let Some(spec) = object_at(object, "spec") {
+                if !spec.contains_key("policyTypes") {
+                    let mut types = vec![json!("Ingress")];
+                    if spec.contains_key("egress") {
+                        types.push(json!("Egress"));
+                    }
+                    spec.insert("policyTypes".into(), Value::Array(types));
+                }
+                for direction in ["ingress", "egress"] {
+                    for rule in spec.get_mut(direction).and_then(Value::as_array_mut).into_iter().flatten() {
+                        for port in rule.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                            if let Some(port) = port.as_object_mut() {
+                                set_default(port, "protocol", json!("TCP"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        "PersistentVolumeClaim" => {
+            if let Some(spec) = object_at(object, "spec") {
+                set_default(spec, "volumeMode", json!("Filesystem"));
+            }
+            if let Some(obj) = object.as_object_mut() {
+                set_default(obj, "status", json!({"phase": "Pending"}));
+            }
+        }
+        "Secret" => {
+            if let Some(obj) = object.as_object_mut() {
+                set_default(obj, "type", json!("Opaque"));
+            }
+        }
+        _ => {}
+    }
+}
+
+fn pod_template(template: &mut Value) {
+    if let Some(spec) = template.get_mut("spec") {
+        pod_spec(spec);
+    }
+}
+
+fn pod_spec(spec: &mut Value) {
+    let Some(spec) = spec.as_object_mut() else { return };
+    for list in ["containers", "initContainers"] {
+        for c in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+            let Some(c) = c.as_object_mut() else { continue };
+            set_default(c, "resources", json!({}));
+            set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+            set_default(c, "terminationMessagePolicy", json!("File"));
+            let latest = c["image"].as_str().is_some_and(|i| i.ends_with(":latest") || !i.rsplit('/').next().unwrap_or("").contains(':'));
+            set_default(c, "imagePullPolicy", json!(if latest { "Always" } else { "IfNotPresent" }));
+            for port in c.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                if let Some(port) = port.as_object_mut() {
+                    set_default(port, "protocol", json!("TCP"));
+                }
+            }
+        }
+    }
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "securityContext", json!({}));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+}

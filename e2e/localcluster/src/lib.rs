@@ -1,0 +1,28 @@
+//! In-memory Kubernetes API server emulator for kbeast end-to-end tests.
+//!
+//! Start one with [`LocalCluster::start`]; see `docs/testing.md` for what it emulates.
+
+pub mod api;
+pub mod cluster;
+pub mod crd_schema;
+pub mod defaults;
+pub mod discovery;
+pub mod error;
+pub mod faults;
+pub mod fieldset;
+pub mod gc;
+pub mod patch;
+pub mod registry;
+pub mod request_log;
+pub mod schema;
+pub mod selectors;
+pub mod ssa;
+pub mod store;
+pub mod validation;
+pub mod watch;
+pub mod write;
+
+pub use cluster::{LocalCluster, Options};
+pub use error::{ApiError, Error};
+pub use faults::{Fault, FaultAction};
+pub use request_log::{RequestFilter, RequestRecord};

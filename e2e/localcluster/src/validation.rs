@@ -1,0 +1,164 @@
+//! Validation of writes: names, finalizers, owner references, decode-time type checks of
+//! built-in kinds, Lease MicroTime, and custom resources against their CRD schema.
+
+use serde_json::Value;
+
+use crate::crd_schema;
+use crate::error::{ApiError, Cause};
+use crate::registry::ResourceType;
+
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Type errors Go's JSON decoder reports for built-in kinds (a 400, not a 422).
+pub fn decode_types(object: &Value, rt: &ResourceType) -> Result<(), ApiError> {
+    if rt.is_custom() {
+        return Ok(());
+    }
+    if matches!(rt.kind.as_str(), "ConfigMap" | "Secret") {
+        for field in ["data", "stringData"] {
+            if let Some(map) = object[field].as_object()
+                && map.values().any(|v| !v.is_string())
+            {
+                let go_type = match map.values().find(|v| !v.is_string()) {
+                    Some(Value::Number(_)) => "number",
+                    Some(Value::Bool(_)) => "bool",
+                    Some(Value::Array(_)) => "array",
+                    Some(Value::Object(_)) => "object",
+                    _ => "null",
+                };
+                return Err(ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: json: cannot unmarshal {go_type} into Go struct field {}.{field} of type string",
+                    rt.kind, rt.version, rt.kind, rt.kind
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn finalizer_name_valid(f: &str) -> bool {
+    if !f.contains('/') {
+        return matches!(f, "kubernetes" | "orphan" | "foregroundDeletion");
+    }
+    let (domain, name) = f.split_once('/').unwrap_or(("", ""));
+    is_dns1123_subdomain(domain) && !name.is_empty() && name.len() <= 63
+}
+
+fn has_fractional_micros(s: &str) -> bool {
+    match s.split_once('.') {
+        Some((_, frac)) => frac.trim_end_matches('Z').len() == 6,
+        None => false,
+    }
+}
+
+pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>, name: &str) -> Result<(), ApiError> {
+    let subject = crate::error::Subject {
+        group: &rt.group,
+        resource: &rt.resource,
+        kind: &rt.kind,
+        name,
+    };
+    let mut causes = Vec::new();
+    if old.is_none() && !is_dns1123_subdomain(name) {
+        causes.push(Cause::invalid("metadata.name", &format!("\"{name}\""), DNS1123_SUBDOMAIN_MSG));
+    }
+    let finalizers: Vec<&str> = new["metadata"]["finalizers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for (i, f) in finalizers.iter().enumerate() {
+        if !finalizer_name_valid(f) {
+            causes.push(Cause::invalid(
+                format!("metadata.finalizers[{i}]"),
+                &format!("\"{f}\""),
+                "name is neither a standard finalizer name nor is it fully qualified",
+            ));
+        }
+    }
+    if let Some(old) = old
+        && !old["metadata"]["deletionTimestamp"].is_null()
+    {
+        let old_f: Vec<&str> = old["metadata"]["finalizers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let added: Vec<String> = finalizers.iter().filter(|f| !old_f.contains(f)).map(|f| format!("\"{f}\"")).collect();
+        if !added.is_empty() {
+            let msg = format!(
+                "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                added.join(", ")
+            );
+            // Kubernetes reports this cause twice (metadata and generic update validation).
+            causes.push(Cause::new("FieldValueForbidden", "metadata.finalizers", msg.clone()));
+            causes.push(Cause::new("FieldValueForbidden", "metadata.finalizers", msg));
+        }
+    }
+    if let Some(refs) = new["metadata"]["ownerReferences"].as_array() {
+        let controllers = refs.iter().filter(|r| r["controller"] == Value::Bool(true)).count();
+        for (i, r) in refs.iter().enumerate() {
+            let uid = r["uid"].as_str().unwrap_or("");
+            if uid.is_empty() {
+                causes.push(Cause::invalid(format!("metadata.ownerReferences[{i}].uid"), "\"\"", "uid must not be empty"));
+            }
+        }
+        if controllers > 1 {
+            let names: Vec<String> = refs
+                .iter()
+                .filter(|r| r["controller"] == Value::Bool(true))
+                .map(|r| format!("{}/{}", r["kind"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or("")))
+                .collect();
+            causes.push(Cause::invalid(
+                "metadata.ownerReferences",
+                &format!("{}", Value::Array(refs.clone())),
+                &format!("Only one reference can have Controller set to true. Found \"true\" in references for {}", names.join(" and ")),
+            ));
+        }
+    }
+    if rt.kind == "Lease" {
+        for field in ["acquireTime", "renewTime"] {
+            if let Some(t) = new["spec"][field].as_str()
+                && !has_fractional_micros(t)
+            {
+                causes.push(Cause::invalid(
+                    format!("spec.{field}"),
+                    &format!("\"{t}\""),
+                    "must have exactly 6 fractional digits",
+                ));
+            }
+        }
+        if let Some(d) = new["spec"]["leaseDurationSeconds"].as_i64()
+            && d <= 0
+        {
+            causes.push(Cause::invalid("spec.leaseDurationSeconds", &d.to_string(), "must be greater than 0"));
+        }
+    }
+    if let Some(schema) = &rt.crd_schema {
+        let errors = crd_schema::validate_schema(new, schema);
+        causes.extend(errors.causes);
+        if let Some(scale) = &rt.crd_scale {
+            causes.extend(crd_schema::validate_scale_paths(new, scale));
+        }
+        crd_schema::validate_list_types(new, schema, "", &mut causes);
+        if errors.blocks_cel {
+            causes.push(crd_schema::cel_skipped_cause());
+        } else {
+            causes.extend(crd_schema::validate_cel(new, old, schema));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&subject, causes))
+    }
+}

@@ -1,0 +1,756 @@
+//! Write verbs: create, update, patch (all formats), delete and deletecollection, with the
+//! admission steps Kubernetes runs on the way (defaults, pruning, validation, generation,
+//! managed fields, subresource rules, finalizers).
+
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use crate::api::{Request, State, Target, with_type_meta};
+use crate::crd_schema;
+use crate::defaults;
+use crate::error::{ApiError, Cause, Subject};
+use crate::gc;
+use crate::patch;
+use crate::registry::ResourceType;
+use crate::schema::Schema;
+use crate::selectors::LabelSelector;
+use crate::ssa::{self, ManagerEntry, Writer};
+use crate::store::{ChangeType, parse_rv};
+use crate::validation;
+
+pub struct WriteContext {
+    pub manager: String,
+    pub dry_run: bool,
+    pub field_validation: String,
+    pub force: bool,
+    pub now: String,
+    pub warnings: Mutex<Vec<String>>,
+}
+
+pub fn now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn options_invalid(kind: &str, causes: Vec<Cause>) -> ApiError {
+    ApiError::invalid(
+        &Subject {
+            group: "meta.k8s.io",
+            resource: "",
+            kind,
+            name: "",
+        },
+        causes,
+    )
+}
+
+impl WriteContext {
+    pub fn from_request(request: &Request, t: &Target) -> Result<Self, ApiError> {
+        let options_kind = match request.method.as_str() {
+            "POST" => "CreateOptions",
+            "PUT" => "UpdateOptions",
+            "PATCH" => "PatchOptions",
+            _ => "DeleteOptions",
+        };
+        let dry_run = match request.param("dryRun") {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(options_invalid(
+                    options_kind,
+                    vec![Cause::new(
+                        "FieldValueNotSupported",
+                        "dryRun",
+                        format!("Unsupported value: [\"{other}\"]: supported values: \"All\""),
+                    )],
+                ));
+            }
+        };
+        let _ = t;
+        Ok(WriteContext {
+            manager: request.manager(),
+            dry_run,
+            field_validation: request.param("fieldValidation").unwrap_or("Warn").to_string(),
+            force: request.param("force") == Some("true"),
+            now: now(),
+            warnings: Mutex::new(Vec::new()),
+        })
+    }
+    fn warn(&self, w: String) {
+        self.warnings.lock().expect("warnings lock").push(w);
+    }
+}
+
+/// How managed fields are updated for this write.
+enum Ownership {
+    Update,
+    /// Server-side apply already computed the entries.
+    Applied(Vec<ManagerEntry>),
+}
+
+fn parse_json_body(request: &Request, rt: &ResourceType) -> Result<Value, ApiError> {
+    let ct = request.content_type();
+    if !(ct.is_empty() || ct == "application/json" || ct == "application/yaml") {
+        return Err(ApiError::unsupported_media_type(&[
+            "application/json",
+            "application/yaml",
+            "application/vnd.kubernetes.protobuf",
+        ]));
+    }
+    let unrecognized = |detail: String| {
+        ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {}): couldn't get version/kind; json parse error: {detail}",
+            rt.kind
+        ))
+    };
+    if request.body.is_empty() {
+        return Err(unrecognized("unexpected end of JSON input (<empty>)".into()));
+    }
+    let value: Value = if ct == "application/yaml" {
+        serde_yaml::from_slice(&request.body).map_err(|e| ApiError::bad_request(e.to_string()))?
+    } else {
+        serde_json::from_slice(&request.body).map_err(|_| {
+            let text = String::from_utf8_lossy(&request.body);
+            let prefix: String = text.chars().take(20).collect();
+            unrecognized(format!("unexpected end of JSON input ({prefix} ...)"))
+        })?
+    };
+    if !value.is_object() {
+        return Err(unrecognized("cannot unmarshal into object".into()));
+    }
+    check_type_meta(&value, rt)?;
+    validation::decode_types(&value, rt)?;
+    Ok(value)
+}
+
+fn check_type_meta(value: &Value, rt: &ResourceType) -> Result<(), ApiError> {
+    let kind = value["kind"].as_str().unwrap_or("");
+    let api_version = value["apiVersion"].as_str().unwrap_or("");
+    if (!kind.is_empty() && kind != rt.kind) || (!api_version.is_empty() && api_version != rt.api_version()) {
+        let shown_kind = if kind.is_empty() { rt.kind.as_str() } else { kind };
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let _ = group;
+        return Err(ApiError::bad_request(format!(
+            "{shown_kind} in version \"{version}\" cannot be handled as a {}: converting ({version}.{shown_kind}) to (core.{}): unknown conversion",
+            rt.kind, rt.kind
+        )));
+    }
+    Ok(())
+}
+
+fn namespace_exists(state: &State, ns: &str) -> bool {
+    state
+        .store
+        .get(&crate::store::ResourceKey::new("", "namespaces"), "", ns)
+        .is_some()
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let id = uuid::Uuid::new_v4();
+    id.as_bytes()[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+pub fn create(state: &mut State, t: &Target, request: &Request, ctx: &WriteContext) -> Result<(u16, Value), ApiError> {
+    let body = parse_json_body(request, &t.rt)?;
+    create_object(state, t, body, ctx, Ownership::Update)
+}
+
+fn create_object(
+    state: &mut State,
+    t: &Target,
+    mut body: Value,
+    ctx: &WriteContext,
+    ownership: Ownership,
+) -> Result<(u16, Value), ApiError> {
+    let rt = &t.rt;
+    if rt.namespaced {
+        let ns = t.namespace.clone().unwrap_or_default();
+        match body["metadata"]["namespace"].as_str() {
+            Some(given) if !given.is_empty() && given != ns => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            _ => {}
+        }
+        if !body["metadata"].is_object() {
+            body["metadata"] = json!({});
+        }
+        body["metadata"]["namespace"] = json!(ns);
+    }
+    if body["metadata"]["name"].as_str().unwrap_or("").is_empty()
+        && let Some(prefix) = body["metadata"]["generateName"].as_str()
+    {
+        body["metadata"]["name"] = json!(format!("{prefix}{}", random_suffix()));
+    }
+    let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if name.is_empty() {
+        return Err(ApiError::invalid(
+            &t.subject(""),
+            vec![Cause::new("FieldValueRequired", "metadata.name", "Required value: name or generateName is required")],
+        ));
+    }
+    let ns = t.namespace.clone().unwrap_or_default();
+    if rt.namespaced && !namespace_exists(state, &ns) {
+        return Err(ApiError::not_found(&Subject {
+            group: "",
+            resource: "namespaces",
+            kind: "Namespace",
+            name: &ns,
+        }));
+    }
+    if state.store.get(&rt.key(), &ns, &name).is_some() {
+        return Err(ApiError::already_exists(&t.subject(&name)));
+    }
+    let object = prepare(state, t, None, body, ctx, None, ownership)?;
+    let Prepared::Write(mut object) = object else {
+        return Err(ApiError::internal("create resulted in no object"));
+    };
+    if ctx.dry_run {
+        return Ok((201, object));
+    }
+    let rv = state.store.next_resource_version();
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    state.store.put(&rt.key(), object.clone(), ChangeType::Added);
+    after_commit(state, rt, &object, ctx);
+    Ok((201, object))
+}
+
+/// Side effects of controllers that run inside the API server or right after a write.
+fn after_commit(state: &mut State, rt: &ResourceType, object: &Value, ctx: &WriteContext) {
+    match (rt.group.as_str(), rt.resource.as_str()) {
+        ("", "namespaces") if object["metadata"]["deletionTimestamp"].is_null() => {
+            gc::populate_namespace(state, object["metadata"]["name"].as_str().unwrap_or(""))
+        }
+        ("apiextensions.k8s.io", "customresourcedefinitions") => gc::establish_crd(state, object, &ctx.now),
+        _ => {}
+    }
+    gc::collect(state, &ctx.now);
+}
+
+pub enum Prepared {
+    Write(Value),
+    Unchanged(Value),
+}
+
+fn strip_times(object: &Value) -> Value {
+    let mut o = object.clone();
+    if let Some(entries) = o["metadata"]["managedFields"].as_array_mut() {
+        for e in entries {
+            if let Some(m) = e.as_object_mut() {
+                m.remove("time");
+            }
+        }
+    }
+    o
+}
+
+fn spec_view(rt: &ResourceType, object: &Value) -> Value {
+    let mut o = object.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+        m.remove("kind");
+        m.remove("apiVersion");
+    }
+    if rt.kind == "Deployment" {
+        o["annotations"] = object["metadata"]["annotations"].clone();
+    }
+    o
+}
+
+/// The admission pipeline for one write. `old` is the live object for updates.
+fn prepare(
+    state: &State,
+    t: &Target,
+    old: Option<&Value>,
+    mut new: Value,
+    ctx: &WriteContext,
+    subresource: Option<&str>,
+    ownership: Ownership,
+) -> Result<Prepared, ApiError> {
+    let rt = &t.rt;
+    let _ = state;
+    new = with_type_meta(new, rt);
+    let name = new["metadata"]["name"].as_str().unwrap_or("").to_string();
+
+    // Subresource rules: /status writes only status; the main resource ignores status.
+    if rt.has_status {
+        match (subresource, old) {
+            (Some("status"), Some(old)) => {
+                let status = new.get("status").cloned();
+                let mut merged = old.clone();
+                match status {
+                    Some(s) => merged["status"] = s,
+                    None => {
+                        merged.as_object_mut().map(|m| m.remove("status"));
+                    }
+                }
+                new = merged;
+            }
+            (_, Some(old)) => match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    new.as_object_mut().map(|m| m.remove("status"));
+                }
+            },
+            (_, None) => {
+                new.as_object_mut().map(|m| m.remove("status"));
+            }
+        }
+    }
+
+    if let Some(schema) = &rt.crd_schema {
+        let unknown = crd_schema::prune(&mut new, schema);
+        if !unknown.is_empty() {
+            match ctx.field_validation.as_str() {
+                "Strict" => {
+                    let list: Vec<String> = unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
+                    return Err(ApiError::bad_request(format!(
+                        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                        rt.kind,
+                        rt.version,
+                        rt.kind,
+                        list.join(", ")
+                    )));
+                }
+                "Ignore" => {}
+                _ => unknown.iter().for_each(|u| ctx.warn(format!("unknown field \"{u}\""))),
+            }
+        }
+        new = crd_schema::apply_defaults(&new, schema);
+    } else {
+        defaults::apply(&rt.kind, &mut new);
+    }
+
+    // System metadata is owned by the server.
+    let meta = new["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
+    meta.remove("resourceVersion");
+    match old {
+        Some(old) => {
+            for key in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace"] {
+                match old["metadata"].get(key) {
+                    Some(v) => {
+                        meta.insert(key.into(), v.clone());
+                    }
+                    None => {
+                        meta.remove(key);
+                    }
+                }
+            }
+        }
+        None => {
+            meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            meta.insert("creationTimestamp".into(), json!(ctx.now));
+            meta.remove("deletionTimestamp");
+            meta.remove("generateName").filter(|_| false);
+            if rt.tracks_generation() {
+                meta.insert("generation".into(), json!(1));
+            } else {
+                meta.remove("generation");
+            }
+        }
+    }
+    if let Some(g) = new["metadata"].get("generateName")
+        && g.as_str() == Some("")
+    {
+        new["metadata"].as_object_mut().map(|m| m.remove("generateName"));
+    }
+
+    validation::validate(rt, &new, old, &name)?;
+
+    if let Some(old) = old
+        && rt.tracks_generation()
+        && spec_view(rt, old) != spec_view(rt, &new)
+    {
+        let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
+        new["metadata"]["generation"] = json!(g + 1);
+    }
+
+    let schema = rt.schema();
+    let entries = match ownership {
+        Ownership::Applied(entries) => entries,
+        Ownership::Update => {
+            let mut entries = old.map(ssa::decode).unwrap_or_default();
+            let empty = json!({});
+            let writer = Writer {
+                manager: &ctx.manager,
+                api_version: &rt.api_version(),
+                subresource,
+                now: &ctx.now,
+            };
+            ssa::record_update(&mut entries, old.unwrap_or(&empty), &new, schema, &writer);
+            entries
+        }
+    };
+    ssa::encode(&mut new, entries);
+
+    if let Some(old) = old {
+        let mut comparable_old = old.clone();
+        comparable_old["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
+        if strip_times(&comparable_old) == strip_times(&new) {
+            return Ok(Prepared::Unchanged(old.clone()));
+        }
+    }
+    Ok(Prepared::Write(new))
+}
+
+/// Stores an updated object (or deletes it when its last finalizer went away).
+fn commit_update(state: &mut State, t: &Target, prepared: Prepared, ctx: &WriteContext) -> Value {
+    let mut object = match prepared {
+        Prepared::Unchanged(old) => return old,
+        Prepared::Write(o) => o,
+    };
+    let ns = object["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+    let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let finalizers_empty = object["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+    if ctx.dry_run {
+        if let Some(old) = state.store.get(&t.rt.key(), &ns, &name) {
+            object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        }
+        return object;
+    }
+    let rv = state.store.next_resource_version();
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    state.store.put(&t.rt.key(), object.clone(), ChangeType::Modified);
+    if !object["metadata"]["deletionTimestamp"].is_null() && finalizers_empty {
+        state.store.remove(&t.rt.key(), &ns, &name);
+    }
+    after_commit(state, &t.rt, &object, ctx);
+    object
+}
+
+fn live<'a>(state: &'a State, t: &Target) -> Result<&'a Value, ApiError> {
+    let name = t.name.as_deref().unwrap_or("");
+    state
+        .store
+        .get(&t.rt.key(), t.namespace.as_deref().unwrap_or(""), name)
+        .ok_or_else(|| ApiError::not_found(&t.subject(name)))
+}
+
+pub fn update(state: &mut State, t: &Target, request: &Request, ctx: &WriteContext) -> Result<(u16, Value), ApiError> {
+    let name = t.name.clone().unwrap_or_default();
+    if t.subresource.as_deref() == Some("scale") {
+        let body = serde_json::from_slice::<Value>(&request.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        return write_scale(state, t, body, ctx, None);
+    }
+    let body = parse_json_body(request, &t.rt)?;
+    let given = body["metadata"]["name"].as_str().unwrap_or("");
+    if given != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({given}) does not match the name on the URL ({name})"
+        )));
+    }
+    let Some(old) = state.store.get(&t.rt.key(), t.namespace.as_deref().unwrap_or(""), &name).cloned() else {
+        if t.subresource.is_none() && !t.rt.is_custom() {
+            // PUT of a missing built-in object creates it (AllowCreateOnUpdate is off: 404).
+        }
+        return Err(ApiError::not_found(&t.subject(&name)));
+    };
+    match body["metadata"]["resourceVersion"].as_str() {
+        Some(rv) if !rv.is_empty() => {
+            if rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("") {
+                return Err(ApiError::conflict(&t.subject(&name)));
+            }
+        }
+        _ if t.rt.is_custom() => {
+            return Err(ApiError::invalid(
+                &t.subject(&name),
+                vec![Cause::invalid("metadata.resourceVersion", "0x0", "must be specified for an update")],
+            ));
+        }
+        _ => {}
+    }
+    let prepared = prepare(state, t, Some(&old), body, ctx, t.subresource.as_deref(), Ownership::Update)?;
+    Ok((200, commit_update(state, t, prepared, ctx)))
+}
+
+pub fn patch(state: &mut State, t: &Target, request: &Request, ctx: &WriteContext) -> Result<(u16, Value), ApiError> {
+    let ct = request.content_type().to_string();
+    let name = t.name.clone().unwrap_or_default();
+    let accepted_custom = ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"];
+    let is_smp = ct == "application/strategic-merge-patch+json";
+    if !(accepted_custom.contains(&ct.as_str()) || (is_smp && !t.rt.is_custom())) {
+        let mut accepted = accepted_custom.to_vec();
+        if !t.rt.is_custom() {
+            accepted.insert(2, "application/strategic-merge-patch+json");
+        }
+        return Err(ApiError::unsupported_media_type(&accepted));
+    }
+    if ct == "application/apply-patch+yaml" {
+        return apply(state, t, request, ctx);
+    }
+    let patch_body: Value = serde_json::from_slice(&request.body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let old = live(state, t)?.clone();
+    let mut current = match t.subresource.as_deref() {
+        Some("scale") => crate::write::scale_view(&t.rt, &old),
+        _ => old.clone(),
+    };
+    match ct.as_str() {
+        "application/json-patch+json" => patch::json_patch(&mut current, &patch_body).map_err(|mut e| {
+            e.message = "the server rejected our request due to an error in our request".into();
+            e.details = Some(json!({}));
+            e
+        })?,
+        "application/merge-patch+json" => patch::merge_patch(&mut current, &patch_body),
+        _ => patch::strategic_merge(&mut current, &patch_body, t.rt.schema()),
+    }
+    if t.subresource.as_deref() == Some("scale") {
+        return write_scale(state, t, current, ctx, None);
+    }
+    if let Some(rv) = patch_body["metadata"]["resourceVersion"].as_str()
+        && rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("")
+    {
+        return Err(ApiError::conflict(&t.subject(&name)));
+    }
+    let prepared = prepare(state, t, Some(&old), current, ctx, t.subresource.as_deref(), Ownership::Update)?;
+    Ok((200, commit_update(state, t, prepared, ctx)))
+}
+
+fn apply(state: &mut State, t: &Target, request: &Request, ctx: &WriteContext) -> Result<(u16, Value), ApiError> {
+    if request.param("fieldManager").is_none_or(str::is_empty) {
+        return Err(options_invalid(
+            "PatchOptions",
+            vec![Cause::new("FieldValueRequired", "fieldManager", "Required value: is required for apply patch")],
+        ));
+    }
+    let config: Value = serde_yaml::from_slice(&request.body).map_err(|e| {
+        ApiError::bad_request(format!("error decoding YAML: error converting YAML to JSON: yaml: {}", yaml_error(&e)))
+    })?;
+    let name = t.name.clone().unwrap_or_default();
+    let rt = &t.rt;
+    let scale = t.subresource.as_deref() == Some("scale");
+    let (expected_kind, expected_api_version) = if scale {
+        ("Scale".to_string(), "autoscaling/v1".to_string())
+    } else {
+        (rt.kind.clone(), rt.api_version())
+    };
+    let kind = config["kind"].as_str().unwrap_or("");
+    let api_version = config["apiVersion"].as_str().unwrap_or("");
+    if kind != expected_kind || api_version != expected_api_version {
+        let (g, v) = api_version.split_once('/').unwrap_or(("", api_version));
+        return Err(ApiError::bad_request(format!("invalid object type: {g}/{v}, Kind={kind}")));
+    }
+    let existing = state.store.get(&rt.key(), t.namespace.as_deref().unwrap_or(""), &name).cloned();
+    let mut config = config;
+    if scale {
+        let replicas = config["spec"]["replicas"].clone();
+        config = json!({"apiVersion": rt.api_version(), "kind": rt.kind, "metadata": {"name": name}, "spec": {"replicas": replicas}});
+    }
+    let live_value = existing.clone().unwrap_or(Value::Null);
+    let mut entries = existing.as_ref().map(ssa::decode).unwrap_or_default();
+    let writer = Writer {
+        manager: &ctx.manager,
+        api_version: &rt.api_version(),
+        subresource: t.subresource.as_deref(),
+        now: &ctx.now,
+    };
+    let schema: Schema = rt.schema();
+    let merged = ssa::apply(&live_value, &config, schema, &mut entries, ctx.force, &writer)?;
+    match existing {
+        None => {
+            if scale {
+                return Err(ApiError::not_found(&t.subject(&name)));
+            }
+            create_object(state, t, merged, ctx, Ownership::Applied(entries))
+        }
+        Some(old) => {
+            let prepared = prepare(state, t, Some(&old), merged, ctx, if scale { None } else { t.subresource.as_deref() }, Ownership::Applied(entries))?;
+            let object = commit_update(state, t, prepared, ctx);
+            if scale {
+                return Ok((200, scale_view(rt, &object)));
+            }
+            Ok((200, object))
+        }
+    }
+}
+
+fn yaml_error(e: &serde_yaml::Error) -> String {
+    match e.location() {
+        Some(loc) => format!("line {}: {}", loc.line(), e.to_string().split(" at line").next().unwrap_or("")),
+        None => e.to_string(),
+    }
+}
+
+/// Paths of `spec.replicas` / `status.replicas` / selector for a type with a scale subresource.
+fn scale_paths(rt: &ResourceType) -> (String, String, Option<String>) {
+    match &rt.crd_scale {
+        Some(s) => (s.spec_replicas.clone(), s.status_replicas.clone(), s.label_selector.clone()),
+        None => (".spec.replicas".into(), ".status.replicas".into(), None),
+    }
+}
+
+fn get_path<'a>(object: &'a Value, path: &str) -> &'a Value {
+    let mut current = object;
+    for part in path.trim_start_matches('.').split('.') {
+        current = &current[part];
+    }
+    current
+}
+
+fn set_path(object: &mut Value, path: &str, value: Value) {
+    let parts: Vec<&str> = path.trim_start_matches('.').split('.').collect();
+    let mut current = object;
+    for part in &parts[..parts.len() - 1] {
+        if !current[*part].is_object() {
+            current[*part] = json!({});
+        }
+        current = &mut current[*part];
+    }
+    current[parts[parts.len() - 1]] = value;
+}
+
+/// The autoscaling/v1 Scale view of an object.
+pub fn scale_view(rt: &ResourceType, object: &Value) -> Value {
+    let (spec_path, status_path, selector_path) = scale_paths(rt);
+    let meta = &object["metadata"];
+    let mut metadata = json!({"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"], "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]});
+    if meta["namespace"].is_null() {
+        metadata.as_object_mut().map(|m| m.remove("namespace"));
+    }
+    let mut status = json!({"replicas": get_path(object, &status_path).as_i64().unwrap_or(0)});
+    let selector = match selector_path {
+        Some(p) => get_path(object, &p).clone(),
+        None => match object["spec"]["selector"]["matchLabels"].as_object() {
+            Some(labels) => json!(labels.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")),
+            None => Value::Null,
+        },
+    };
+    if let Some(s) = selector.as_str() {
+        status["selector"] = json!(s);
+    }
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": metadata,
+        "spec": {"replicas": get_path(object, &spec_path).as_i64().unwrap_or(0)},
+        "status": status,
+    })
+}
+
+fn write_scale(state: &mut State, t: &Target, scale: Value, ctx: &WriteContext, _entries: Option<Vec<ManagerEntry>>) -> Result<(u16, Value), ApiError> {
+    let old = live(state, t)?.clone();
+    let (spec_path, _, _) = scale_paths(&t.rt);
+    let mut new = old.clone();
+    set_path(&mut new, &spec_path, scale["spec"]["replicas"].clone());
+    let prepared = prepare(state, t, Some(&old), new, ctx, Some("scale"), Ownership::Update)?;
+    let object = commit_update(state, t, prepared, ctx);
+    Ok((200, scale_view(&t.rt, &object)))
+}
+
+/// DELETE options from the query and the optional `DeleteOptions` body.
+pub struct DeleteOptions {
+    pub propagation: String,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+}
+
+impl DeleteOptions {
+    pub fn from_request(request: &Request) -> Result<Self, ApiError> {
+        let body: Value = if request.body.is_empty() {
+            json!({})
+        } else {
+            serde_json::from_slice(&request.body).unwrap_or(json!({}))
+        };
+        let mut propagation = request
+            .param("propagationPolicy")
+            .map(String::from)
+            .or_else(|| body["propagationPolicy"].as_str().map(String::from));
+        if propagation.is_none() {
+            let orphan = request.param("orphanDependents").map(|v| v == "true").or(body["orphanDependents"].as_bool());
+            if orphan == Some(true) {
+                propagation = Some("Orphan".into());
+            }
+        }
+        let propagation = propagation.unwrap_or_else(|| "Background".into());
+        if !["Foreground", "Background", "Orphan"].contains(&propagation.as_str()) {
+            return Err(options_invalid(
+                "DeleteOptions",
+                vec![Cause::new(
+                    "FieldValueNotSupported",
+                    "propagationPolicy",
+                    format!("Unsupported value: \"{propagation}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
+                )],
+            ));
+        }
+        Ok(DeleteOptions {
+            propagation,
+            precondition_uid: body["preconditions"]["uid"].as_str().map(String::from),
+            precondition_rv: body["preconditions"]["resourceVersion"].as_str().map(String::from),
+        })
+    }
+}
+
+pub fn delete(state: &mut State, t: &Target, options: &DeleteOptions, ctx: &WriteContext) -> Result<(u16, Value), ApiError> {
+    let name = t.name.clone().unwrap_or_default();
+    let old = live(state, t)?.clone();
+    if let Some(uid) = &options.precondition_uid {
+        let actual = old["metadata"]["uid"].as_str().unwrap_or("");
+        if uid != actual {
+            return Err(ApiError::new(409, "Conflict", format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the UID in the precondition ({uid}) does not match the UID in record ({actual}). The object might have been deleted and then recreated",
+                t.rt.kind
+            )).with_details(json!({"name": name, "kind": t.rt.kind})));
+        }
+    }
+    if let Some(rv) = &options.precondition_rv
+        && rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("")
+    {
+        return Err(ApiError::conflict(&t.subject(&name)));
+    }
+    if ctx.dry_run {
+        return Ok((200, old));
+    }
+    let outcome = gc::delete_object(state, &t.rt, &old, &options.propagation, &ctx.now);
+    gc::collect(state, &ctx.now);
+    Ok(match outcome {
+        gc::Deleted::Terminating(object) => (200, object),
+        gc::Deleted::Removed(object) if t.rt.kind == "Pod" => (200, object),
+        gc::Deleted::Removed(object) => {
+            let mut details = json!({"name": name});
+            if !t.rt.group.is_empty() {
+                details["group"] = json!(t.rt.group);
+            }
+            details["kind"] = json!(t.rt.resource);
+            details["uid"] = object["metadata"]["uid"].clone();
+            (200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}))
+        }
+    })
+}
+
+pub fn delete_collection(
+    state: &mut State,
+    t: &Target,
+    selector: &LabelSelector,
+    options: &DeleteOptions,
+    ctx: &WriteContext,
+) -> Result<(u16, Value), ApiError> {
+    let victims: Vec<Value> = state
+        .store
+        .list(&t.rt.key(), t.namespace.as_deref())
+        .into_iter()
+        .filter(|o| selector.matches(o))
+        .cloned()
+        .collect();
+    let mut items = Vec::new();
+    for v in victims {
+        if !ctx.dry_run {
+            gc::delete_object(state, &t.rt, &v, &options.propagation, &ctx.now);
+        }
+        items.push(crate::api::strip_type_meta(v));
+    }
+    gc::collect(state, &ctx.now);
+    Ok((
+        200,
+        json!({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version(), "metadata": {"resourceVersion": state.store.current_resource_version().to_string()}, "items": items}),
+    ))
+}
+
+pub fn _unused(_: &Value) -> u64 {
+    parse_rv(&Value::Null)
+}
