@@ -1,0 +1,383 @@
+//! Replays the recorded golden exchanges (`../shared/k8s-golden`) against the emulator.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use kbeast_localcluster::{LocalCluster, Options};
+use serde_json::{Value, json};
+
+pub fn golden_dir() -> PathBuf {
+    std::env::var_os("KBEAST_GOLDEN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/k8s-golden"))
+}
+
+pub fn load(scenario: &str) -> Value {
+    let path = golden_dir().join(format!("{scenario}.json"));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("golden file {} is required: {e}", path.display()));
+    serde_json::from_str(&text).expect("golden is JSON")
+}
+
+const USER_AGENT: &str = "golden-recorder/v1.0 (linux/amd64) python";
+
+/// Keys whose values differ between runs; compared by presence only.
+const VOLATILE_KEYS: &[&str] = &[
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "time",
+    "lastTransitionTime",
+    "lastUpdateTime",
+    "lastHeartbeatTime",
+    "continue",
+];
+
+pub fn normalize(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in map {
+                let nv = if VOLATILE_KEYS.contains(&k.as_str()) && !v.is_object() {
+                    json!("<volatile>")
+                } else if k == "ca.crt" {
+                    json!("<ca>")
+                } else if k == "message" && v.as_str().is_some_and(|m| m.starts_with("too old resource version")) {
+                    json!("too old resource version: <n> (<n>)")
+                } else {
+                    normalize(v)
+                };
+                out.insert(k.clone(), nv);
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(normalize).collect()),
+        other => other.clone(),
+    }
+}
+
+pub struct Replayer {
+    pub cluster: LocalCluster,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// Recorded resourceVersions and uids mapped to the emulator's.
+    rv_map: HashMap<String, String>,
+    uid_map: HashMap<String, String>,
+    name_map: HashMap<String, String>,
+    pub failures: Vec<String>,
+    pub skipped: Vec<String>,
+    pub compared: usize,
+}
+
+pub struct Exchange {
+    pub status: u16,
+    pub body: Option<Value>,
+    pub text: String,
+    pub warnings: Vec<String>,
+}
+
+impl Replayer {
+    pub async fn start() -> Replayer {
+        let cluster = LocalCluster::start(Options {
+            bookmark_interval: Duration::from_millis(700),
+            ..Options::default()
+        })
+        .await
+        .expect("cluster starts");
+        Replayer {
+            cluster,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            rv_map: HashMap::new(),
+            uid_map: HashMap::new(),
+            name_map: HashMap::new(),
+            failures: Vec::new(),
+            skipped: Vec::new(),
+            compared: 0,
+        }
+    }
+
+    fn learn(&mut self, recorded: &Value, actual: &Value) {
+        let pairs = [("resourceVersion", &mut self.rv_map), ("uid", &mut self.uid_map)];
+        for (key, map) in pairs {
+            if let (Some(r), Some(a)) = (recorded["metadata"][key].as_str(), actual["metadata"][key].as_str()) {
+                map.insert(r.to_string(), a.to_string());
+            }
+        }
+        if let (Some(r), Some(a)) = (recorded["details"]["uid"].as_str(), actual["details"]["uid"].as_str()) {
+            self.uid_map.insert(r.to_string(), a.to_string());
+        }
+        if recorded["metadata"]["generateName"].is_string()
+            && let (Some(r), Some(a)) = (recorded["metadata"]["name"].as_str(), actual["metadata"]["name"].as_str())
+        {
+            self.name_map.insert(r.to_string(), a.to_string());
+        }
+        if let (Some(ri), Some(ai)) = (recorded["items"].as_array(), actual["items"].as_array()) {
+            for (r, a) in ri.iter().zip(ai) {
+                self.learn(r, a);
+            }
+        }
+    }
+
+    fn translate_text(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (r, a) in self.uid_map.iter().chain(self.name_map.iter()) {
+            out = out.replace(r, a);
+        }
+        out
+    }
+
+    fn translate_body(&self, body: &Value) -> Value {
+        let mut body = body.clone();
+        if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+            && let Some(mapped) = self.rv_map.get(rv)
+        {
+            body["metadata"]["resourceVersion"] = json!(mapped);
+        }
+        serde_json::from_str(&self.translate_text(&body.to_string())).expect("json")
+    }
+
+    pub async fn send(&self, request: &Value) -> hyper::Response<hyper::body::Incoming> {
+        let mut query: Vec<String> = Vec::new();
+        if let Some(q) = request["query"].as_object() {
+            for (k, v) in q {
+                let mut v = v.as_str().unwrap_or("").to_string();
+                if k == "resourceVersion"
+                    && let Some(mapped) = self.rv_map.get(&v)
+                {
+                    v = mapped.clone();
+                }
+                query.push(format!("{k}={}", encode(&v)));
+            }
+        }
+        let path = self.translate_text(request["path"].as_str().unwrap_or("/"));
+        let uri = if query.is_empty() {
+            format!("{}{path}", self.cluster.url())
+        } else {
+            format!("{}{path}?{}", self.cluster.url(), query.join("&"))
+        };
+        let body = if let Some(text) = request["bodyText"].as_str() {
+            self.translate_text(text).into_bytes()
+        } else if let Some(body) = request.get("body").filter(|b| !b.is_null()) {
+            serde_json::to_vec(&self.translate_body(body)).expect("json")
+        } else {
+            Vec::new()
+        };
+        let mut builder = hyper::Request::builder()
+            .method(request["method"].as_str().unwrap_or("GET"))
+            .uri(uri)
+            .header("user-agent", USER_AGENT);
+        if let Some(ct) = request["contentType"].as_str() {
+            builder = builder.header("content-type", ct);
+        }
+        if let Some(accept) = request["accept"].as_str() {
+            builder = builder.header("accept", accept);
+        }
+        self.client
+            .request(builder.body(Full::new(Bytes::from(body))).expect("request"))
+            .await
+            .expect("emulator answers")
+    }
+
+    pub async fn exchange(&self, request: &Value) -> Exchange {
+        let response = self.send(request).await;
+        let status = response.status().as_u16();
+        let warnings = response
+            .headers()
+            .get_all("warning")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("").to_string())
+            .collect();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        Exchange {
+            status,
+            body: serde_json::from_slice(&bytes).ok(),
+            text,
+            warnings,
+        }
+    }
+
+    /// Sends a request step and compares status, warnings and body with the recording.
+    pub async fn request_step(&mut self, step: &Value, skip: Option<&str>) {
+        let name = step["name"].as_str().unwrap_or("?").to_string();
+        let got = self.exchange(&step["request"]).await;
+        let expected = &step["response"];
+        let mut problems = Vec::new();
+        let want_status = expected["status"].as_u64().unwrap_or(0) as u16;
+        if got.status != want_status {
+            problems.push(format!("status {} != recorded {want_status}: {}", got.status, got.text.chars().take(400).collect::<String>()));
+        }
+        let want_warnings: Vec<String> = expected["warnings"]
+            .as_array()
+            .map(|w| w.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        if got.warnings != want_warnings {
+            problems.push(format!("warnings {:?} != recorded {want_warnings:?}", got.warnings));
+        }
+        if let Some(want) = expected.get("body").filter(|b| !b.is_null() && b.get("_elided").is_none() && b.get("_file").is_none()) {
+            match &got.body {
+                Some(actual) => {
+                    self.learn(want, actual);
+                    let (w, a) = (normalize(want), normalize(actual));
+                    if w != a {
+                        problems.push(format!(
+                            "body differs:\n  recorded: {}\n  emulator: {}",
+                            w, a
+                        ));
+                    }
+                }
+                None => problems.push(format!("no JSON body: {}", got.text)),
+            }
+        } else if let Some(text) = expected["bodyText"].as_str()
+            && got.text.trim() != text.trim()
+        {
+            problems.push(format!("text body {:?} != recorded {text:?}", got.text));
+        }
+        self.record(&name, problems, skip);
+    }
+
+    fn record(&mut self, name: &str, problems: Vec<String>, skip: Option<&str>) {
+        match (problems.is_empty(), skip) {
+            (true, _) => self.compared += 1,
+            (false, Some(reason)) => self.skipped.push(format!("{name}: {reason}")),
+            (false, None) => self.failures.push(format!("step {name}: {}", problems.join("; "))),
+        }
+    }
+
+    /// Opens a watch, performs the `during` steps, and compares the non-bookmark events.
+    pub async fn watch_step(&mut self, step: &Value, skip: Option<&str>) {
+        let name = step["name"].as_str().unwrap_or("?").to_string();
+        let response = self.send(&step["request"]).await;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let mut during: Vec<Value> = step["during"].as_array().cloned().unwrap_or_default();
+        during.reverse();
+        let mut events: Vec<Value> = Vec::new();
+        let mut buffer = Vec::new();
+        let mut problems = Vec::new();
+        loop {
+            let next = tokio::time::timeout(Duration::from_millis(200), body.frame()).await;
+            match next {
+                Ok(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        buffer.extend_from_slice(data);
+                        while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = buffer.drain(..=pos).collect();
+                            if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                                events.push(v);
+                            }
+                        }
+                    }
+                }
+                Ok(Some(Err(e))) => {
+                    problems.push(format!("stream error {e}"));
+                    break;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    if let Some(d) = during.pop() {
+                        let got = self.exchange(&d["request"]).await;
+                        if let Some(want) = d["response"].get("body") {
+                            if let Some(actual) = &got.body {
+                                self.learn(want, actual);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if status != 200 {
+            problems.push(format!("watch status {status}"));
+        }
+        let recorded: Vec<&Value> = step["response"]["events"].as_array().map(|e| e.iter().collect()).unwrap_or_default();
+        let keep = |e: &Value| e["type"] != "BOOKMARK" || e["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true";
+        let want: Vec<Value> = recorded.iter().filter(|e| keep(e)).map(|e| normalize(&json!({"type": e["type"], "object": e["object"]}))).collect();
+        let got: Vec<Value> = events.iter().filter(|e| keep(e)).map(normalize).collect();
+        if want != got {
+            problems.push(format!(
+                "events differ:\n  recorded: {}\n  emulator: {}",
+                Value::Array(want),
+                Value::Array(got)
+            ));
+        }
+        let recorded_bookmarks = recorded.iter().any(|e| e["type"] == "BOOKMARK");
+        let got_bookmarks = events.iter().any(|e| e["type"] == "BOOKMARK");
+        if recorded_bookmarks != got_bookmarks {
+            problems.push(format!("bookmarks present: emulator {got_bookmarks}, recorded {recorded_bookmarks}"));
+        }
+        self.record(&name, problems, skip);
+    }
+
+    pub async fn create_namespace(&mut self, ns: &str) {
+        let got = self
+            .exchange(&json!({"method": "POST", "path": "/api/v1/namespaces", "contentType": "application/json", "body": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}}))
+            .await;
+        assert_eq!(got.status, 201, "namespace {ns}: {}", got.text);
+    }
+
+    /// Installs the golden Widget CRD (recorded in `crd.json`).
+    pub async fn install_widget_crd(&mut self) {
+        let crd = load("crd");
+        let step = crd["steps"].as_array().unwrap().iter().find(|s| s["name"] == "create-crd").unwrap().clone();
+        let got = self.exchange(&step["request"]).await;
+        assert_eq!(got.status, 201, "CRD: {}", got.text);
+    }
+}
+
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Replays a scenario; `skips` lists step names that may differ, with the reason.
+pub async fn replay(scenario: &str, skips: &[(&str, &str)], needs_widget_crd: bool) -> Replayer {
+    let golden = load(scenario);
+    let mut r = Replayer::start().await;
+    let steps = golden["steps"].as_array().expect("steps");
+    let ns = golden["namespace"].as_str().unwrap_or("default");
+    if steps[0]["name"] != "create-namespace" {
+        r.create_namespace(ns).await;
+    }
+    if needs_widget_crd {
+        r.install_widget_crd().await;
+    }
+    for step in steps {
+        let name = step["name"].as_str().unwrap_or("");
+        let skip = skips.iter().find(|(n, _)| *n == name).map(|(_, reason)| *reason);
+        if step.get("request").is_none() {
+            if name == "etcd-compaction" {
+                r.cluster.compact();
+            }
+            continue;
+        }
+        if step["response"].get("events").is_some() {
+            r.watch_step(step, skip).await;
+        } else {
+            r.request_step(step, skip).await;
+        }
+    }
+    let unused: Vec<&&str> = skips
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !r.skipped.iter().any(|s| s.starts_with(&format!("{n}:"))))
+        .collect();
+    eprintln!(
+        "{scenario}: {} steps matched, {} skipped ({:?}), skip entries that matched anyway: {unused:?}",
+        r.compared,
+        r.skipped.len(),
+        r.skipped
+    );
+    assert!(r.failures.is_empty(), "{scenario}: {} failing steps:\n{}", r.failures.len(), r.failures.join("\n\n"));
+    r
+}
