@@ -574,9 +574,9 @@ fn list(shared: &Arc<Shared>, request: &Request, t: &Target, repr: Representatio
             );
             metadata["continue"] = json!(encode_continue(current, &key));
             metadata["remainingItemCount"] = json!(items.len() - l);
-            items[..l].iter().map(|v| strip_type_meta((*v).clone())).collect()
+            items[..l].iter().map(|v| item_view(&t.rt, v)).collect()
         }
-        _ => items.iter().map(|v| strip_type_meta((*v).clone())).collect(),
+        _ => items.iter().map(|v| item_view(&t.rt, v)).collect(),
     };
     let body = json!({
         "kind": t.rt.list_kind,
@@ -585,6 +585,11 @@ fn list(shared: &Arc<Shared>, request: &Request, t: &Target, repr: Representatio
         "items": page,
     });
     Ok(json_response(200, &render(body, repr)))
+}
+
+/// Built-in list items carry no kind/apiVersion; custom resources (unstructured) keep them.
+fn item_view(rt: &ResourceType, object: &Value) -> Value {
+    if rt.is_custom() { object.clone() } else { strip_type_meta(object.clone()) }
 }
 
 /// List items carry no kind/apiVersion (the list does).

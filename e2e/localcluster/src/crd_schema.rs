@@ -306,12 +306,29 @@ pub fn validate_cel(object: &Value, old: Option<&Value>, schema: &Value) -> Vec<
             .map(|e| {
                 let field = e.field_path.trim_start_matches('.').to_string();
                 let value = at_json_path(object, &field);
+                // Rules that point elsewhere with fieldPath report no value.
+                let redirected = schema.to_string().contains(&format!("\"fieldPath\":")) && rule_has_field_path(schema, &e.rule);
                 let message = match value {
-                    Some(v) if !v.is_object() && !v.is_array() => format!("Invalid value: {v}: {}", e.message),
+                    Some(v) if !v.is_object() && !v.is_array() && !redirected => format!("Invalid value: {v}: {}", e.message),
                     _ => format!("Invalid value: {}", e.message),
                 };
                 Cause::new(e.reason.as_deref().unwrap_or("FieldValueInvalid"), field, message)
             })
             .collect(),
+    }
+}
+
+fn rule_has_field_path(schema: &Value, rule: &str) -> bool {
+    match schema {
+        Value::Object(map) => {
+            if let Some(rules) = map.get("x-kubernetes-validations").and_then(Value::as_array)
+                && rules.iter().any(|r| r["rule"] == rule && r.get("fieldPath").is_some())
+            {
+                return true;
+            }
+            map.values().any(|v| rule_has_field_path(v, rule))
+        }
+        Value::Array(items) => items.iter().any(|v| rule_has_field_path(v, rule)),
+        _ => false,
     }
 }

@@ -11,23 +11,61 @@ fn object_at<'a>(value: &'a mut Value, key: &str) -> Option<&'a mut Map<String, 
     value.get_mut(key).and_then(Value::as_object_mut)
 }
 
+/// The Go zero value of a built-in kind as JSON: fields that exist before anything is set,
+/// so a create does not count them as added (matters for managedFields).
+pub fn zero_object(kind: &str, custom: bool) -> Value {
+    if custom {
+        return json!({});
+    }
+    match kind {
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => json!({"metadata": {}, "spec": {"template": {"metadata": {}, "spec": {"containers": null}}, "strategy": {}}, "status": {}}),
+        "Pod" => json!({"metadata": {}, "spec": {"containers": null}, "status": {}}),
+        "CustomResourceDefinition" => json!({"metadata": {}, "spec": {"names": {}}, "status": {"acceptedNames": {}}}),
+        _ => json!({"metadata": {}, "spec": {}, "status": {}}),
+    }
+}
+
+/// Defaults set by the registry strategy after field ownership is computed (not owned by anyone).
+pub fn apply_strategy(kind: &str, object: &mut Value) {
+    if kind == "Namespace" {
+        namespace(object);
+    }
+    if kind == "CustomResourceDefinition" {
+        let stored: Vec<Value> = object["spec"]["versions"]
+            .as_array()
+            .map(|vs| vs.iter().filter(|v| v["storage"] == Value::Bool(true)).map(|v| v["name"].clone()).collect())
+            .unwrap_or_default();
+        if let Some(obj) = object.as_object_mut() {
+            set_default(obj, "status", json!({"conditions": null, "acceptedNames": {"plural": "", "kind": ""}, "storedVersions": stored}));
+        }
+    }
+}
+
+fn namespace(object: &mut Value) {
+    if let Some(obj) = object.as_object_mut() {
+        set_default(obj, "spec", json!({}));
+        set_default(obj, "status", json!({}));
+    }
+    if let Some(spec) = object_at(object, "spec") {
+        set_default(spec, "finalizers", json!(["kubernetes"]));
+    }
+    if let Some(status) = object_at(object, "status") {
+        set_default(status, "phase", json!("Active"));
+    }
+}
+
 pub fn apply(kind: &str, object: &mut Value) {
     match kind {
+        "CustomResourceDefinition" => {
+            if let Some(spec) = object_at(object, "spec") {
+                set_default(spec, "conversion", json!({"strategy": "None"}));
+            }
+        }
         "Namespace" => {
             let name = object["metadata"]["name"].clone();
             if let Some(meta) = object_at(object, "metadata") {
                 let labels = meta.entry("labels").or_insert(json!({}));
                 labels["kubernetes.io/metadata.name"] = name;
-            }
-            if let Some(obj) = object.as_object_mut() {
-                set_default(obj, "spec", json!({}));
-                set_default(obj, "status", json!({}));
-            }
-            if let Some(spec) = object_at(object, "spec") {
-                set_default(spec, "finalizers", json!(["kubernetes"]));
-            }
-            if let Some(status) = object_at(object, "status") {
-                set_default(status, "phase", json!("Active"));
             }
         }
         "Deployment" => {
@@ -123,6 +161,11 @@ pub fn apply(kind: &str, object: &mut Value) {
                         }
                     }
                 }
+            }
+        }
+        "Lease" => {
+            if let Some(obj) = object.as_object_mut() {
+                set_default(obj, "spec", json!({}));
             }
         }
         "PersistentVolumeClaim" => {

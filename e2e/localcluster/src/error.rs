@@ -70,7 +70,9 @@ impl Subject<'_> {
     }
     fn details(&self, kind_field: &str) -> Value {
         let mut d = serde_json::Map::new();
-        d.insert("name".into(), json!(self.name));
+        if !self.name.is_empty() {
+            d.insert("name".into(), json!(self.name));
+        }
         if !self.group.is_empty() {
             d.insert("group".into(), json!(self.group));
         }

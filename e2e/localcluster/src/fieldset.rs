@@ -211,6 +211,11 @@ fn leaf() -> FieldSet {
 
 /// The path element of a list item, or `None` when the list is atomic.
 pub fn item_element(list_type: &ListType, item: &Value, index: usize) -> String {
+    item_element_with(list_type, item, index, Schema::none())
+}
+
+/// Like [`item_element`], filling missing key fields from their schema defaults.
+pub fn item_element_with(list_type: &ListType, item: &Value, index: usize, item_schema: Schema) -> String {
     match list_type {
         ListType::Map(keys) => {
             let mut key = Map::new();
@@ -219,6 +224,8 @@ pub fn item_element(list_type: &ListType, item: &Value, index: usize) -> String 
             for k in sorted {
                 if let Some(v) = item.get(&k) {
                     key.insert(k, v.clone());
+                } else if let Some(d) = item_schema.field(&k).node().and_then(|n| n.get("default")) {
+                    key.insert(k, d.clone());
                 }
             }
             format!("k:{}", Value::Object(key))
@@ -248,7 +255,7 @@ fn add_children(set: &mut FieldSet, value: &Value, schema: Schema) {
                 if matches!(list_type, ListType::Map(_)) {
                     add_children(&mut child, item, item_schema);
                 }
-                set.children.insert(item_element(&list_type, item, i), child);
+                set.children.insert(item_element_with(&list_type, item, i, item_schema), child);
             }
         }
         _ => {}
@@ -294,6 +301,8 @@ fn graft(target: &mut FieldSet, path: &[String], sub: FieldSet) {
 
 fn compare_into(old: &Value, new: &Value, schema: Schema, path: &mut Vec<String>, c: &mut Comparison) {
     match (old, new) {
+        (Value::Null, Value::Object(_)) => compare_into(&Value::Object(Map::new()), new, schema, path, c),
+        (Value::Null, Value::Array(_)) => compare_into(&Value::Array(vec![]), new, schema, path, c),
         (Value::Object(o), Value::Object(n)) if !schema.is_atomic_map() => {
             for (k, nv) in n {
                 path.push(format!("f:{k}"));
@@ -317,11 +326,11 @@ fn compare_into(old: &Value, new: &Value, schema: Schema, path: &mut Vec<String>
             let old_items: BTreeMap<String, &Value> = o
                 .iter()
                 .enumerate()
-                .map(|(i, v)| (item_element(&list_type, v, i), v))
+                .map(|(i, v)| (item_element_with(&list_type, v, i, items), v))
                 .collect();
             let mut seen = std::collections::BTreeSet::new();
             for (i, nv) in n.iter().enumerate() {
-                let element = item_element(&list_type, nv, i);
+                let element = item_element_with(&list_type, nv, i, items);
                 path.push(element.clone());
                 match old_items.get(&element) {
                     Some(ov) if matches!(list_type, ListType::Map(_)) => {
@@ -389,7 +398,7 @@ pub fn remove_path(value: &mut Value, path: &[String], schema: Schema) {
     let position = items
         .iter()
         .enumerate()
-        .position(|(i, item)| &item_element(&list_type, item, i) == first);
+        .position(|(i, item)| &item_element_with(&list_type, item, i, schema.items()) == first);
     if let Some(pos) = position {
         if rest.is_empty() {
             items.remove(pos);

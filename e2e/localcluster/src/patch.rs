@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::fieldset::item_element;
+use crate::fieldset::item_element_with;
 use crate::schema::{ListType, Schema};
 
 pub fn merge_patch(target: &mut Value, patch: &Value) {
@@ -145,11 +145,11 @@ pub fn apply_merge(live: &mut Value, config: &Value, schema: Schema) {
                     }
                     ListType::Map(_) => {
                         for (i, item) in config_items.iter().enumerate() {
-                            let element = item_element(&list_type, item, i);
+                            let element = item_element_with(&list_type, item, i, schema.items());
                             let pos = live_items
                                 .iter()
                                 .enumerate()
-                                .position(|(j, l)| item_element(&list_type, l, j) == element);
+                                .position(|(j, l)| item_element_with(&list_type, l, j, schema.items()) == element);
                             match pos {
                                 Some(p) => apply_merge(&mut live_items[p], item, schema.items()),
                                 None => live_items.push(item.clone()),

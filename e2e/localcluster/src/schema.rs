@@ -158,6 +158,11 @@ impl<'a> Schema<'a> {
     }
     pub fn field(&self, name: &str) -> Schema<'a> {
         let Some(node) = self.node else { return *self };
+        if name == "metadata" && node["properties"]["metadata"]["properties"].is_null() {
+            if let Some(meta) = self.definitions.get("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta") {
+                return self.with(Some(meta));
+            }
+        }
         if let Some(prop) = node["properties"].get(name) {
             return self.with(Some(prop));
         }

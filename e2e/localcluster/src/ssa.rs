@@ -164,9 +164,12 @@ pub fn apply(
         .filter(|e| !e.same_identity(w.manager, "Apply", w.subresource))
         .fold(FieldSet::default(), |acc, e| acc.union(&e.fields));
     let dropped = previous.difference(&applied).difference(&others);
-    let mut paths = dropped.paths();
-    // Deepest first, so removing an item does not shift its siblings' children.
-    paths.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let all = dropped.paths();
+    // Removing a list item or map removes its children too: only remove topmost paths.
+    let paths: Vec<&Vec<String>> = all
+        .iter()
+        .filter(|p| !all.iter().any(|q| q.len() < p.len() && p.starts_with(q)))
+        .collect();
     for path in paths {
         remove_path(&mut merged, &path, schema);
     }

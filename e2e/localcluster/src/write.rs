@@ -347,7 +347,6 @@ fn prepare(
             meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
             meta.insert("creationTimestamp".into(), json!(ctx.now));
             meta.remove("deletionTimestamp");
-            meta.remove("generateName").filter(|_| false);
             if rt.tracks_generation() {
                 meta.insert("generation".into(), json!(1));
             } else {
@@ -361,6 +360,9 @@ fn prepare(
         new["metadata"].as_object_mut().map(|m| m.remove("generateName"));
     }
 
+    if new["metadata"]["finalizers"].as_array().is_some_and(|f| f.is_empty()) {
+        new["metadata"].as_object_mut().map(|m| m.remove("finalizers"));
+    }
     validation::validate(rt, &new, old, &name)?;
 
     if let Some(old) = old
@@ -376,7 +378,7 @@ fn prepare(
         Ownership::Applied(entries) => entries,
         Ownership::Update => {
             let mut entries = old.map(ssa::decode).unwrap_or_default();
-            let empty = json!({});
+            let empty = defaults::zero_object(&rt.kind, rt.is_custom());
             let writer = Writer {
                 manager: &ctx.manager,
                 api_version: &rt.api_version(),
@@ -388,6 +390,7 @@ fn prepare(
         }
     };
     ssa::encode(&mut new, entries);
+    defaults::apply_strategy(&rt.kind, &mut new);
 
     if let Some(old) = old {
         let mut comparable_old = old.clone();
