@@ -269,7 +269,11 @@ pub fn resolve(registry: &Registry, request: &Request) -> Result<Option<Target>,
         _ => return Ok(None),
     };
     if !registry.has_group_version(group, version) {
-        return Err(ApiError::page_not_found());
+        return Err(if registry.has_group(group) {
+            ApiError::resource_not_found()
+        } else {
+            ApiError::page_not_found()
+        });
     }
     let mut rest: Vec<&str> = rest.to_vec();
     let deprecated_watch = rest.first() == Some(&"watch");
@@ -343,7 +347,12 @@ pub fn representation(request: &Request) -> Result<Representation, ApiError> {
         }
         return Ok(Representation::Full);
     }
-    Err(ApiError::not_acceptable())
+    Err(ApiError::new(
+        406,
+        "NotAcceptable",
+        "406: Not Acceptable\n\nAvailable representations: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/json;stream=watch, application/vnd.kubernetes.protobuf;stream=watch",
+    )
+    .with_details(json!({})))
 }
 
 pub fn as_metadata(object: &Value) -> Value {
@@ -578,6 +587,9 @@ fn list(shared: &Arc<Shared>, request: &Request, t: &Target, repr: Representatio
         }
         _ => items.iter().map(|v| item_view(&t.rt, v)).collect(),
     };
+    if t.rt.is_custom() && metadata.get("continue").is_none() {
+        metadata["continue"] = json!("");
+    }
     let body = json!({
         "kind": t.rt.list_kind,
         "apiVersion": t.rt.api_version(),

@@ -139,10 +139,14 @@ impl ApiError {
         .with_details(s.details(s.resource))
     }
     pub fn invalid(s: &Subject, causes: Vec<Cause>) -> Self {
-        let rendered: Vec<String> = causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect();
+        // The message lists each distinct error once, the causes keep duplicates.
+        let mut rendered: Vec<String> = Vec::new();
+        for c in &causes {
+            let line = format!("{}: {}", c.field, c.message);
+            if !rendered.contains(&line) {
+                rendered.push(line);
+            }
+        }
         let summary = if rendered.len() == 1 {
             rendered[0].clone()
         } else {

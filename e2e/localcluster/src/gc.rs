@@ -152,7 +152,12 @@ fn collect_once(state: &mut State, now: &str) -> bool {
                     true => d["metadata"].as_object_mut().map(|m| m.remove("ownerReferences")),
                     false => d["metadata"].as_object_mut().map(|m| m.insert("ownerReferences".into(), json!(refs))),
                 };
-                store_update(state, dkey, d);
+                match find_type(state, dep) {
+                    Some(rt) => system_update(state, dkey, &rt, d, now, None, Some(dep)),
+                    None => {
+                        store_update(state, dkey, d);
+                    }
+                }
             }
             remove_finalizer(state, key, object, "orphan");
             return true;

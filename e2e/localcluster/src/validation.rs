@@ -25,6 +25,9 @@ pub fn decode_types(object: &Value, rt: &ResourceType) -> Result<(), ApiError> {
     if rt.is_custom() {
         return Ok(());
     }
+    if rt.kind == "Lease" {
+        check_micro_times(object, rt)?;
+    }
     if matches!(rt.kind.as_str(), "ConfigMap" | "Secret") {
         for field in ["data", "stringData"] {
             if let Some(map) = object[field].as_object()
@@ -106,10 +109,9 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>, name: &str)
     }
     if let Some(refs) = new["metadata"]["ownerReferences"].as_array() {
         let controllers = refs.iter().filter(|r| r["controller"] == Value::Bool(true)).count();
-        for (i, r) in refs.iter().enumerate() {
-            let uid = r["uid"].as_str().unwrap_or("");
-            if uid.is_empty() {
-                causes.push(Cause::invalid(format!("metadata.ownerReferences[{i}].uid"), "\"\"", "uid must not be empty"));
+        for r in refs {
+            if r["uid"].as_str().unwrap_or("").is_empty() {
+                causes.push(Cause::invalid("metadata.ownerReferences.uid", "\"\"", "must not be empty"));
             }
         }
         if controllers > 1 {
@@ -120,23 +122,12 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>, name: &str)
                 .collect();
             causes.push(Cause::invalid(
                 "metadata.ownerReferences",
-                &format!("{}", Value::Array(refs.clone())),
+                &go_owner_references(refs),
                 &format!("Only one reference can have Controller set to true. Found \"true\" in references for {}", names.join(" and ")),
             ));
         }
     }
     if rt.kind == "Lease" {
-        for field in ["acquireTime", "renewTime"] {
-            if let Some(t) = new["spec"][field].as_str()
-                && !has_fractional_micros(t)
-            {
-                causes.push(Cause::invalid(
-                    format!("spec.{field}"),
-                    &format!("\"{t}\""),
-                    "must have exactly 6 fractional digits",
-                ));
-            }
-        }
         if let Some(d) = new["spec"]["leaseDurationSeconds"].as_i64()
             && d <= 0
         {
@@ -161,4 +152,38 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>, name: &str)
     } else {
         Err(ApiError::invalid(&subject, causes))
     }
+}
+
+/// Owner references as Go's JSON encoder prints them (struct field order).
+fn go_owner_references(refs: &[Value]) -> String {
+    let items: Vec<String> = refs
+        .iter()
+        .map(|r| {
+            let mut fields = Vec::new();
+            for key in ["apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion"] {
+                if let Some(v) = r.get(key) {
+                    fields.push(format!("\"{key}\":{v}"));
+                }
+            }
+            format!("{{{}}}", fields.join(","))
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+/// Lease MicroTime fields must be RFC 3339 with exactly six fractional digits; anything
+/// else fails in the decoder (400), before validation.
+fn check_micro_times(object: &Value, rt: &ResourceType) -> Result<(), ApiError> {
+    for field in ["acquireTime", "renewTime"] {
+        if let Some(t) = object["spec"][field].as_str()
+            && !has_fractional_micros(t)
+        {
+            let rest = t.get(19..).unwrap_or("");
+            return Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: parsing time \"{t}\" as \"2006-01-02T15:04:05.000000Z07:00\": cannot parse \"{rest}\" as \".000000\"",
+                rt.kind, rt.version, rt.kind
+            )));
+        }
+    }
+    Ok(())
 }

@@ -477,6 +477,9 @@ pub fn patch(state: &mut State, t: &Target, request: &Request, ctx: &WriteContex
     let name = t.name.clone().unwrap_or_default();
     let accepted_custom = ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"];
     let is_smp = ct == "application/strategic-merge-patch+json";
+    if !is_smp && !accepted_custom.contains(&ct.as_str()) {
+        return Err(ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type").with_details(json!({})));
+    }
     if !(accepted_custom.contains(&ct.as_str()) || (is_smp && !t.rt.is_custom())) {
         let mut accepted = accepted_custom.to_vec();
         if !t.rt.is_custom() {
@@ -505,6 +508,14 @@ pub fn patch(state: &mut State, t: &Target, request: &Request, ctx: &WriteContex
     }
     if t.subresource.as_deref() == Some("scale") {
         return write_scale(state, t, current, ctx, None);
+    }
+    // The patched object is decoded like a request body; decode errors become 422 on "patch".
+    if let Err(e) = validation::decode_types(&current, &t.rt) {
+        let detail = e.message.split(": ").skip(1).collect::<Vec<_>>().join(": ");
+        return Err(ApiError::invalid(
+            &t.subject(&name),
+            vec![Cause::new("FieldValueInvalid", "patch", format!("Invalid value: {}: {detail}", Value::String(current.to_string())))],
+        ));
     }
     if let Some(rv) = patch_body["metadata"]["resourceVersion"].as_str()
         && rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("")

@@ -88,6 +88,41 @@ pub fn normalize(value: &Value) -> Value {
     }
 }
 
+/// Paths where two JSON values differ (at most 12), for readable failures.
+pub fn diff_paths(want: &Value, got: &Value) -> Vec<String> {
+    fn walk(w: &Value, g: &Value, path: String, out: &mut Vec<String>) {
+        if out.len() >= 12 {
+            return;
+        }
+        match (w, g) {
+            (Value::Object(a), Value::Object(b)) => {
+                let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let p = format!("{path}.{k}");
+                    match (a.get(k), b.get(k)) {
+                        (Some(x), Some(y)) => walk(x, y, p, out),
+                        (Some(x), None) => out.push(format!("{p}: only recorded: {x}")),
+                        (None, Some(y)) => out.push(format!("{p}: only emulator: {y}")),
+                        (None, None) => {}
+                    }
+                }
+            }
+            (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+                for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                    walk(x, y, format!("{path}[{i}]"), out);
+                }
+            }
+            _ if w != g => out.push(format!("{path}: recorded {w} / emulator {g}")),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(want, got, String::new(), &mut out);
+    out
+}
+
 pub struct Replayer {
     pub cluster: LocalCluster,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
@@ -256,11 +291,10 @@ impl Replayer {
                         w = strip_controller_state(&w);
                         a = strip_controller_state(&a);
                     }
+                    // Recorded uids inside messages refer to the recorded objects.
+                    let w: Value = serde_json::from_str(&self.translate_text(&w.to_string())).expect("json");
                     if w != a {
-                        problems.push(format!(
-                            "body differs:\n  recorded: {}\n  emulator: {}",
-                            w, a
-                        ));
+                        problems.push(format!("body differs:\n    {}", diff_paths(&w, &a).join("\n    ")));
                     }
                 }
                 None => problems.push(format!("no JSON body: {}", got.text)),
@@ -276,7 +310,12 @@ impl Replayer {
     fn record(&mut self, name: &str, problems: Vec<String>, skip: Option<&str>) {
         match (problems.is_empty(), skip) {
             (true, _) => self.compared += 1,
-            (false, Some(reason)) => self.skipped.push(format!("{name}: {reason}")),
+            (false, Some(reason)) => {
+                if std::env::var_os("KBEAST_GOLDEN_VERBOSE").is_some() {
+                    eprintln!("skipped step {name} differs: {}", problems.join("; "));
+                }
+                self.skipped.push(format!("{name}: {reason}"))
+            }
             (false, None) => self.failures.push(format!("step {name}: {}", problems.join("; "))),
         }
     }
@@ -331,11 +370,8 @@ impl Replayer {
         let want: Vec<Value> = recorded.iter().filter(|e| keep(e)).map(|e| normalize(&json!({"type": e["type"], "object": e["object"]}))).collect();
         let got: Vec<Value> = events.iter().filter(|e| keep(e)).map(normalize).collect();
         if want != got {
-            problems.push(format!(
-                "events differ:\n  recorded: {}\n  emulator: {}",
-                Value::Array(want),
-                Value::Array(got)
-            ));
+            let (w, g) = (Value::Array(want), Value::Array(got));
+            problems.push(format!("events differ:\n    {}", diff_paths(&w, &g).join("\n    ")));
         }
         let recorded_bookmarks = recorded.iter().any(|e| e["type"] == "BOOKMARK");
         let got_bookmarks = events.iter().any(|e| e["type"] == "BOOKMARK");
