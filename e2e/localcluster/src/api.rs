@@ -287,8 +287,15 @@ pub fn resolve(registry: &Registry, request: &Request) -> Result<Option<Target>,
         {
             (find(resource).expect("checked"), Some(ns.to_string()), tail.to_vec())
         }
+        ["namespaces", _, _, ..] if registry.types().iter().any(|t| t.group == group && t.is_custom()) => {
+            return Err(ApiError::page_not_found());
+        }
         [resource, tail @ ..] => match find(resource) {
             Some(rt) => (rt, None, tail.to_vec()),
+            // CRD groups are served by the apiextensions server, which answers plain 404s.
+            None if registry.types().iter().any(|t| t.group == group && t.is_custom()) => {
+                return Err(ApiError::page_not_found());
+            }
             None => return Err(ApiError::resource_not_found()),
         },
         [] => return Ok(None),
@@ -509,21 +516,32 @@ pub fn validate_list_params(request: &Request, watch: bool) -> Result<(), ApiErr
     if causes.is_empty() { Ok(()) } else { Err(list_options_invalid(causes)) }
 }
 
+/// Continue tokens have the real server's shape: unpadded base64url of a small JSON document.
 fn encode_continue(rv: u64, start: &str) -> String {
+    use base64::Engine;
     let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{start}\u{0}")}).to_string();
-    token.bytes().map(|b| format!("{b:02x}")).collect()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
 }
 
 fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
-    let bad = || ApiError::bad_request("invalid continue token: continue key is not valid");
-    if token.len() % 2 != 0 {
-        return Err(bad());
-    }
-    let bytes: Result<Vec<u8>, _> = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16))
-        .collect();
-    let parsed: Value = serde_json::from_slice(&bytes.map_err(|_| bad())?).map_err(|_| bad())?;
+    use base64::Engine;
+    let bad = |detail: String| ApiError::bad_request(format!("invalid continue token: continue key is not valid: {detail}"));
+    // Lenient like Go's RawURLEncoding: trailing bits are ignored.
+    let lenient = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    let bytes = lenient
+        .decode(token)
+        .map_err(|e| bad(e.to_string()))?;
+    let parsed: Value = serde_json::from_slice(&bytes).map_err(|_| {
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied().unwrap_or(0);
+        let shown = if first.is_ascii_graphic() { (first as char).to_string() } else { format!("\\x{first:02x}") };
+        bad(format!("invalid character '{shown}' looking for beginning of value"))
+    })?;
+    let bad = || bad("missing start key".into());
     let start = parsed["start"].as_str().ok_or_else(bad)?.trim_end_matches('\u{0}').to_string();
     Ok((parsed["rv"].as_u64().unwrap_or(0), start))
 }

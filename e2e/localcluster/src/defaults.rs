@@ -54,7 +54,30 @@ fn namespace(object: &mut Value) {
     }
 }
 
+/// Go encodes unset `metav1.Time` fields of conditions as `null`.
+fn condition_times(object: &mut Value, fields: &[&str]) {
+    for c in object
+        .get_mut("status")
+        .and_then(|s| s.get_mut("conditions"))
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(c) = c.as_object_mut() {
+            for f in fields {
+                set_default(c, f, Value::Null);
+            }
+        }
+    }
+}
+
 pub fn apply(kind: &str, object: &mut Value) {
+    match kind {
+        "Deployment" => condition_times(object, &["lastUpdateTime", "lastTransitionTime"]),
+        "ReplicaSet" | "PodDisruptionBudget" => condition_times(object, &["lastTransitionTime"]),
+        "Pod" => condition_times(object, &["lastProbeTime", "lastTransitionTime"]),
+        _ => {}
+    }
     match kind {
         "CustomResourceDefinition" => {
             if let Some(spec) = object_at(object, "spec") {

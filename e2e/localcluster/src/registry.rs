@@ -168,12 +168,14 @@ pub fn crd_resource_types(crd: &Value) -> Vec<ResourceType> {
             label_selector: s["labelSelectorPath"].as_str().map(String::from),
         });
         let verbs = json!(["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"]);
+        let version_name = version["name"].as_str().unwrap_or("");
         let mut discovery = json!({
             "name": plural,
             "singularName": names["singular"].as_str().unwrap_or(&kind.to_lowercase()),
             "namespaced": namespaced,
             "kind": kind,
             "verbs": verbs,
+            "storageVersionHash": storage_version_hash(group, version_name, kind),
         });
         if let Some(short) = names.get("shortNames") {
             discovery["shortNames"] = short.clone();
@@ -206,4 +208,20 @@ pub fn crd_resource_types(crd: &Value) -> Vec<ResourceType> {
         });
     }
     out
+}
+
+/// Kubernetes' storage version hash: base64 of the first 8 bytes of sha256("group/version/kind").
+pub fn storage_version_hash(group: &str, version: &str, kind: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{group}/{version}/{kind}").as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(&digest[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn storage_version_hash_matches_the_recorded_widget_hash() {
+        assert_eq!(super::storage_version_hash("golden.example.com", "v1", "Widget"), "FtbgEmiKtnw=");
+    }
 }

@@ -82,6 +82,9 @@ impl LabelSelector {
                 reqs.push(Requirement::NotEquals(k.trim().into(), v.trim().into()));
             } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 let v = v.trim();
+                if let Some(op) = ["==", "=", "!="].iter().find(|op| v.contains(**op)) {
+                    return Err(ApiError::bad_request(format!("found '{op}', expected: ',' or 'end of string'")));
+                }
                 if !valid_value(v) || !valid_key(k.trim()) {
                     return Err(invalid(&format!(
                         "values[0][{}]: Invalid value: \"{v}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",

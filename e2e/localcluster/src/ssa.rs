@@ -55,17 +55,19 @@ pub fn decode(object: &Value) -> Vec<ManagerEntry> {
 /// Writes entries in Kubernetes order (Apply before Update, then time, then manager).
 pub fn encode(object: &mut Value, mut entries: Vec<ManagerEntry>) {
     entries.retain(|e| !e.fields.is_empty());
+    let time = |e: &ManagerEntry| e.time.clone().filter(|_| e.subresource.as_deref() != Some("scale"));
     entries.sort_by(|a, b| {
         a.operation
             .cmp(&b.operation)
-            .then(a.time.cmp(&b.time))
+            .then(time(a).cmp(&time(b)))
             .then(a.manager.cmp(&b.manager))
     });
     let encoded: Vec<Value> = entries
         .iter()
         .map(|e| {
             let mut v = json!({"manager": e.manager, "operation": e.operation, "apiVersion": e.api_version});
-            if let Some(t) = &e.time {
+            // The real server records no time for writes through /scale.
+            if let Some(t) = e.time.as_ref().filter(|_| e.subresource.as_deref() != Some("scale")) {
                 v["time"] = json!(t);
             }
             v["fieldsType"] = json!("FieldsV1");

@@ -10,6 +10,7 @@ use crate::api::{Request, State, Target, with_type_meta};
 use crate::crd_schema;
 use crate::defaults;
 use crate::error::{ApiError, Cause, Subject};
+use crate::fieldset::FieldSet;
 use crate::gc;
 use crate::patch;
 use crate::registry::ResourceType;
@@ -111,7 +112,7 @@ fn parse_json_body(request: &Request, rt: &ResourceType) -> Result<Value, ApiErr
     } else {
         serde_json::from_slice(&request.body).map_err(|_| {
             let text = String::from_utf8_lossy(&request.body);
-            let prefix: String = text.chars().take(20).collect();
+            let prefix: String = text.chars().take(30).collect();
             unrecognized(format!("unexpected end of JSON input ({prefix} ...)"))
         })?
     };
@@ -558,13 +559,37 @@ fn apply(state: &mut State, t: &Target, request: &Request, ctx: &WriteContext) -
     }
     let live_value = existing.clone().unwrap_or(Value::Null);
     let mut entries = existing.as_ref().map(ssa::decode).unwrap_or_default();
+    let schema: Schema = rt.schema();
+    if let Some(live) = &existing {
+        // Fields nobody is recorded as owning belong to the synthetic "before-first-apply"
+        // manager, so the first applier conflicts with them instead of silently taking them.
+        let replicas = FieldSet::from_json(&json!({"f:spec": {"f:replicas": {}}}));
+        if scale && entries.iter().all(|e| e.fields.intersection(&replicas).is_empty()) {
+            entries.push(ManagerEntry {
+                manager: "before-first-apply".into(),
+                operation: "Update".into(),
+                api_version: "autoscaling/v1".into(),
+                time: None,
+                subresource: Some("scale".into()),
+                fields: replicas,
+            });
+        } else if !scale && entries.is_empty() {
+            entries.push(ManagerEntry {
+                manager: "before-first-apply".into(),
+                operation: "Update".into(),
+                api_version: rt.api_version(),
+                time: None,
+                subresource: None,
+                fields: FieldSet::from_value(live, schema),
+            });
+        }
+    }
     let writer = Writer {
         manager: &ctx.manager,
         api_version: &rt.api_version(),
         subresource: t.subresource.as_deref(),
         now: &ctx.now,
     };
-    let schema: Schema = rt.schema();
     let merged = ssa::apply(&live_value, &config, schema, &mut entries, ctx.force, &writer)?;
     match existing {
         None => {
