@@ -120,7 +120,11 @@ pub fn serve(
                 return;
             }
         }
-        let deadline = timeout.or(close_after).map(|d| tokio::time::Instant::now() + d);
+        let limit = match (timeout, close_after) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let deadline = limit.map(|d| tokio::time::Instant::now() + d);
         let mut ticker = tokio::time::interval(bookmark_interval);
         ticker.tick().await;
         loop {
