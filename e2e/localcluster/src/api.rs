@@ -80,7 +80,10 @@ impl Request {
         self.query.get(key).map(String::as_str)
     }
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
     pub fn user_agent(&self) -> &str {
         self.header("user-agent")
@@ -89,11 +92,20 @@ impl Request {
     pub fn manager(&self) -> String {
         match self.param("fieldManager") {
             Some(m) => m.to_string(),
-            None => self.user_agent().split('/').next().unwrap_or("").to_string(),
+            None => self
+                .user_agent()
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string(),
         }
     }
     pub fn content_type(&self) -> &str {
-        self.header("content-type").split(';').next().unwrap_or("").trim()
+        self.header("content-type")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
     }
 }
 
@@ -115,15 +127,13 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -134,9 +144,10 @@ fn percent_decode(s: &str) -> String {
 pub fn json_response(status: u16, body: &Value) -> Response {
     let mut response = Response::new(Body::from(serde_json::to_vec(body).unwrap_or_default()));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -144,13 +155,16 @@ pub fn error_response(e: &ApiError) -> Response {
     if e.plain_text {
         let mut r = Response::new(Body::from(format!("{}\n", e.message)));
         *r.status_mut() = StatusCode::NOT_FOUND;
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         return r;
     }
     let mut r = json_response(e.code, &e.to_status());
     if let Some(s) = e.retry_after_seconds {
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
     r
 }
@@ -196,9 +210,15 @@ pub async fn handle(
         match action {
             FaultAction::Latency(d) => tokio::time::sleep(d).await,
             FaultAction::CloseWatchAfter(d) => close_watch_after = Some(d),
-            FaultAction::TooManyRequests { retry_after_seconds } => {
-                let mut e = ApiError::new(429, "TooManyRequests", "Too many requests, please try again later.")
-                    .with_details(json!({"retryAfterSeconds": retry_after_seconds}));
+            FaultAction::TooManyRequests {
+                retry_after_seconds,
+            } => {
+                let mut e = ApiError::new(
+                    429,
+                    "TooManyRequests",
+                    "Too many requests, please try again later.",
+                )
+                .with_details(json!({"retryAfterSeconds": retry_after_seconds}));
                 e.retry_after_seconds = Some(retry_after_seconds);
                 injected.get_or_insert(e);
             }
@@ -220,10 +240,12 @@ pub async fn handle(
         (Some(e), _) => error_response(&e),
         (None, Err(e)) => error_response(&e),
         (None, Ok(None)) => discovery::serve(&shared, &request),
-        (None, Ok(Some(t))) => match serve_resource(&shared, &request, &t, &verb, close_watch_after) {
-            Ok(r) => r,
-            Err(e) => error_response(&e),
-        },
+        (None, Ok(Some(t))) => {
+            match serve_resource(&shared, &request, &t, &verb, close_watch_after) {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            }
+        }
     };
     if !resource_label.is_empty() {
         shared.request_log.record(RequestRecord {
@@ -281,30 +303,47 @@ pub fn resolve(registry: &Registry, request: &Request) -> Result<Option<Target>,
         rest.remove(0);
     }
     let find = |r: &str| registry.find(group, version, r);
-    let (rt, namespace, tail): (Arc<ResourceType>, Option<String>, Vec<&str>) = match rest.as_slice() {
-        ["namespaces", ns, resource, tail @ ..]
-            if find(resource).is_some_and(|rt| rt.namespaced) =>
-        {
-            (find(resource).expect("checked"), Some(ns.to_string()), tail.to_vec())
-        }
-        ["namespaces", _, _, ..] if registry.types().iter().any(|t| t.group == group && t.is_custom()) => {
-            return Err(ApiError::page_not_found());
-        }
-        [resource, tail @ ..] => match find(resource) {
-            Some(rt) => (rt, None, tail.to_vec()),
-            // CRD groups are served by the apiextensions server, which answers plain 404s.
-            None if registry.types().iter().any(|t| t.group == group && t.is_custom()) => {
+    let (rt, namespace, tail): (Arc<ResourceType>, Option<String>, Vec<&str>) =
+        match rest.as_slice() {
+            ["namespaces", ns, resource, tail @ ..]
+                if find(resource).is_some_and(|rt| rt.namespaced) =>
+            {
+                (
+                    find(resource).expect("checked"),
+                    Some(ns.to_string()),
+                    tail.to_vec(),
+                )
+            }
+            ["namespaces", _, _, ..]
+                if registry
+                    .types()
+                    .iter()
+                    .any(|t| t.group == group && t.is_custom()) =>
+            {
                 return Err(ApiError::page_not_found());
             }
-            None => return Err(ApiError::resource_not_found()),
-        },
-        [] => return Ok(None),
-    };
+            [resource, tail @ ..] => match find(resource) {
+                Some(rt) => (rt, None, tail.to_vec()),
+                // CRD groups are served by the apiextensions server, which answers plain 404s.
+                None if registry
+                    .types()
+                    .iter()
+                    .any(|t| t.group == group && t.is_custom()) =>
+                {
+                    return Err(ApiError::page_not_found());
+                }
+                None => return Err(ApiError::resource_not_found()),
+            },
+            [] => return Ok(None),
+        };
     let (name, subresource) = match tail.as_slice() {
         [] => (None, None),
         [name] => (Some(name.to_string()), None),
         [name, sub] => {
-            let known = rt.subresources.iter().any(|s| s["name"] == format!("{}/{sub}", rt.resource));
+            let known = rt
+                .subresources
+                .iter()
+                .any(|s| s["name"] == format!("{}/{sub}", rt.resource));
             if !known {
                 return Err(ApiError::resource_not_found());
             }
@@ -339,7 +378,11 @@ pub fn representation(request: &Request) -> Result<Representation, ApiError> {
     for option in accept.split(',') {
         let option = option.trim();
         let media = option.split(';').next().unwrap_or("").trim();
-        if !(media == "application/json" || media == "*/*" || media == "application/*" || media == "application/yaml") {
+        if !(media == "application/json"
+            || media == "*/*"
+            || media == "application/*"
+            || media == "application/yaml")
+        {
             continue;
         }
         if option.contains("as=PartialObjectMetadataList") {
@@ -397,7 +440,7 @@ fn serve_resource(
             Ok(json_response(200, &render(body, repr)))
         }
         "create" | "update" | "patch" | "delete" | "deletecollection" => {
-            let ctx = WriteContext::from_request(request, t)?;
+            let ctx = WriteContext::from_request(request)?;
             let mut state = shared.lock();
             let (status, body) = match verb {
                 "create" => {
@@ -419,13 +462,16 @@ fn serve_resource(
                 }
                 _ => {
                     let options = DeleteOptions::from_request(request)?;
-                    let selector = LabelSelector::parse(request.param("labelSelector").unwrap_or(""))?;
+                    let selector =
+                        LabelSelector::parse(request.param("labelSelector").unwrap_or(""))?;
                     write::delete_collection(&mut state, t, &selector, &options, &ctx)?
                 }
             };
             let mut response = json_response(status, &render(body, repr));
             for w in &ctx.warnings.lock().expect("warnings lock").clone() {
-                if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "\\\""))) {
+                if let Ok(v) =
+                    HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "\\\"")))
+                {
                     response.headers_mut().append("warning", v);
                 }
             }
@@ -497,7 +543,9 @@ fn list_options_invalid(causes: Vec<Cause>) -> ApiError {
 /// Validates `resourceVersionMatch` / `sendInitialEvents` combinations.
 pub fn validate_list_params(request: &Request, watch: bool) -> Result<(), ApiError> {
     let mut causes = Vec::new();
-    let has_rv = request.param("resourceVersion").is_some_and(|v| !v.is_empty());
+    let has_rv = request
+        .param("resourceVersion")
+        .is_some_and(|v| !v.is_empty());
     let send_initial = request.param("sendInitialEvents") == Some("true");
     if request.param("resourceVersionMatch").is_some() && !has_rv && !(watch && send_initial) {
         causes.push(Cause::new(
@@ -513,19 +561,28 @@ pub fn validate_list_params(request: &Request, watch: bool) -> Result<(), ApiErr
             "Forbidden: sendInitialEvents is forbidden for list",
         ));
     }
-    if causes.is_empty() { Ok(()) } else { Err(list_options_invalid(causes)) }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(list_options_invalid(causes))
+    }
 }
 
 /// Continue tokens have the real server's shape: unpadded base64url of a small JSON document.
 fn encode_continue(rv: u64, start: &str) -> String {
     use base64::Engine;
-    let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{start}\u{0}")}).to_string();
+    let token =
+        json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{start}\u{0}")}).to_string();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
 }
 
 fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
     use base64::Engine;
-    let bad = |detail: String| ApiError::bad_request(format!("invalid continue token: continue key is not valid: {detail}"));
+    let bad = |detail: String| {
+        ApiError::bad_request(format!(
+            "invalid continue token: continue key is not valid: {detail}"
+        ))
+    };
     // Lenient like Go's RawURLEncoding: trailing bits are ignored.
     let lenient = base64::engine::GeneralPurpose::new(
         &base64::alphabet::URL_SAFE,
@@ -533,20 +590,37 @@ fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
             .with_decode_allow_trailing_bits(true)
             .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
-    let bytes = lenient
-        .decode(token)
-        .map_err(|e| bad(e.to_string()))?;
+    let bytes = lenient.decode(token).map_err(|e| bad(e.to_string()))?;
     let parsed: Value = serde_json::from_slice(&bytes).map_err(|_| {
-        let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied().unwrap_or(0);
-        let shown = if first.is_ascii_graphic() { (first as char).to_string() } else { format!("\\x{first:02x}") };
-        bad(format!("invalid character '{shown}' looking for beginning of value"))
+        let first = bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .copied()
+            .unwrap_or(0);
+        let shown = if first.is_ascii_graphic() {
+            (first as char).to_string()
+        } else {
+            format!("\\x{first:02x}")
+        };
+        bad(format!(
+            "invalid character '{shown}' looking for beginning of value"
+        ))
     })?;
     let bad = || bad("missing start key".into());
-    let start = parsed["start"].as_str().ok_or_else(bad)?.trim_end_matches('\u{0}').to_string();
+    let start = parsed["start"]
+        .as_str()
+        .ok_or_else(bad)?
+        .trim_end_matches('\u{0}')
+        .to_string();
     Ok((parsed["rv"].as_u64().unwrap_or(0), start))
 }
 
-fn list(shared: &Arc<Shared>, request: &Request, t: &Target, repr: Representation) -> Result<Response, ApiError> {
+fn list(
+    shared: &Arc<Shared>,
+    request: &Request,
+    t: &Target,
+    repr: Representation,
+) -> Result<Response, ApiError> {
     validate_list_params(request, false)?;
     let options = ListOptions::from_request(request, t)?;
     let limit = match request.param("limit") {
@@ -561,7 +635,10 @@ fn list(shared: &Arc<Shared>, request: &Request, t: &Target, repr: Representatio
     };
     let state = shared.lock();
     let current = state.store.current_resource_version();
-    if let Some(rv) = request.param("resourceVersion").and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(rv) = request
+        .param("resourceVersion")
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         if rv > current {
             return Err(ApiError::new(
                 504,
@@ -570,8 +647,12 @@ fn list(shared: &Arc<Shared>, request: &Request, t: &Target, repr: Representatio
             )
             .with_details(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1})));
         }
-        if request.param("resourceVersionMatch") == Some("Exact") && rv < state.store.oldest_watchable(&t.rt.key()) {
-            return Err(ApiError::gone("The resourceVersion for the provided list is too old."));
+        if request.param("resourceVersionMatch") == Some("Exact")
+            && rv < state.store.oldest_watchable(&t.rt.key())
+        {
+            return Err(ApiError::gone(
+                "The resourceVersion for the provided list is too old.",
+            ));
         }
     }
     let items: Vec<&Value> = state
@@ -619,7 +700,11 @@ fn list(shared: &Arc<Shared>, request: &Request, t: &Target, repr: Representatio
 
 /// Built-in list items carry no kind/apiVersion; custom resources (unstructured) keep them.
 fn item_view(rt: &ResourceType, object: &Value) -> Value {
-    if rt.is_custom() { object.clone() } else { strip_type_meta(object.clone()) }
+    if rt.is_custom() {
+        object.clone()
+    } else {
+        strip_type_meta(object.clone())
+    }
 }
 
 /// List items carry no kind/apiVersion (the list does).

@@ -55,14 +55,19 @@ fn bootstrap(history_limit: usize) -> State {
         registry: Registry::builtin(),
     };
     let now = crate::write::now();
-    let rt = state.registry.find("", "v1", "namespaces").expect("namespaces are built in");
+    let rt = state
+        .registry
+        .find("", "v1", "namespaces")
+        .expect("namespaces are built in");
     for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let rv = state.store.next_resource_version();
         let ns = serde_json::json!({"kind": "Namespace", "apiVersion": "v1",
             "metadata": {"name": name, "uid": uuid::Uuid::new_v4().to_string(), "resourceVersion": rv.to_string(),
                 "creationTimestamp": now, "labels": {"kubernetes.io/metadata.name": name}},
             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
-        state.store.put(&rt.key(), ns, crate::store::ChangeType::Added);
+        state
+            .store
+            .put(&rt.key(), ns, crate::store::ChangeType::Added);
         crate::gc::populate_namespace(&mut state, name);
     }
     state
@@ -76,7 +81,10 @@ pub fn kubeconfig_yaml(server: &str) -> String {
 
 impl LocalCluster {
     pub async fn start(options: Options) -> Result<LocalCluster, Error> {
-        let shared = Arc::new(Shared::new(bootstrap(options.history_limit), options.bookmark_interval));
+        let shared = Arc::new(Shared::new(
+            bootstrap(options.history_limit),
+            options.bookmark_interval,
+        ));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await?;
         let addr = listener.local_addr()?;
         let app = axum::Router::new()
@@ -114,7 +122,10 @@ impl LocalCluster {
 
     /// A client talking to this cluster, with the given default namespace.
     pub fn client_in(&self, namespace: &str) -> Result<kube::Client, Error> {
-        let url: http::Uri = self.url().parse().map_err(|e: http::uri::InvalidUri| Error::Kubeconfig(e.to_string()))?;
+        let url: http::Uri = self
+            .url()
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| Error::Kubeconfig(e.to_string()))?;
         let mut config = kube::Config::new(url);
         config.default_namespace = namespace.to_string();
         Ok(kube::Client::try_from(config)?)

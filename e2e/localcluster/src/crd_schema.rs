@@ -29,7 +29,9 @@ pub fn prune(object: &mut Value, schema: &Value) -> Vec<String> {
 }
 
 fn prune_value(value: &mut Value, schema: &Value, path: &str, unknown: &mut Vec<String>) {
-    if schema["x-kubernetes-preserve-unknown-fields"] == Value::Bool(true) && schema.get("properties").is_none() {
+    if schema["x-kubernetes-preserve-unknown-fields"] == Value::Bool(true)
+        && schema.get("properties").is_none()
+    {
         return;
     }
     match value {
@@ -40,12 +42,19 @@ fn prune_value(value: &mut Value, schema: &Value, path: &str, unknown: &mut Vec<
                 }
                 return;
             }
-            let Some(props) = schema["properties"].as_object() else { return };
+            let Some(props) = schema["properties"].as_object() else {
+                return;
+            };
             let preserve = schema["x-kubernetes-preserve-unknown-fields"] == Value::Bool(true);
             let keys: Vec<String> = map.keys().cloned().collect();
             for key in keys {
                 match props.get(&key) {
-                    Some(sub) => prune_value(map.get_mut(&key).expect("key"), sub, &format!("{path}.{key}"), unknown),
+                    Some(sub) => prune_value(
+                        map.get_mut(&key).expect("key"),
+                        sub,
+                        &format!("{path}.{key}"),
+                        unknown,
+                    ),
                     None if preserve => {}
                     None => {
                         map.remove(&key);
@@ -106,7 +115,10 @@ pub struct SchemaErrors {
 pub fn validate_schema(object: &Value, schema: &Value) -> SchemaErrors {
     let mut errors = SchemaErrors::default();
     if let (Some(map), Some(props)) = (object.as_object(), schema["properties"].as_object()) {
-        let mut keys: Vec<&String> = map.keys().filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata")).collect();
+        let mut keys: Vec<&String> = map
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata"))
+            .collect();
         keys.sort();
         for key in keys {
             if let Some(sub) = props.get(key) {
@@ -139,7 +151,10 @@ fn validate_value(value: &Value, schema: &Value, path: &str, errors: &mut Schema
         errors.causes.push(Cause::new(
             "FieldValueNotSupported",
             path,
-            format!("Unsupported value: {value}: supported values: {}", list.join(", ")),
+            format!(
+                "Unsupported value: {value}: supported values: {}",
+                list.join(", ")
+            ),
         ));
         errors.blocks_cel = true;
     }
@@ -147,12 +162,26 @@ fn validate_value(value: &Value, schema: &Value, path: &str, errors: &mut Schema
         if let Some(min) = schema["minimum"].as_f64()
             && n < min
         {
-            errors.causes.push(Cause::invalid(path, &value.to_string(), &format!("{path} in body should be greater than or equal to {}", schema["minimum"])));
+            errors.causes.push(Cause::invalid(
+                path,
+                &value.to_string(),
+                &format!(
+                    "{path} in body should be greater than or equal to {}",
+                    schema["minimum"]
+                ),
+            ));
         }
         if let Some(max) = schema["maximum"].as_f64()
             && n > max
         {
-            errors.causes.push(Cause::invalid(path, &value.to_string(), &format!("{path} in body should be less than or equal to {}", schema["maximum"])));
+            errors.causes.push(Cause::invalid(
+                path,
+                &value.to_string(),
+                &format!(
+                    "{path} in body should be less than or equal to {}",
+                    schema["maximum"]
+                ),
+            ));
         }
     }
     if let Some(s) = value.as_str() {
@@ -160,12 +189,20 @@ fn validate_value(value: &Value, schema: &Value, path: &str, errors: &mut Schema
         if let Some(min) = schema["minLength"].as_u64()
             && len < min
         {
-            errors.causes.push(Cause::invalid(path, &value.to_string(), &format!("{path} in body should be at least {min} chars long")));
+            errors.causes.push(Cause::invalid(
+                path,
+                &value.to_string(),
+                &format!("{path} in body should be at least {min} chars long"),
+            ));
         }
         if let Some(max) = schema["maxLength"].as_u64()
             && len > max
         {
-            errors.causes.push(Cause::invalid(path, &value.to_string(), &format!("{path} in body should be at most {max} chars long")));
+            errors.causes.push(Cause::invalid(
+                path,
+                &value.to_string(),
+                &format!("{path} in body should be at most {max} chars long"),
+            ));
         }
     }
     match value {
@@ -208,7 +245,11 @@ pub fn validate_list_types(value: &Value, schema: &Value, path: &str, causes: &m
             keys.sort();
             for key in keys {
                 if let Some(sub) = props.and_then(|p| p.get(key)) {
-                    let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                    let child = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
                     validate_list_types(&map[key], sub, &child, causes);
                 }
             }
@@ -220,9 +261,16 @@ pub fn validate_list_types(value: &Value, schema: &Value, path: &str, causes: &m
                     Some("set") => Some(item.clone()),
                     Some("map") => {
                         let mut key = Map::new();
-                        for k in schema["x-kubernetes-list-map-keys"].as_array().into_iter().flatten() {
+                        for k in schema["x-kubernetes-list-map-keys"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                        {
                             if let Some(k) = k.as_str() {
-                                key.insert(k.to_string(), item.get(k).cloned().unwrap_or(Value::Null));
+                                key.insert(
+                                    k.to_string(),
+                                    item.get(k).cloned().unwrap_or(Value::Null),
+                                );
                             }
                         }
                         Some(Value::Object(key))
@@ -231,7 +279,11 @@ pub fn validate_list_types(value: &Value, schema: &Value, path: &str, causes: &m
                 };
                 if let Some(identity) = identity {
                     if seen.contains(&identity) {
-                        causes.push(Cause::new("FieldValueDuplicate", format!("{path}[{i}]"), format!("Duplicate value: {identity}")));
+                        causes.push(Cause::new(
+                            "FieldValueDuplicate",
+                            format!("{path}[{i}]"),
+                            format!("Duplicate value: {identity}"),
+                        ));
                     } else {
                         seen.push(identity);
                     }
@@ -247,7 +299,11 @@ pub fn validate_list_types(value: &Value, schema: &Value, path: &str, causes: &m
 
 fn at_json_path<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
     let mut current = object;
-    for part in path.trim_start_matches('.').split('.').filter(|p| !p.is_empty()) {
+    for part in path
+        .trim_start_matches('.')
+        .split('.')
+        .filter(|p| !p.is_empty())
+    {
         current = current.get(part)?;
     }
     Some(current)
@@ -260,17 +316,27 @@ pub fn validate_scale_paths(object: &Value, scale: &ScalePaths) -> Vec<Cause> {
         None | Some(Value::Null) => vec![],
         Some(v) if v.is_i64() => {
             if v.as_i64().unwrap_or(0) < 0 {
-                vec![Cause::invalid(path.clone(), &v.to_string(), "should be a non-negative integer")]
+                vec![Cause::invalid(
+                    path.clone(),
+                    &v.to_string(),
+                    "should be a non-negative integer",
+                )]
             } else {
                 vec![]
             }
         }
         Some(v) => {
-            let shown = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+            let shown = v
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| v.to_string());
             vec![Cause::invalid(
                 path.clone(),
                 "0",
-                &format!("{path} accessor error: {shown} is of the type {}, expected int64", go_type(v)),
+                &format!(
+                    "{path} accessor error: {shown} is of the type {}, expected int64",
+                    go_type(v)
+                ),
             )]
         }
     }
@@ -307,12 +373,19 @@ pub fn validate_cel(object: &Value, old: Option<&Value>, schema: &Value) -> Vec<
                 let field = e.field_path.trim_start_matches('.').to_string();
                 let value = at_json_path(object, &field);
                 // Rules that point elsewhere with fieldPath report no value.
-                let redirected = schema.to_string().contains(&format!("\"fieldPath\":")) && rule_has_field_path(schema, &e.rule);
+                let redirected = schema.to_string().contains("\"fieldPath\":")
+                    && rule_has_field_path(schema, &e.rule);
                 let message = match value {
-                    Some(v) if !v.is_object() && !v.is_array() && !redirected => format!("Invalid value: {v}: {}", e.message),
+                    Some(v) if !v.is_object() && !v.is_array() && !redirected => {
+                        format!("Invalid value: {v}: {}", e.message)
+                    }
                     _ => format!("Invalid value: {}", e.message),
                 };
-                Cause::new(e.reason.as_deref().unwrap_or("FieldValueInvalid"), field, message)
+                Cause::new(
+                    e.reason.as_deref().unwrap_or("FieldValueInvalid"),
+                    field,
+                    message,
+                )
             })
             .collect(),
     }
@@ -321,8 +394,12 @@ pub fn validate_cel(object: &Value, old: Option<&Value>, schema: &Value) -> Vec<
 fn rule_has_field_path(schema: &Value, rule: &str) -> bool {
     match schema {
         Value::Object(map) => {
-            if let Some(rules) = map.get("x-kubernetes-validations").and_then(Value::as_array)
-                && rules.iter().any(|r| r["rule"] == rule && r.get("fieldPath").is_some())
+            if let Some(rules) = map
+                .get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+                && rules
+                    .iter()
+                    .any(|r| r["rule"] == rule && r.get("fieldPath").is_some())
             {
                 return true;
             }

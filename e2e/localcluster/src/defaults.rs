@@ -18,9 +18,13 @@ pub fn zero_object(kind: &str, custom: bool) -> Value {
         return json!({});
     }
     match kind {
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => json!({"metadata": {}, "spec": {"template": {"metadata": {}, "spec": {"containers": null}}, "strategy": {}}, "status": {}}),
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => {
+            json!({"metadata": {}, "spec": {"template": {"metadata": {}, "spec": {"containers": null}}, "strategy": {}}, "status": {}})
+        }
         "Pod" => json!({"metadata": {}, "spec": {"containers": null}, "status": {}}),
-        "CustomResourceDefinition" => json!({"metadata": {}, "spec": {"names": {}}, "status": {"acceptedNames": {}}}),
+        "CustomResourceDefinition" => {
+            json!({"metadata": {}, "spec": {"names": {}}, "status": {"acceptedNames": {}}})
+        }
         _ => json!({"metadata": {}, "spec": {}, "status": {}}),
     }
 }
@@ -33,10 +37,19 @@ pub fn apply_strategy(kind: &str, object: &mut Value) {
     if kind == "CustomResourceDefinition" {
         let stored: Vec<Value> = object["spec"]["versions"]
             .as_array()
-            .map(|vs| vs.iter().filter(|v| v["storage"] == Value::Bool(true)).map(|v| v["name"].clone()).collect())
+            .map(|vs| {
+                vs.iter()
+                    .filter(|v| v["storage"] == Value::Bool(true))
+                    .map(|v| v["name"].clone())
+                    .collect()
+            })
             .unwrap_or_default();
         if let Some(obj) = object.as_object_mut() {
-            set_default(obj, "status", json!({"conditions": null, "acceptedNames": {"plural": "", "kind": ""}, "storedVersions": stored}));
+            set_default(
+                obj,
+                "status",
+                json!({"conditions": null, "acceptedNames": {"plural": "", "kind": ""}, "storedVersions": stored}),
+            );
         }
     }
 }
@@ -143,7 +156,11 @@ pub fn apply(kind: &str, object: &mut Value) {
                 pod_spec(spec);
             }
             if let Some(obj) = object.as_object_mut() {
-                set_default(obj, "status", json!({"phase": "Pending", "qosClass": "BestEffort"}));
+                set_default(
+                    obj,
+                    "status",
+                    json!({"phase": "Pending", "qosClass": "BestEffort"}),
+                );
             }
         }
         "Service" => {
@@ -176,8 +193,18 @@ pub fn apply(kind: &str, object: &mut Value) {
                     spec.insert("policyTypes".into(), Value::Array(types));
                 }
                 for direction in ["ingress", "egress"] {
-                    for rule in spec.get_mut(direction).and_then(Value::as_array_mut).into_iter().flatten() {
-                        for port in rule.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                    for rule in spec
+                        .get_mut(direction)
+                        .and_then(Value::as_array_mut)
+                        .into_iter()
+                        .flatten()
+                    {
+                        for port in rule
+                            .get_mut("ports")
+                            .and_then(Value::as_array_mut)
+                            .into_iter()
+                            .flatten()
+                        {
                             if let Some(port) = port.as_object_mut() {
                                 set_default(port, "protocol", json!("TCP"));
                             }
@@ -215,16 +242,34 @@ fn pod_template(template: &mut Value) {
 }
 
 fn pod_spec(spec: &mut Value) {
-    let Some(spec) = spec.as_object_mut() else { return };
+    let Some(spec) = spec.as_object_mut() else {
+        return;
+    };
     for list in ["containers", "initContainers"] {
-        for c in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             let Some(c) = c.as_object_mut() else { continue };
             set_default(c, "resources", json!({}));
             set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
             set_default(c, "terminationMessagePolicy", json!("File"));
-            let latest = c["image"].as_str().is_some_and(|i| i.ends_with(":latest") || !i.rsplit('/').next().unwrap_or("").contains(':'));
-            set_default(c, "imagePullPolicy", json!(if latest { "Always" } else { "IfNotPresent" }));
-            for port in c.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+            let latest = c["image"].as_str().is_some_and(|i| {
+                i.ends_with(":latest") || !i.rsplit('/').next().unwrap_or("").contains(':')
+            });
+            set_default(
+                c,
+                "imagePullPolicy",
+                json!(if latest { "Always" } else { "IfNotPresent" }),
+            );
+            for port in c
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(port) = port.as_object_mut() {
                     set_default(port, "protocol", json!("TCP"));
                 }

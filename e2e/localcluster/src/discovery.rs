@@ -18,8 +18,10 @@ const VERSION: &str = include_str!("../data/version.json");
 fn text(status: u16, body: &str) -> Response {
     let mut r = Response::new(Body::from(body.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -33,7 +35,11 @@ fn aggregated_requested(request: &Request) -> Result<bool, ApiError> {
         let o = o.trim();
         (o.starts_with("application/json") || o.starts_with("*/*")) && !o.contains("as=")
     });
-    if plain_ok { Ok(false) } else { Err(ApiError::not_acceptable()) }
+    if plain_ok {
+        Ok(false)
+    } else {
+        Err(ApiError::not_acceptable())
+    }
 }
 
 pub fn serve(shared: &Arc<Shared>, request: &Request) -> Response {
@@ -61,8 +67,14 @@ pub fn serve(shared: &Arc<Shared>, request: &Request) -> Response {
         ),
         ["api", "v1"] => json_response(200, &resource_list(registry, "", "v1")),
         ["apis"] => {
-            let groups: Vec<Value> = groups(registry).iter().map(|(g, vs)| group_doc(g, vs)).collect();
-            json_response(200, &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}))
+            let groups: Vec<Value> = groups(registry)
+                .iter()
+                .map(|(g, vs)| group_doc(g, vs))
+                .collect();
+            json_response(
+                200,
+                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
+            )
         }
         ["apis", g] => match groups(registry).get(*g) {
             Some(vs) => {
@@ -73,7 +85,9 @@ pub fn serve(shared: &Arc<Shared>, request: &Request) -> Response {
             }
             None => error_response(&ApiError::page_not_found()),
         },
-        ["apis", g, v] if registry.has_group_version(g, v) => json_response(200, &resource_list(registry, g, v)),
+        ["apis", g, v] if registry.has_group_version(g, v) => {
+            json_response(200, &resource_list(registry, g, v))
+        }
         _ => error_response(&ApiError::page_not_found()),
     }
 }
@@ -99,28 +113,46 @@ fn group_doc(group: &str, versions: &[String]) -> Value {
 
 fn resource_list(registry: &crate::registry::Registry, group: &str, version: &str) -> Value {
     let mut resources = Vec::new();
-    for t in registry.types().iter().filter(|t| t.group == group && t.version == version) {
+    for t in registry
+        .types()
+        .iter()
+        .filter(|t| t.group == group && t.version == version)
+    {
         resources.push(t.discovery.clone());
         resources.extend(t.subresources.iter().cloned());
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
 }
 
 fn openapi(_shared: &Arc<Shared>, request: &Request) -> Response {
-    let rest = request.path.trim_start_matches("/openapi/v3").trim_start_matches('/');
+    let rest = request
+        .path
+        .trim_start_matches("/openapi/v3")
+        .trim_start_matches('/');
     if rest.is_empty() {
         let paths: serde_json::Map<String, Value> = OPENAPI_DOCUMENTS
             .iter()
-            .map(|(p, _)| (p.to_string(), json!({"serverRelativeURL": format!("/openapi/v3/{p}")})))
+            .map(|(p, _)| {
+                (
+                    p.to_string(),
+                    json!({"serverRelativeURL": format!("/openapi/v3/{p}")}),
+                )
+            })
             .collect();
         return json_response(200, &json!({"paths": paths}));
     }
     match OPENAPI_DOCUMENTS.iter().find(|(p, _)| *p == rest) {
         Some((_, doc)) => {
             let mut r = Response::new(Body::from(*doc));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             r
         }
         None => text(404, "404 page not found\n"),

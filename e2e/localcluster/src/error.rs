@@ -115,8 +115,12 @@ impl ApiError {
     }
     /// Unknown resource in a known group/version: NotFound with empty details.
     pub fn resource_not_found() -> Self {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
     pub fn already_exists(s: &Subject) -> Self {
         ApiError::new(
@@ -157,7 +161,11 @@ impl ApiError {
         ApiError::new(
             422,
             "Invalid",
-            format!("{} \"{}\" is invalid: {summary}", s.qualified_kind(), s.name),
+            format!(
+                "{} \"{}\" is invalid: {summary}",
+                s.qualified_kind(),
+                s.name
+            ),
         )
         .with_details(details)
     }

@@ -215,7 +215,12 @@ pub fn item_element(list_type: &ListType, item: &Value, index: usize) -> String 
 }
 
 /// Like [`item_element`], filling missing key fields from their schema defaults.
-pub fn item_element_with(list_type: &ListType, item: &Value, index: usize, item_schema: Schema) -> String {
+pub fn item_element_with(
+    list_type: &ListType,
+    item: &Value,
+    index: usize,
+    item_schema: Schema,
+) -> String {
     match list_type {
         ListType::Map(keys) => {
             let mut key = Map::new();
@@ -224,7 +229,8 @@ pub fn item_element_with(list_type: &ListType, item: &Value, index: usize, item_
             for k in sorted {
                 if let Some(v) = item.get(&k) {
                     key.insert(k, v.clone());
-                } else if let Some(d) = item_schema.field(&k).node().and_then(|n| n.get("default")) {
+                } else if let Some(d) = item_schema.field(&k).node().and_then(|n| n.get("default"))
+                {
                     key.insert(k, d.clone());
                 }
             }
@@ -255,7 +261,8 @@ fn add_children(set: &mut FieldSet, value: &Value, schema: Schema) {
                 if matches!(list_type, ListType::Map(_)) {
                     add_children(&mut child, item, item_schema);
                 }
-                set.children.insert(item_element_with(&list_type, item, i, item_schema), child);
+                set.children
+                    .insert(item_element_with(&list_type, item, i, item_schema), child);
             }
         }
         _ => {}
@@ -299,9 +306,17 @@ fn graft(target: &mut FieldSet, path: &[String], sub: FieldSet) {
     *node = node.union(&sub);
 }
 
-fn compare_into(old: &Value, new: &Value, schema: Schema, path: &mut Vec<String>, c: &mut Comparison) {
+fn compare_into(
+    old: &Value,
+    new: &Value,
+    schema: Schema,
+    path: &mut Vec<String>,
+    c: &mut Comparison,
+) {
     match (old, new) {
-        (Value::Null, Value::Object(_)) => compare_into(&Value::Object(Map::new()), new, schema, path, c),
+        (Value::Null, Value::Object(_)) => {
+            compare_into(&Value::Object(Map::new()), new, schema, path, c)
+        }
         (Value::Null, Value::Array(_)) => compare_into(&Value::Array(vec![]), new, schema, path, c),
         (Value::Object(o), Value::Object(n)) if !schema.is_atomic_map() => {
             for (k, nv) in n {
@@ -383,9 +398,13 @@ pub fn display_path(path: &[String]) -> String {
 
 /// Removes the value at `path` from `value` (used when an applier drops a field it alone owned).
 pub fn remove_path(value: &mut Value, path: &[String], schema: Schema) {
-    let Some((first, rest)) = path.split_first() else { return };
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
     if let Some(name) = first.strip_prefix("f:") {
-        let Some(map) = value.as_object_mut() else { return };
+        let Some(map) = value.as_object_mut() else {
+            return;
+        };
         if rest.is_empty() {
             map.remove(name);
         } else if let Some(child) = map.get_mut(name) {
@@ -394,7 +413,9 @@ pub fn remove_path(value: &mut Value, path: &[String], schema: Schema) {
         return;
     }
     let list_type = schema.list_type();
-    let Some(items) = value.as_array_mut() else { return };
+    let Some(items) = value.as_array_mut() else {
+        return;
+    };
     let position = items
         .iter()
         .enumerate()

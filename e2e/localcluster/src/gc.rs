@@ -18,16 +18,14 @@ pub enum Deleted {
     Removed(Value),
 }
 
-fn key_of(object: &Value, registry: &crate::registry::Registry) -> Option<ResourceKey> {
-    let api_version = object["apiVersion"].as_str()?;
-    let kind = object["kind"].as_str()?;
-    registry.find_kind(api_version, kind).map(|rt| rt.key())
-}
-
 fn finalizers(object: &Value) -> Vec<String> {
     object["metadata"]["finalizers"]
         .as_array()
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -40,10 +38,22 @@ fn store_update(state: &mut State, key: &ResourceKey, mut object: Value) -> Valu
 
 /// Deletes one object the way the API server does: finalizers (plus the propagation
 /// policy's own finalizer) turn the delete into setting deletionTimestamp.
-pub fn delete_object(state: &mut State, rt: &ResourceType, object: &Value, propagation: &str, now: &str) -> Deleted {
+pub fn delete_object(
+    state: &mut State,
+    rt: &ResourceType,
+    object: &Value,
+    propagation: &str,
+    now: &str,
+) -> Deleted {
     let key = rt.key();
-    let ns = object["metadata"]["namespace"].as_str().unwrap_or("").to_string();
-    let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let ns = object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     if !object["metadata"]["deletionTimestamp"].is_null() {
         return Deleted::Terminating(object.clone());
     }
@@ -61,7 +71,10 @@ pub fn delete_object(state: &mut State, rt: &ResourceType, object: &Value, propa
         return Deleted::Terminating(terminating);
     }
     if f.is_empty() {
-        let removed = state.store.remove(&key, &ns, &name).unwrap_or_else(|| object.clone());
+        let removed = state
+            .store
+            .remove(&key, &ns, &name)
+            .unwrap_or_else(|| object.clone());
         if rt.kind == "Pod" {
             let mut shown = removed;
             shown["metadata"]["deletionTimestamp"] = json!(now);
@@ -89,13 +102,20 @@ fn uid(object: &Value) -> &str {
 fn owner_uids(object: &Value) -> Vec<String> {
     object["metadata"]["ownerReferences"]
         .as_array()
-        .map(|refs| refs.iter().filter_map(|r| r["uid"].as_str().map(String::from)).collect())
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r["uid"].as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn has_dependents(state: &State, owner: &Value) -> bool {
     let u = uid(owner);
-    state.store.all().any(|(_, o)| owner_uids(o).iter().any(|x| x == u))
+    state
+        .store
+        .all()
+        .any(|(_, o)| owner_uids(o).iter().any(|x| x == u))
 }
 
 /// Runs the garbage collector and namespace controller until nothing changes.
@@ -108,7 +128,11 @@ pub fn collect(state: &mut State, now: &str) {
 }
 
 fn collect_once(state: &mut State, now: &str) -> bool {
-    let objects: Vec<(ResourceKey, Value)> = state.store.all().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let objects: Vec<(ResourceKey, Value)> = state
+        .store
+        .all()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let uids: HashSet<String> = objects.iter().map(|(_, o)| uid(o).to_string()).collect();
 
     // Dependents whose owners are all gone, or whose owner is being deleted in the foreground.
@@ -122,11 +146,11 @@ fn collect_once(state: &mut State, now: &str) -> bool {
                 && !o["metadata"]["deletionTimestamp"].is_null()
                 && finalizers(o).iter().any(|f| f == "foregroundDeletion")
         });
-        if owners.iter().all(|u| !uids.contains(u)) || foreground_owner {
-            if let Some(rt) = find_type(state, object) {
-                delete_object(state, &rt, object, "Background", now);
-                return true;
-            }
+        if (owners.iter().all(|u| !uids.contains(u)) || foreground_owner)
+            && let Some(rt) = find_type(state, object)
+        {
+            delete_object(state, &rt, object, "Background", now);
+            return true;
         }
     }
 
@@ -136,8 +160,10 @@ fn collect_once(state: &mut State, now: &str) -> bool {
         }
         let f = finalizers(object);
         let u = uid(object).to_string();
-        let dependents: Vec<&(ResourceKey, Value)> =
-            objects.iter().filter(|(_, o)| owner_uids(o).contains(&u)).collect();
+        let dependents: Vec<&(ResourceKey, Value)> = objects
+            .iter()
+            .filter(|(_, o)| owner_uids(o).contains(&u))
+            .collect();
         if f.iter().any(|x| x == "orphan") {
             for (dkey, dep) in &dependents {
                 let mut d = dep.clone();
@@ -149,8 +175,12 @@ fn collect_once(state: &mut State, now: &str) -> bool {
                     .filter(|r| r["uid"].as_str() != Some(&u))
                     .collect();
                 match refs.is_empty() {
-                    true => d["metadata"].as_object_mut().map(|m| m.remove("ownerReferences")),
-                    false => d["metadata"].as_object_mut().map(|m| m.insert("ownerReferences".into(), json!(refs))),
+                    true => d["metadata"]
+                        .as_object_mut()
+                        .map(|m| m.remove("ownerReferences")),
+                    false => d["metadata"]
+                        .as_object_mut()
+                        .map(|m| m.insert("ownerReferences".into(), json!(refs))),
                 };
                 match find_type(state, dep) {
                     Some(rt) => system_update(state, dkey, &rt, d, now, None, Some(dep)),
@@ -167,7 +197,10 @@ fn collect_once(state: &mut State, now: &str) -> bool {
             return true;
         }
         if key.resource == "namespaces" && key.group.is_empty() {
-            let ns = object["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let ns = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             let contents: Vec<(ResourceKey, Value)> = objects
                 .iter()
                 .filter(|(_, o)| o["metadata"]["namespace"].as_str() == Some(ns.as_str()))
@@ -202,11 +235,19 @@ fn find_type(state: &State, object: &Value) -> Option<std::sync::Arc<ResourceTyp
 
 fn remove_finalizer(state: &mut State, key: &ResourceKey, object: &Value, finalizer: &str) {
     let mut o = object.clone();
-    let remaining: Vec<String> = finalizers(object).into_iter().filter(|f| f != finalizer).collect();
-    let ns = o["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+    let remaining: Vec<String> = finalizers(object)
+        .into_iter()
+        .filter(|f| f != finalizer)
+        .collect();
+    let ns = o["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
     if remaining.is_empty() {
-        o["metadata"].as_object_mut().map(|m| m.remove("finalizers"));
+        o["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("finalizers"));
         store_update(state, key, o);
         state.store.remove(key, &ns, &name);
     } else {
@@ -217,23 +258,47 @@ fn remove_finalizer(state: &mut State, key: &ResourceKey, object: &Value, finali
 
 const CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
 
-fn system_update(state: &mut State, key: &ResourceKey, kind_rt: &ResourceType, mut object: Value, now: &str, subresource: Option<&str>, old: Option<&Value>) {
+fn system_update(
+    state: &mut State,
+    key: &ResourceKey,
+    kind_rt: &ResourceType,
+    mut object: Value,
+    now: &str,
+    subresource: Option<&str>,
+    old: Option<&Value>,
+) {
     let mut entries = old.map(ssa::decode).unwrap_or_default();
     let empty = json!({});
     let writer = Writer {
-        manager: if kind_rt.is_custom() || key.group == "apiextensions.k8s.io" { "kube-apiserver" } else { "kube-controller-manager" },
+        manager: if kind_rt.is_custom() || key.group == "apiextensions.k8s.io" {
+            "kube-apiserver"
+        } else {
+            "kube-controller-manager"
+        },
         api_version: &kind_rt.api_version(),
         subresource,
         now,
     };
     let schema: Schema = kind_rt.schema();
-    ssa::record_update(&mut entries, old.unwrap_or(&empty), &object, schema, &writer);
+    ssa::record_update(
+        &mut entries,
+        old.unwrap_or(&empty),
+        &object,
+        schema,
+        &writer,
+    );
     ssa::encode(&mut object, entries);
     let rv = state.store.next_resource_version();
     object["metadata"]["resourceVersion"] = json!(rv.to_string());
-    state
-        .store
-        .put(key, object, if old.is_some() { ChangeType::Modified } else { ChangeType::Added });
+    state.store.put(
+        key,
+        object,
+        if old.is_some() {
+            ChangeType::Modified
+        } else {
+            ChangeType::Added
+        },
+    );
 }
 
 /// What the controller manager adds to every new namespace.
@@ -268,22 +333,39 @@ pub fn establish_crd(state: &mut State, crd: &Value, now: &str) {
     }
     let types = crd_resource_types(crd);
     for t in &types {
-        if state.registry.find(&t.group, &t.version, &t.resource).is_none() {
+        if state
+            .registry
+            .find(&t.group, &t.version, &t.resource)
+            .is_none()
+        {
             state.store.start_history(&t.key());
         }
     }
     state.registry.set_crd_types(&name, types);
-    let established = crd["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
+    let established = crd["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Established" && c["status"] == "True")
+    });
     if established {
         return;
     }
-    let Some(rt) = state.registry.find("apiextensions.k8s.io", "v1", "customresourcedefinitions") else { return };
+    let Some(rt) = state
+        .registry
+        .find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+    else {
+        return;
+    };
     let mut updated = crd.clone();
     let names = &crd["spec"]["names"];
     let mut accepted = json!({});
-    for k in ["plural", "singular", "shortNames", "kind", "listKind", "categories"] {
+    for k in [
+        "plural",
+        "singular",
+        "shortNames",
+        "kind",
+        "listKind",
+        "categories",
+    ] {
         if let Some(v) = names.get(k) {
             accepted[k] = v.clone();
         }
@@ -296,9 +378,13 @@ pub fn establish_crd(state: &mut State, crd: &Value, now: &str) {
         "acceptedNames": accepted,
         "storedVersions": crd["status"]["storedVersions"].clone(),
     });
-    system_update(state, &rt.key(), &rt, updated, now, Some("status"), Some(crd));
-}
-
-pub fn unused_key(object: &Value, state: &State) -> Option<ResourceKey> {
-    key_of(object, &state.registry)
+    system_update(
+        state,
+        &rt.key(),
+        &rt,
+        updated,
+        now,
+        Some("status"),
+        Some(crd),
+    );
 }

@@ -13,8 +13,11 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// RFC 6902 patch. A failed `test` or a bad path is a 422 in Kubernetes.
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
-    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
-        .map_err(|e| ApiError::bad_request(format!("the server rejected our request due to an error in our request: {e}")))?;
+    let ops: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the server rejected our request due to an error in our request: {e}"
+        ))
+    })?;
     json_patch::patch(target, &ops).map_err(|e| {
         ApiError::new(422, "Invalid", json_patch_message(&e)).with_details(Value::Null)
     })
@@ -63,7 +66,9 @@ pub fn strategic_merge(target: &mut Value, patch: &Value, schema: Schema) {
             }
             Value::Array(items) => match field_schema.patch_merge_key() {
                 Some(merge_key) => {
-                    let entry = target_map.entry(key.clone()).or_insert(Value::Array(vec![]));
+                    let entry = target_map
+                        .entry(key.clone())
+                        .or_insert(Value::Array(vec![]));
                     merge_list(entry, items, merge_key, field_schema.items());
                 }
                 None => {
@@ -91,7 +96,9 @@ fn merge_list(target: &mut Value, patch_items: &[Value], merge_key: &str, item_s
             continue;
         }
         let key_value = item.get(merge_key);
-        let position = list.iter().position(|existing| existing.get(merge_key) == key_value);
+        let position = list
+            .iter()
+            .position(|existing| existing.get(merge_key) == key_value);
         let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
         match (position, delete) {
             (Some(pos), true) => {
@@ -146,10 +153,9 @@ pub fn apply_merge(live: &mut Value, config: &Value, schema: Schema) {
                     ListType::Map(_) => {
                         for (i, item) in config_items.iter().enumerate() {
                             let element = item_element_with(&list_type, item, i, schema.items());
-                            let pos = live_items
-                                .iter()
-                                .enumerate()
-                                .position(|(j, l)| item_element_with(&list_type, l, j, schema.items()) == element);
+                            let pos = live_items.iter().enumerate().position(|(j, l)| {
+                                item_element_with(&list_type, l, j, schema.items()) == element
+                            });
                             match pos {
                                 Some(p) => apply_merge(&mut live_items[p], item, schema.items()),
                                 None => live_items.push(item.clone()),

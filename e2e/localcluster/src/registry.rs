@@ -63,8 +63,16 @@ impl ResourceType {
         self.is_custom()
             || matches!(
                 self.kind.as_str(),
-                "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "HorizontalPodAutoscaler"
-                    | "PodDisruptionBudget" | "NetworkPolicy" | "CustomResourceDefinition" | "Pod"
+                "Deployment"
+                    | "ReplicaSet"
+                    | "StatefulSet"
+                    | "DaemonSet"
+                    | "Job"
+                    | "HorizontalPodAutoscaler"
+                    | "PodDisruptionBudget"
+                    | "NetworkPolicy"
+                    | "CustomResourceDefinition"
+                    | "Pod"
             )
     }
 }
@@ -76,22 +84,33 @@ pub struct Registry {
 
 impl Registry {
     pub fn builtin() -> Registry {
-        let lists: Vec<Value> = serde_json::from_str(RESOURCE_LISTS).expect("recorded discovery is JSON");
+        let lists: Vec<Value> =
+            serde_json::from_str(RESOURCE_LISTS).expect("recorded discovery is JSON");
         let mut types = Vec::new();
         for list in &lists {
             let gv = list["groupVersion"].as_str().unwrap_or("");
             let (group, version) = gv.split_once('/').unwrap_or(("", gv));
             let resources = list["resources"].as_array().cloned().unwrap_or_default();
-            for entry in resources.iter().filter(|r| !r["name"].as_str().unwrap_or("").contains('/')) {
+            for entry in resources
+                .iter()
+                .filter(|r| !r["name"].as_str().unwrap_or("").contains('/'))
+            {
                 let name = entry["name"].as_str().unwrap_or("");
                 let subresources: Vec<Value> = resources
                     .iter()
                     .filter(|r| {
-                        r["name"].as_str().and_then(|n| n.split_once('/')).is_some_and(|(p, _)| p == name)
+                        r["name"]
+                            .as_str()
+                            .and_then(|n| n.split_once('/'))
+                            .is_some_and(|(p, _)| p == name)
                     })
                     .cloned()
                     .collect();
-                let has = |s: &str| subresources.iter().any(|r| r["name"] == format!("{name}/{s}"));
+                let has = |s: &str| {
+                    subresources
+                        .iter()
+                        .any(|r| r["name"] == format!("{name}/{s}"))
+                };
                 let kind = entry["kind"].as_str().unwrap_or("").to_string();
                 types.push(Arc::new(ResourceType {
                     group: group.to_string(),
@@ -131,7 +150,9 @@ impl Registry {
     }
 
     pub fn has_group_version(&self, group: &str, version: &str) -> bool {
-        self.types.iter().any(|t| t.group == group && t.version == version)
+        self.types
+            .iter()
+            .any(|t| t.group == group && t.version == version)
     }
 
     pub fn has_group(&self, group: &str) -> bool {
@@ -140,9 +161,8 @@ impl Registry {
 
     /// Replaces the custom resource types served for one CRD (by its name).
     pub fn set_crd_types(&mut self, crd_name: &str, new_types: Vec<ResourceType>) {
-        self.types.retain(|t| {
-            !(t.is_custom() && format!("{}.{}", t.resource, t.group) == crd_name)
-        });
+        self.types
+            .retain(|t| !(t.is_custom() && format!("{}.{}", t.resource, t.group) == crd_name));
         self.types.extend(new_types.into_iter().map(Arc::new));
     }
 }
@@ -167,7 +187,16 @@ pub fn crd_resource_types(crd: &Value) -> Vec<ResourceType> {
             status_replicas: s["statusReplicasPath"].as_str().unwrap_or("").to_string(),
             label_selector: s["labelSelectorPath"].as_str().map(String::from),
         });
-        let verbs = json!(["delete", "deletecollection", "get", "list", "patch", "create", "update", "watch"]);
+        let verbs = json!([
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "create",
+            "update",
+            "watch"
+        ]);
         let version_name = version["name"].as_str().unwrap_or("");
         let mut discovery = json!({
             "name": plural,
@@ -195,15 +224,16 @@ pub fn crd_resource_types(crd: &Value) -> Vec<ResourceType> {
             version: version["name"].as_str().unwrap_or("").to_string(),
             resource: plural.to_string(),
             kind: kind.to_string(),
-            list_kind: names["listKind"].as_str().map(String::from).unwrap_or(format!("{kind}List")),
+            list_kind: names["listKind"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or(format!("{kind}List")),
             namespaced,
             discovery,
             subresources,
             has_status,
             has_scale: scale.is_some(),
-            crd_schema: Some(Arc::new(
-                version["schema"]["openAPIV3Schema"].clone(),
-            )),
+            crd_schema: Some(Arc::new(version["schema"]["openAPIV3Schema"].clone())),
             crd_scale: scale,
         });
     }
@@ -222,6 +252,9 @@ pub fn storage_version_hash(group: &str, version: &str, kind: &str) -> String {
 mod tests {
     #[test]
     fn storage_version_hash_matches_the_recorded_widget_hash() {
-        assert_eq!(super::storage_version_hash("golden.example.com", "v1", "Widget"), "FtbgEmiKtnw=");
+        assert_eq!(
+            super::storage_version_hash("golden.example.com", "v1", "Widget"),
+            "FtbgEmiKtnw="
+        );
     }
 }

@@ -25,7 +25,10 @@ pub struct RequestRecord {
 
 impl RequestRecord {
     pub fn is_write(&self) -> bool {
-        matches!(self.verb.as_str(), "create" | "update" | "patch" | "delete" | "deletecollection")
+        matches!(
+            self.verb.as_str(),
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        )
     }
 }
 
@@ -96,7 +99,9 @@ impl RequestLog {
         let mut by_verb = serde_json::Map::new();
         let mut by_client = serde_json::Map::new();
         for r in &records {
-            let v = by_verb.entry(r.verb.clone()).or_insert(serde_json::json!(0));
+            let v = by_verb
+                .entry(r.verb.clone())
+                .or_insert(serde_json::json!(0));
             *v = serde_json::json!(v.as_u64().unwrap_or(0) + 1);
             let c = by_client
                 .entry(r.client.clone())

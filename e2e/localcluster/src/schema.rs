@@ -11,9 +11,18 @@ use serde_json::{Map, Value};
 /// The recorded OpenAPI v3 documents, served at `/openapi/v3/...` and used as schemas.
 pub const OPENAPI_DOCUMENTS: &[(&str, &str)] = &[
     ("api/v1", include_str!("../data/openapi/api__v1.json")),
-    ("apis/apps/v1", include_str!("../data/openapi/apis__apps__v1.json")),
-    ("apis/autoscaling/v2", include_str!("../data/openapi/apis__autoscaling__v2.json")),
-    ("apis/policy/v1", include_str!("../data/openapi/apis__policy__v1.json")),
+    (
+        "apis/apps/v1",
+        include_str!("../data/openapi/apis__apps__v1.json"),
+    ),
+    (
+        "apis/autoscaling/v2",
+        include_str!("../data/openapi/apis__autoscaling__v2.json"),
+    ),
+    (
+        "apis/policy/v1",
+        include_str!("../data/openapi/apis__policy__v1.json"),
+    ),
     (
         "apis/networking.k8s.io/v1",
         include_str!("../data/openapi/apis__networking.k8s.io__v1.json"),
@@ -140,7 +149,9 @@ impl<'a> Schema<'a> {
     fn resolved(self) -> Self {
         let mut current = self;
         for _ in 0..8 {
-            let Some(node) = current.node else { return current };
+            let Some(node) = current.node else {
+                return current;
+            };
             let reference = node["$ref"]
                 .as_str()
                 .or_else(|| node["allOf"][0]["$ref"].as_str());
@@ -158,10 +169,13 @@ impl<'a> Schema<'a> {
     }
     pub fn field(&self, name: &str) -> Schema<'a> {
         let Some(node) = self.node else { return *self };
-        if name == "metadata" && node["properties"]["metadata"]["properties"].is_null() {
-            if let Some(meta) = self.definitions.get("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta") {
-                return self.with(Some(meta));
-            }
+        if name == "metadata"
+            && node["properties"]["metadata"]["properties"].is_null()
+            && let Some(meta) = self
+                .definitions
+                .get("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
+        {
+            return self.with(Some(meta));
         }
         if let Some(prop) = node["properties"].get(name) {
             return self.with(Some(prop));
@@ -184,7 +198,8 @@ impl<'a> Schema<'a> {
         }
     }
     pub fn has_property(&self, name: &str) -> bool {
-        self.node.is_some_and(|n| n["properties"].get(name).is_some())
+        self.node
+            .is_some_and(|n| n["properties"].get(name).is_some())
     }
     /// Whether unknown fields are kept here (no schema, preserve-unknown, or a free-form map).
     pub fn allows_unknown(&self) -> bool {
@@ -192,7 +207,8 @@ impl<'a> Schema<'a> {
             None => true,
             Some(n) => {
                 n["x-kubernetes-preserve-unknown-fields"] == Value::Bool(true)
-                    || n.get("additionalProperties").is_some_and(|a| a != &Value::Bool(false))
+                    || n.get("additionalProperties")
+                        .is_some_and(|a| a != &Value::Bool(false))
                     || (n.get("properties").is_none() && n.get("type").is_none())
             }
         }
@@ -202,12 +218,18 @@ impl<'a> Schema<'a> {
             .is_some_and(|n| n["x-kubernetes-map-type"] == "atomic")
     }
     pub fn list_type(&self) -> ListType {
-        let Some(node) = self.node else { return ListType::Atomic };
+        let Some(node) = self.node else {
+            return ListType::Atomic;
+        };
         match node["x-kubernetes-list-type"].as_str() {
             Some("map") => ListType::Map(
                 node["x-kubernetes-list-map-keys"]
                     .as_array()
-                    .map(|keys| keys.iter().filter_map(|k| k.as_str().map(String::from)).collect())
+                    .map(|keys| {
+                        keys.iter()
+                            .filter_map(|k| k.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             ),
             Some("set") => ListType::Set,

@@ -54,11 +54,8 @@ fn valid_value(value: &str) -> bool {
 impl LabelSelector {
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
-        let invalid = |detail: &str| {
-            ApiError::bad_request(format!(
-                "unable to parse requirement: {detail}"
-            ))
-        };
+        let invalid =
+            |detail: &str| ApiError::bad_request(format!("unable to parse requirement: {detail}"));
         for part in split_top_level(s) {
             let part = part.trim();
             if part.is_empty() {
@@ -83,7 +80,9 @@ impl LabelSelector {
             } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 let v = v.trim();
                 if let Some(op) = ["==", "=", "!="].iter().find(|op| v.contains(**op)) {
-                    return Err(ApiError::bad_request(format!("found '{op}', expected: ',' or 'end of string'")));
+                    return Err(ApiError::bad_request(format!(
+                        "found '{op}', expected: ',' or 'end of string'"
+                    )));
                 }
                 if !valid_value(v) || !valid_key(k.trim()) {
                     return Err(invalid(&format!(
@@ -174,8 +173,23 @@ impl FieldSelector {
 pub fn supported_fields(resource: &str) -> Vec<&'static str> {
     let mut fields = vec!["metadata.name", "metadata.namespace"];
     match resource {
-        "pods" => fields.extend(["spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "status.podIP"]),
-        "events" => fields.extend(["involvedObject.kind", "involvedObject.name", "involvedObject.namespace", "involvedObject.uid", "reason", "type", "source"]),
+        "pods" => fields.extend([
+            "spec.nodeName",
+            "status.phase",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "status.podIP",
+        ]),
+        "events" => fields.extend([
+            "involvedObject.kind",
+            "involvedObject.name",
+            "involvedObject.namespace",
+            "involvedObject.uid",
+            "reason",
+            "type",
+            "source",
+        ]),
         "secrets" => fields.push("type"),
         "namespaces" => fields.push("status.phase"),
         "replicasets" => fields.push("status.replicas"),
@@ -194,7 +208,11 @@ mod tests {
         let obj = json!({"metadata": {"labels": {"app": "demo", "tier": "backend"}}});
         let sel = LabelSelector::parse("app in (demo,other),tier!=frontend").unwrap();
         assert!(sel.matches(&obj));
-        assert!(!LabelSelector::parse("app notin (demo)").unwrap().matches(&obj));
+        assert!(
+            !LabelSelector::parse("app notin (demo)")
+                .unwrap()
+                .matches(&obj)
+        );
         assert!(LabelSelector::parse("tier").unwrap().matches(&obj));
         assert!(!LabelSelector::parse("!tier").unwrap().matches(&obj));
         assert!(LabelSelector::parse("a==b==c").is_err());
@@ -202,7 +220,8 @@ mod tests {
 
     #[test]
     fn unsupported_field_selector_is_rejected() {
-        let err = FieldSelector::parse("data.key1=value1", &supported_fields("configmaps")).unwrap_err();
+        let err =
+            FieldSelector::parse("data.key1=value1", &supported_fields("configmaps")).unwrap_err();
         assert_eq!(err.code, 400);
         assert!(err.message.contains("not a known field selector"));
     }

@@ -20,7 +20,9 @@ pub struct ManagerEntry {
 
 impl ManagerEntry {
     fn same_identity(&self, manager: &str, operation: &str, subresource: Option<&str>) -> bool {
-        self.manager == manager && self.operation == operation && self.subresource.as_deref() == subresource
+        self.manager == manager
+            && self.operation == operation
+            && self.subresource.as_deref() == subresource
     }
 
     /// How conflicts name this manager: `"a"`, `"c" using v1`, `"h" with subresource "scale"`.
@@ -55,7 +57,11 @@ pub fn decode(object: &Value) -> Vec<ManagerEntry> {
 /// Writes entries in Kubernetes order (Apply before Update, then time, then manager).
 pub fn encode(object: &mut Value, mut entries: Vec<ManagerEntry>) {
     entries.retain(|e| !e.fields.is_empty());
-    let time = |e: &ManagerEntry| e.time.clone().filter(|_| e.subresource.as_deref() != Some("scale"));
+    let time = |e: &ManagerEntry| {
+        e.time
+            .clone()
+            .filter(|_| e.subresource.as_deref() != Some("scale"))
+    };
     entries.sort_by(|a, b| {
         a.operation
             .cmp(&b.operation)
@@ -97,13 +103,22 @@ pub struct Writer<'a> {
 
 /// Ownership after a non-apply write: the writer takes every changed field, removed fields
 /// leave every set.
-pub fn record_update(entries: &mut Vec<ManagerEntry>, old: &Value, new: &Value, schema: Schema, w: &Writer) {
+pub fn record_update(
+    entries: &mut Vec<ManagerEntry>,
+    old: &Value,
+    new: &Value,
+    schema: Schema,
+    w: &Writer,
+) {
     let cmp = compare(old, new, schema);
     let changed = cmp.changed();
     for e in entries.iter_mut() {
         e.fields = e.fields.difference(&changed).without_subtrees(&cmp.removed);
     }
-    match entries.iter_mut().find(|e| e.same_identity(w.manager, "Update", w.subresource)) {
+    match entries
+        .iter_mut()
+        .find(|e| e.same_identity(w.manager, "Update", w.subresource))
+    {
         Some(e) => {
             e.fields = e.fields.union(&changed);
             e.time = Some(w.now.to_string());
@@ -132,7 +147,11 @@ pub fn apply(
     w: &Writer,
 ) -> Result<Value, ApiError> {
     let applied = FieldSet::from_value(config, schema).applied();
-    let mut merged = if live.is_null() { json!({}) } else { live.clone() };
+    let mut merged = if live.is_null() {
+        json!({})
+    } else {
+        live.clone()
+    };
     apply_merge(&mut merged, config, schema);
 
     let changed = compare(live, &merged, schema).changed();
@@ -173,11 +192,14 @@ pub fn apply(
         .filter(|p| !all.iter().any(|q| q.len() < p.len() && p.starts_with(q)))
         .collect();
     for path in paths {
-        remove_path(&mut merged, &path, schema);
+        remove_path(&mut merged, path, schema);
     }
 
     let unchanged = previous == applied;
-    match entries.iter_mut().find(|e| e.same_identity(w.manager, "Apply", w.subresource)) {
+    match entries
+        .iter_mut()
+        .find(|e| e.same_identity(w.manager, "Apply", w.subresource))
+    {
         Some(e) => {
             if !unchanged || live != &merged {
                 e.time = Some(w.now.to_string());
@@ -200,7 +222,11 @@ pub fn apply(
 fn conflict_error(conflicts: &[(String, Vec<String>)]) -> ApiError {
     let n = conflicts.len();
     let text = if n == 1 {
-        format!("conflict with {}: {}", conflicts[0].0, display_path(&conflicts[0].1))
+        format!(
+            "conflict with {}: {}",
+            conflicts[0].0,
+            display_path(&conflicts[0].1)
+        )
     } else {
         let mut managers: Vec<&String> = conflicts.iter().map(|c| &c.0).collect();
         managers.sort();
@@ -221,7 +247,10 @@ fn conflict_error(conflicts: &[(String, Vec<String>)]) -> ApiError {
     ApiError::new(
         409,
         "Conflict",
-        format!("Apply failed with {n} conflict{}: {text}", if n == 1 { "" } else { "s" }),
+        format!(
+            "Apply failed with {n} conflict{}: {text}",
+            if n == 1 { "" } else { "s" }
+        ),
     )
     .with_details(json!({"causes": causes}))
 }

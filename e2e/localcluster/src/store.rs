@@ -115,8 +115,14 @@ impl Store {
 
     /// Stores `object` (whose metadata.resourceVersion the caller already set) and records the change.
     pub fn put(&mut self, key: &ResourceKey, object: Value, change_type: ChangeType) {
-        let namespace = object["metadata"]["namespace"].as_str().unwrap_or("").to_string();
-        let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let rv = parse_rv(&object);
         let previous = self
             .objects
@@ -139,7 +145,14 @@ impl Store {
         Some(removed)
     }
 
-    fn record(&mut self, key: &ResourceKey, change_type: ChangeType, object: Value, previous: Option<Value>, rv: u64) {
+    fn record(
+        &mut self,
+        key: &ResourceKey,
+        change_type: ChangeType,
+        object: Value,
+        previous: Option<Value>,
+        rv: u64,
+    ) {
         let change = Arc::new(Change {
             resource_version: rv,
             key: key.clone(),

@@ -14,7 +14,9 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|label| {
             !label.is_empty()
-                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -65,7 +67,12 @@ fn has_fractional_micros(s: &str) -> bool {
     }
 }
 
-pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>, name: &str) -> Result<(), ApiError> {
+pub fn validate(
+    rt: &ResourceType,
+    new: &Value,
+    old: Option<&Value>,
+    name: &str,
+) -> Result<(), ApiError> {
     let subject = crate::error::Subject {
         group: &rt.group,
         resource: &rt.resource,
@@ -74,7 +81,11 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>, name: &str)
     };
     let mut causes = Vec::new();
     if old.is_none() && !is_dns1123_subdomain(name) {
-        causes.push(Cause::invalid("metadata.name", &format!("\"{name}\""), DNS1123_SUBDOMAIN_MSG));
+        causes.push(Cause::invalid(
+            "metadata.name",
+            &format!("\"{name}\""),
+            DNS1123_SUBDOMAIN_MSG,
+        ));
     }
     let finalizers: Vec<&str> = new["metadata"]["finalizers"]
         .as_array()
@@ -96,29 +107,54 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>, name: &str)
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        let added: Vec<String> = finalizers.iter().filter(|f| !old_f.contains(f)).map(|f| format!("\"{f}\"")).collect();
+        let added: Vec<String> = finalizers
+            .iter()
+            .filter(|f| !old_f.contains(f))
+            .map(|f| format!("\"{f}\""))
+            .collect();
         if !added.is_empty() {
             let msg = format!(
                 "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
                 added.join(", ")
             );
             // Kubernetes reports this cause twice (metadata and generic update validation).
-            causes.push(Cause::new("FieldValueForbidden", "metadata.finalizers", msg.clone()));
-            causes.push(Cause::new("FieldValueForbidden", "metadata.finalizers", msg));
+            causes.push(Cause::new(
+                "FieldValueForbidden",
+                "metadata.finalizers",
+                msg.clone(),
+            ));
+            causes.push(Cause::new(
+                "FieldValueForbidden",
+                "metadata.finalizers",
+                msg,
+            ));
         }
     }
     if let Some(refs) = new["metadata"]["ownerReferences"].as_array() {
-        let controllers = refs.iter().filter(|r| r["controller"] == Value::Bool(true)).count();
+        let controllers = refs
+            .iter()
+            .filter(|r| r["controller"] == Value::Bool(true))
+            .count();
         for r in refs {
             if r["uid"].as_str().unwrap_or("").is_empty() {
-                causes.push(Cause::invalid("metadata.ownerReferences.uid", "\"\"", "must not be empty"));
+                causes.push(Cause::invalid(
+                    "metadata.ownerReferences.uid",
+                    "\"\"",
+                    "must not be empty",
+                ));
             }
         }
         if controllers > 1 {
             let names: Vec<String> = refs
                 .iter()
                 .filter(|r| r["controller"] == Value::Bool(true))
-                .map(|r| format!("{}/{}", r["kind"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or("")))
+                .map(|r| {
+                    format!(
+                        "{}/{}",
+                        r["kind"].as_str().unwrap_or(""),
+                        r["name"].as_str().unwrap_or("")
+                    )
+                })
                 .collect();
             causes.push(Cause::invalid(
                 "metadata.ownerReferences",
@@ -127,12 +163,15 @@ pub fn validate(rt: &ResourceType, new: &Value, old: Option<&Value>, name: &str)
             ));
         }
     }
-    if rt.kind == "Lease" {
-        if let Some(d) = new["spec"]["leaseDurationSeconds"].as_i64()
-            && d <= 0
-        {
-            causes.push(Cause::invalid("spec.leaseDurationSeconds", &d.to_string(), "must be greater than 0"));
-        }
+    if rt.kind == "Lease"
+        && let Some(d) = new["spec"]["leaseDurationSeconds"].as_i64()
+        && d <= 0
+    {
+        causes.push(Cause::invalid(
+            "spec.leaseDurationSeconds",
+            &d.to_string(),
+            "must be greater than 0",
+        ));
     }
     if let Some(schema) = &rt.crd_schema {
         let errors = crd_schema::validate_schema(new, schema);
@@ -160,7 +199,14 @@ fn go_owner_references(refs: &[Value]) -> String {
         .iter()
         .map(|r| {
             let mut fields = Vec::new();
-            for key in ["apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion"] {
+            for key in [
+                "apiVersion",
+                "kind",
+                "name",
+                "uid",
+                "controller",
+                "blockOwnerDeletion",
+            ] {
                 if let Some(v) = r.get(key) {
                     fields.push(format!("\"{key}\":{v}"));
                 }

@@ -10,7 +10,9 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::api::{ListOptions, Representation, Request, Shared, Target, as_metadata, validate_list_params};
+use crate::api::{
+    ListOptions, Representation, Request, Shared, Target, as_metadata, validate_list_params,
+};
 use crate::error::ApiError;
 use crate::store::{ChangeType, parse_rv};
 
@@ -28,12 +30,17 @@ impl WatchFilter {
             && self.options.matches(object)
     }
     fn render(&self, object: &Value) -> Value {
-        if self.metadata_only { as_metadata(object) } else { object.clone() }
+        if self.metadata_only {
+            as_metadata(object)
+        } else {
+            object.clone()
+        }
     }
 }
 
 fn event_line(event_type: &str, object: Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
+    let mut line =
+        serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }
@@ -69,7 +76,10 @@ pub fn serve(
     let name_filter = t.name.clone();
     let key = t.rt.key();
     let (kind, api_version) = if filter.metadata_only {
-        ("PartialObjectMetadata".to_string(), "meta.k8s.io/v1".to_string())
+        (
+            "PartialObjectMetadata".to_string(),
+            "meta.k8s.io/v1".to_string(),
+        )
     } else {
         (t.rt.kind.clone(), t.rt.api_version())
     };
@@ -83,12 +93,19 @@ pub fn serve(
         let from_state = requested_rv.is_empty() || requested_rv == "0" || send_initial;
         if from_state {
             for object in state.store.list(&key, t.namespace.as_deref()) {
-                if filter.matches(object) && name_filter.as_deref().is_none_or(|n| object["metadata"]["name"] == n) {
+                if filter.matches(object)
+                    && name_filter
+                        .as_deref()
+                        .is_none_or(|n| object["metadata"]["name"] == n)
+                {
                     initial.push(event_line("ADDED", filter.render(object)));
                 }
             }
             if send_initial && bookmarks {
-                initial.push(event_line("BOOKMARK", bookmark(&kind, &api_version, current, true)));
+                initial.push(event_line(
+                    "BOOKMARK",
+                    bookmark(&kind, &api_version, current, true),
+                ));
             }
             (receiver, current)
         } else {
@@ -97,7 +114,9 @@ pub fn serve(
             })?;
             let oldest = state.store.oldest_watchable(&key);
             if since < oldest {
-                let status = ApiError::gone(format!("too old resource version: {since} ({oldest})")).to_status();
+                let status =
+                    ApiError::gone(format!("too old resource version: {since} ({oldest})"))
+                        .to_status();
                 let mut status = status;
                 status.as_object_mut().map(|m| m.remove("details"));
                 initial.push(event_line("ERROR", status));
@@ -163,7 +182,11 @@ pub fn serve(
     Ok(stream_response(Vec::new(), Some(rx)))
 }
 
-fn change_line(filter: &WatchFilter, name: Option<&str>, change: &crate::store::Change) -> Option<Bytes> {
+fn change_line(
+    filter: &WatchFilter,
+    name: Option<&str>,
+    change: &crate::store::Change,
+) -> Option<Bytes> {
     let object = &change.object;
     if name.is_some_and(|n| object["metadata"]["name"] != n) {
         return None;
@@ -190,15 +213,18 @@ fn stream_response(initial: Vec<Bytes>, rx: Option<mpsc::Receiver<Bytes>>) -> Re
     let head = futures::stream::iter(initial.into_iter().map(Ok::<Bytes, std::io::Error>));
     let body = match rx {
         Some(rx) => {
-            let tail = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) });
+            let tail = futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|b| (Ok(b), rx))
+            });
             Body::from_stream(futures::StreamExt::chain(head, tail))
         }
         None => Body::from_stream(head),
     };
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::OK;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

@@ -17,7 +17,7 @@ use crate::registry::ResourceType;
 use crate::schema::Schema;
 use crate::selectors::LabelSelector;
 use crate::ssa::{self, ManagerEntry, Writer};
-use crate::store::{ChangeType, parse_rv};
+use crate::store::ChangeType;
 use crate::validation;
 
 pub struct WriteContext {
@@ -30,7 +30,9 @@ pub struct WriteContext {
 }
 
 pub fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 fn options_invalid(kind: &str, causes: Vec<Cause>) -> ApiError {
@@ -46,7 +48,7 @@ fn options_invalid(kind: &str, causes: Vec<Cause>) -> ApiError {
 }
 
 impl WriteContext {
-    pub fn from_request(request: &Request, t: &Target) -> Result<Self, ApiError> {
+    pub fn from_request(request: &Request) -> Result<Self, ApiError> {
         let options_kind = match request.method.as_str() {
             "POST" => "CreateOptions",
             "PUT" => "UpdateOptions",
@@ -67,11 +69,13 @@ impl WriteContext {
                 ));
             }
         };
-        let _ = t;
         Ok(WriteContext {
             manager: request.manager(),
             dry_run,
-            field_validation: request.param("fieldValidation").unwrap_or("Warn").to_string(),
+            field_validation: request
+                .param("fieldValidation")
+                .unwrap_or("Warn")
+                .to_string(),
             force: request.param("force") == Some("true"),
             now: now(),
             warnings: Mutex::new(Vec::new()),
@@ -105,7 +109,9 @@ fn parse_json_body(request: &Request, rt: &ResourceType) -> Result<Value, ApiErr
         ))
     };
     if request.body.is_empty() {
-        return Err(unrecognized("unexpected end of JSON input (<empty>)".into()));
+        return Err(unrecognized(
+            "unexpected end of JSON input (<empty>)".into(),
+        ));
     }
     let value: Value = if ct == "application/yaml" {
         serde_yaml::from_slice(&request.body).map_err(|e| ApiError::bad_request(e.to_string()))?
@@ -127,8 +133,14 @@ fn parse_json_body(request: &Request, rt: &ResourceType) -> Result<Value, ApiErr
 fn check_type_meta(value: &Value, rt: &ResourceType) -> Result<(), ApiError> {
     let kind = value["kind"].as_str().unwrap_or("");
     let api_version = value["apiVersion"].as_str().unwrap_or("");
-    if (!kind.is_empty() && kind != rt.kind) || (!api_version.is_empty() && api_version != rt.api_version()) {
-        let shown_kind = if kind.is_empty() { rt.kind.as_str() } else { kind };
+    if (!kind.is_empty() && kind != rt.kind)
+        || (!api_version.is_empty() && api_version != rt.api_version())
+    {
+        let shown_kind = if kind.is_empty() {
+            rt.kind.as_str()
+        } else {
+            kind
+        };
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let _ = group;
         return Err(ApiError::bad_request(format!(
@@ -155,7 +167,12 @@ fn random_suffix() -> String {
         .collect()
 }
 
-pub fn create(state: &mut State, t: &Target, request: &Request, ctx: &WriteContext) -> Result<(u16, Value), ApiError> {
+pub fn create(
+    state: &mut State,
+    t: &Target,
+    request: &Request,
+    ctx: &WriteContext,
+) -> Result<(u16, Value), ApiError> {
     let body = parse_json_body(request, &t.rt)?;
     create_object(state, t, body, ctx, Ownership::Update)
 }
@@ -192,7 +209,11 @@ fn create_object(
     if name.is_empty() {
         return Err(ApiError::invalid(
             &t.subject(""),
-            vec![Cause::new("FieldValueRequired", "metadata.name", "Required value: name or generateName is required")],
+            vec![Cause::new(
+                "FieldValueRequired",
+                "metadata.name",
+                "Required value: name or generateName is required",
+            )],
         ));
     }
     let ns = t.namespace.clone().unwrap_or_default();
@@ -207,7 +228,7 @@ fn create_object(
     if state.store.get(&rt.key(), &ns, &name).is_some() {
         return Err(ApiError::already_exists(&t.subject(&name)));
     }
-    let object = prepare(state, t, None, body, ctx, None, ownership)?;
+    let object = prepare(t, None, body, ctx, None, ownership)?;
     let Prepared::Write(mut object) = object else {
         return Err(ApiError::internal("create resulted in no object"));
     };
@@ -216,7 +237,9 @@ fn create_object(
     }
     let rv = state.store.next_resource_version();
     object["metadata"]["resourceVersion"] = json!(rv.to_string());
-    state.store.put(&rt.key(), object.clone(), ChangeType::Added);
+    state
+        .store
+        .put(&rt.key(), object.clone(), ChangeType::Added);
     after_commit(state, rt, &object, ctx);
     Ok((201, object))
 }
@@ -227,7 +250,9 @@ fn after_commit(state: &mut State, rt: &ResourceType, object: &Value, ctx: &Writ
         ("", "namespaces") if object["metadata"]["deletionTimestamp"].is_null() => {
             gc::populate_namespace(state, object["metadata"]["name"].as_str().unwrap_or(""))
         }
-        ("apiextensions.k8s.io", "customresourcedefinitions") => gc::establish_crd(state, object, &ctx.now),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            gc::establish_crd(state, object, &ctx.now)
+        }
         _ => {}
     }
     gc::collect(state, &ctx.now);
@@ -266,7 +291,6 @@ fn spec_view(rt: &ResourceType, object: &Value) -> Value {
 
 /// The admission pipeline for one write. `old` is the live object for updates.
 fn prepare(
-    state: &State,
     t: &Target,
     old: Option<&Value>,
     mut new: Value,
@@ -275,7 +299,6 @@ fn prepare(
     ownership: Ownership,
 ) -> Result<Prepared, ApiError> {
     let rt = &t.rt;
-    let _ = state;
     new = with_type_meta(new, rt);
     let name = new["metadata"]["name"].as_str().unwrap_or("").to_string();
 
@@ -310,7 +333,10 @@ fn prepare(
         if !unknown.is_empty() {
             match ctx.field_validation.as_str() {
                 "Strict" => {
-                    let list: Vec<String> = unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
+                    let list: Vec<String> = unknown
+                        .iter()
+                        .map(|u| format!("unknown field \"{u}\""))
+                        .collect();
                     return Err(ApiError::bad_request(format!(
                         "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
                         rt.kind,
@@ -320,7 +346,9 @@ fn prepare(
                     )));
                 }
                 "Ignore" => {}
-                _ => unknown.iter().for_each(|u| ctx.warn(format!("unknown field \"{u}\""))),
+                _ => unknown
+                    .iter()
+                    .for_each(|u| ctx.warn(format!("unknown field \"{u}\""))),
             }
         }
         new = crd_schema::apply_defaults(&new, schema);
@@ -329,11 +357,20 @@ fn prepare(
     }
 
     // System metadata is owned by the server.
-    let meta = new["metadata"].as_object_mut().ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
+    let meta = new["metadata"]
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("metadata must be an object"))?;
     meta.remove("resourceVersion");
     match old {
         Some(old) => {
-            for key in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace"] {
+            for key in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+            ] {
                 match old["metadata"].get(key) {
                     Some(v) => {
                         meta.insert(key.into(), v.clone());
@@ -358,11 +395,18 @@ fn prepare(
     if let Some(g) = new["metadata"].get("generateName")
         && g.as_str() == Some("")
     {
-        new["metadata"].as_object_mut().map(|m| m.remove("generateName"));
+        new["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("generateName"));
     }
 
-    if new["metadata"]["finalizers"].as_array().is_some_and(|f| f.is_empty()) {
-        new["metadata"].as_object_mut().map(|m| m.remove("finalizers"));
+    if new["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| f.is_empty())
+    {
+        new["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("finalizers"));
     }
     validation::validate(rt, &new, old, &name)?;
 
@@ -395,7 +439,9 @@ fn prepare(
 
     if let Some(old) = old {
         let mut comparable_old = old.clone();
-        comparable_old["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
+        comparable_old["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("resourceVersion"));
         if strip_times(&comparable_old) == strip_times(&new) {
             return Ok(Prepared::Unchanged(old.clone()));
         }
@@ -409,9 +455,17 @@ fn commit_update(state: &mut State, t: &Target, prepared: Prepared, ctx: &WriteC
         Prepared::Unchanged(old) => return old,
         Prepared::Write(o) => o,
     };
-    let ns = object["metadata"]["namespace"].as_str().unwrap_or("").to_string();
-    let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let finalizers_empty = object["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+    let ns = object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let finalizers_empty = object["metadata"]["finalizers"]
+        .as_array()
+        .is_none_or(|f| f.is_empty());
     if ctx.dry_run {
         if let Some(old) = state.store.get(&t.rt.key(), &ns, &name) {
             object["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
@@ -420,7 +474,9 @@ fn commit_update(state: &mut State, t: &Target, prepared: Prepared, ctx: &WriteC
     }
     let rv = state.store.next_resource_version();
     object["metadata"]["resourceVersion"] = json!(rv.to_string());
-    state.store.put(&t.rt.key(), object.clone(), ChangeType::Modified);
+    state
+        .store
+        .put(&t.rt.key(), object.clone(), ChangeType::Modified);
     if !object["metadata"]["deletionTimestamp"].is_null() && finalizers_empty {
         state.store.remove(&t.rt.key(), &ns, &name);
     }
@@ -436,10 +492,16 @@ fn live<'a>(state: &'a State, t: &Target) -> Result<&'a Value, ApiError> {
         .ok_or_else(|| ApiError::not_found(&t.subject(name)))
 }
 
-pub fn update(state: &mut State, t: &Target, request: &Request, ctx: &WriteContext) -> Result<(u16, Value), ApiError> {
+pub fn update(
+    state: &mut State,
+    t: &Target,
+    request: &Request,
+    ctx: &WriteContext,
+) -> Result<(u16, Value), ApiError> {
     let name = t.name.clone().unwrap_or_default();
     if t.subresource.as_deref() == Some("scale") {
-        let body = serde_json::from_slice::<Value>(&request.body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let body = serde_json::from_slice::<Value>(&request.body)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         return write_scale(state, t, body, ctx, None);
     }
     let body = parse_json_body(request, &t.rt)?;
@@ -449,37 +511,66 @@ pub fn update(state: &mut State, t: &Target, request: &Request, ctx: &WriteConte
             "the name of the object ({given}) does not match the name on the URL ({name})"
         )));
     }
-    let Some(old) = state.store.get(&t.rt.key(), t.namespace.as_deref().unwrap_or(""), &name).cloned() else {
+    let Some(old) = state
+        .store
+        .get(&t.rt.key(), t.namespace.as_deref().unwrap_or(""), &name)
+        .cloned()
+    else {
         if t.subresource.is_none() && !t.rt.is_custom() {
             // PUT of a missing built-in object creates it (AllowCreateOnUpdate is off: 404).
         }
         return Err(ApiError::not_found(&t.subject(&name)));
     };
     match body["metadata"]["resourceVersion"].as_str() {
-        Some(rv) if !rv.is_empty() => {
-            if rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("") {
-                return Err(ApiError::conflict(&t.subject(&name)));
-            }
+        Some(rv)
+            if !rv.is_empty()
+                && rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("") =>
+        {
+            return Err(ApiError::conflict(&t.subject(&name)));
         }
+        Some(rv) if !rv.is_empty() => {}
         _ if t.rt.is_custom() => {
             return Err(ApiError::invalid(
                 &t.subject(&name),
-                vec![Cause::invalid("metadata.resourceVersion", "0x0", "must be specified for an update")],
+                vec![Cause::invalid(
+                    "metadata.resourceVersion",
+                    "0x0",
+                    "must be specified for an update",
+                )],
             ));
         }
         _ => {}
     }
-    let prepared = prepare(state, t, Some(&old), body, ctx, t.subresource.as_deref(), Ownership::Update)?;
+    let prepared = prepare(
+        t,
+        Some(&old),
+        body,
+        ctx,
+        t.subresource.as_deref(),
+        Ownership::Update,
+    )?;
     Ok((200, commit_update(state, t, prepared, ctx)))
 }
 
-pub fn patch(state: &mut State, t: &Target, request: &Request, ctx: &WriteContext) -> Result<(u16, Value), ApiError> {
+pub fn patch(
+    state: &mut State,
+    t: &Target,
+    request: &Request,
+    ctx: &WriteContext,
+) -> Result<(u16, Value), ApiError> {
     let ct = request.content_type().to_string();
     let name = t.name.clone().unwrap_or_default();
-    let accepted_custom = ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"];
+    let accepted_custom = [
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/apply-patch+yaml",
+    ];
     let is_smp = ct == "application/strategic-merge-patch+json";
     if !is_smp && !accepted_custom.contains(&ct.as_str()) {
-        return Err(ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type").with_details(json!({})));
+        return Err(
+            ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type")
+                .with_details(json!({})),
+        );
     }
     if !(accepted_custom.contains(&ct.as_str()) || (is_smp && !t.rt.is_custom())) {
         let mut accepted = accepted_custom.to_vec();
@@ -499,11 +590,13 @@ pub fn patch(state: &mut State, t: &Target, request: &Request, ctx: &WriteContex
         _ => old.clone(),
     };
     match ct.as_str() {
-        "application/json-patch+json" => patch::json_patch(&mut current, &patch_body).map_err(|mut e| {
-            e.message = "the server rejected our request due to an error in our request".into();
-            e.details = Some(json!({}));
-            e
-        })?,
+        "application/json-patch+json" => {
+            patch::json_patch(&mut current, &patch_body).map_err(|mut e| {
+                e.message = "the server rejected our request due to an error in our request".into();
+                e.details = Some(json!({}));
+                e
+            })?
+        }
         "application/merge-patch+json" => patch::merge_patch(&mut current, &patch_body),
         _ => patch::strategic_merge(&mut current, &patch_body, t.rt.schema()),
     }
@@ -515,7 +608,14 @@ pub fn patch(state: &mut State, t: &Target, request: &Request, ctx: &WriteContex
         let detail = e.message.split(": ").skip(1).collect::<Vec<_>>().join(": ");
         return Err(ApiError::invalid(
             &t.subject(&name),
-            vec![Cause::new("FieldValueInvalid", "patch", format!("Invalid value: {}: {detail}", Value::String(current.to_string())))],
+            vec![Cause::new(
+                "FieldValueInvalid",
+                "patch",
+                format!(
+                    "Invalid value: {}: {detail}",
+                    Value::String(current.to_string())
+                ),
+            )],
         ));
     }
     if let Some(rv) = patch_body["metadata"]["resourceVersion"].as_str()
@@ -523,19 +623,38 @@ pub fn patch(state: &mut State, t: &Target, request: &Request, ctx: &WriteContex
     {
         return Err(ApiError::conflict(&t.subject(&name)));
     }
-    let prepared = prepare(state, t, Some(&old), current, ctx, t.subresource.as_deref(), Ownership::Update)?;
+    let prepared = prepare(
+        t,
+        Some(&old),
+        current,
+        ctx,
+        t.subresource.as_deref(),
+        Ownership::Update,
+    )?;
     Ok((200, commit_update(state, t, prepared, ctx)))
 }
 
-fn apply(state: &mut State, t: &Target, request: &Request, ctx: &WriteContext) -> Result<(u16, Value), ApiError> {
+fn apply(
+    state: &mut State,
+    t: &Target,
+    request: &Request,
+    ctx: &WriteContext,
+) -> Result<(u16, Value), ApiError> {
     if request.param("fieldManager").is_none_or(str::is_empty) {
         return Err(options_invalid(
             "PatchOptions",
-            vec![Cause::new("FieldValueRequired", "fieldManager", "Required value: is required for apply patch")],
+            vec![Cause::new(
+                "FieldValueRequired",
+                "fieldManager",
+                "Required value: is required for apply patch",
+            )],
         ));
     }
     let config: Value = serde_yaml::from_slice(&request.body).map_err(|e| {
-        ApiError::bad_request(format!("error decoding YAML: error converting YAML to JSON: yaml: {}", yaml_error(&e)))
+        ApiError::bad_request(format!(
+            "error decoding YAML: error converting YAML to JSON: yaml: {}",
+            yaml_error(&e)
+        ))
     })?;
     let name = t.name.clone().unwrap_or_default();
     let rt = &t.rt;
@@ -549,9 +668,14 @@ fn apply(state: &mut State, t: &Target, request: &Request, ctx: &WriteContext) -
     let api_version = config["apiVersion"].as_str().unwrap_or("");
     if kind != expected_kind || api_version != expected_api_version {
         let (g, v) = api_version.split_once('/').unwrap_or(("", api_version));
-        return Err(ApiError::bad_request(format!("invalid object type: {g}/{v}, Kind={kind}")));
+        return Err(ApiError::bad_request(format!(
+            "invalid object type: {g}/{v}, Kind={kind}"
+        )));
     }
-    let existing = state.store.get(&rt.key(), t.namespace.as_deref().unwrap_or(""), &name).cloned();
+    let existing = state
+        .store
+        .get(&rt.key(), t.namespace.as_deref().unwrap_or(""), &name)
+        .cloned();
     let mut config = config;
     if scale {
         let replicas = config["spec"]["replicas"].clone();
@@ -564,7 +688,11 @@ fn apply(state: &mut State, t: &Target, request: &Request, ctx: &WriteContext) -
         // Fields nobody is recorded as owning belong to the synthetic "before-first-apply"
         // manager, so the first applier conflicts with them instead of silently taking them.
         let replicas = FieldSet::from_json(&json!({"f:spec": {"f:replicas": {}}}));
-        if scale && entries.iter().all(|e| e.fields.intersection(&replicas).is_empty()) {
+        if scale
+            && entries
+                .iter()
+                .all(|e| e.fields.intersection(&replicas).is_empty())
+        {
             entries.push(ManagerEntry {
                 manager: "before-first-apply".into(),
                 operation: "Update".into(),
@@ -590,7 +718,14 @@ fn apply(state: &mut State, t: &Target, request: &Request, ctx: &WriteContext) -
         subresource: t.subresource.as_deref(),
         now: &ctx.now,
     };
-    let merged = ssa::apply(&live_value, &config, schema, &mut entries, ctx.force, &writer)?;
+    let merged = ssa::apply(
+        &live_value,
+        &config,
+        schema,
+        &mut entries,
+        ctx.force,
+        &writer,
+    )?;
     match existing {
         None => {
             if scale {
@@ -599,7 +734,18 @@ fn apply(state: &mut State, t: &Target, request: &Request, ctx: &WriteContext) -
             create_object(state, t, merged, ctx, Ownership::Applied(entries))
         }
         Some(old) => {
-            let prepared = prepare(state, t, Some(&old), merged, ctx, if scale { None } else { t.subresource.as_deref() }, Ownership::Applied(entries))?;
+            let prepared = prepare(
+                t,
+                Some(&old),
+                merged,
+                ctx,
+                if scale {
+                    None
+                } else {
+                    t.subresource.as_deref()
+                },
+                Ownership::Applied(entries),
+            )?;
             let object = commit_update(state, t, prepared, ctx);
             if scale {
                 return Ok((200, scale_view(rt, &object)));
@@ -611,7 +757,11 @@ fn apply(state: &mut State, t: &Target, request: &Request, ctx: &WriteContext) -
 
 fn yaml_error(e: &serde_yaml::Error) -> String {
     match e.location() {
-        Some(loc) => format!("line {}: {}", loc.line(), e.to_string().split(" at line").next().unwrap_or("")),
+        Some(loc) => format!(
+            "line {}: {}",
+            loc.line(),
+            e.to_string().split(" at line").next().unwrap_or("")
+        ),
         None => e.to_string(),
     }
 }
@@ -619,7 +769,11 @@ fn yaml_error(e: &serde_yaml::Error) -> String {
 /// Paths of `spec.replicas` / `status.replicas` / selector for a type with a scale subresource.
 fn scale_paths(rt: &ResourceType) -> (String, String, Option<String>) {
     match &rt.crd_scale {
-        Some(s) => (s.spec_replicas.clone(), s.status_replicas.clone(), s.label_selector.clone()),
+        Some(s) => (
+            s.spec_replicas.clone(),
+            s.status_replicas.clone(),
+            s.label_selector.clone(),
+        ),
         None => (".spec.replicas".into(), ".status.replicas".into(), None),
     }
 }
@@ -656,7 +810,13 @@ pub fn scale_view(rt: &ResourceType, object: &Value) -> Value {
     let selector = match selector_path {
         Some(p) => get_path(object, &p).clone(),
         None => match object["spec"]["selector"]["matchLabels"].as_object() {
-            Some(labels) => json!(labels.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(",")),
+            Some(labels) => json!(
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
             None => Value::Null,
         },
     };
@@ -672,12 +832,18 @@ pub fn scale_view(rt: &ResourceType, object: &Value) -> Value {
     })
 }
 
-fn write_scale(state: &mut State, t: &Target, scale: Value, ctx: &WriteContext, _entries: Option<Vec<ManagerEntry>>) -> Result<(u16, Value), ApiError> {
+fn write_scale(
+    state: &mut State,
+    t: &Target,
+    scale: Value,
+    ctx: &WriteContext,
+    _entries: Option<Vec<ManagerEntry>>,
+) -> Result<(u16, Value), ApiError> {
     let old = live(state, t)?.clone();
     let (spec_path, _, _) = scale_paths(&t.rt);
     let mut new = old.clone();
     set_path(&mut new, &spec_path, scale["spec"]["replicas"].clone());
-    let prepared = prepare(state, t, Some(&old), new, ctx, Some("scale"), Ownership::Update)?;
+    let prepared = prepare(t, Some(&old), new, ctx, Some("scale"), Ownership::Update)?;
     let object = commit_update(state, t, prepared, ctx);
     Ok((200, scale_view(&t.rt, &object)))
 }
@@ -701,7 +867,10 @@ impl DeleteOptions {
             .map(String::from)
             .or_else(|| body["propagationPolicy"].as_str().map(String::from));
         if propagation.is_none() {
-            let orphan = request.param("orphanDependents").map(|v| v == "true").or(body["orphanDependents"].as_bool());
+            let orphan = request
+                .param("orphanDependents")
+                .map(|v| v == "true")
+                .or(body["orphanDependents"].as_bool());
             if orphan == Some(true) {
                 propagation = Some("Orphan".into());
             }
@@ -713,19 +882,28 @@ impl DeleteOptions {
                 vec![Cause::new(
                     "FieldValueNotSupported",
                     "propagationPolicy",
-                    format!("Unsupported value: \"{propagation}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
+                    format!(
+                        "Unsupported value: \"{propagation}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                    ),
                 )],
             ));
         }
         Ok(DeleteOptions {
             propagation,
             precondition_uid: body["preconditions"]["uid"].as_str().map(String::from),
-            precondition_rv: body["preconditions"]["resourceVersion"].as_str().map(String::from),
+            precondition_rv: body["preconditions"]["resourceVersion"]
+                .as_str()
+                .map(String::from),
         })
     }
 }
 
-pub fn delete(state: &mut State, t: &Target, options: &DeleteOptions, ctx: &WriteContext) -> Result<(u16, Value), ApiError> {
+pub fn delete(
+    state: &mut State,
+    t: &Target,
+    options: &DeleteOptions,
+    ctx: &WriteContext,
+) -> Result<(u16, Value), ApiError> {
     let name = t.name.clone().unwrap_or_default();
     let old = live(state, t)?.clone();
     if let Some(uid) = &options.precondition_uid {
@@ -757,7 +935,10 @@ pub fn delete(state: &mut State, t: &Target, options: &DeleteOptions, ctx: &Writ
             }
             details["kind"] = json!(t.rt.resource);
             details["uid"] = object["metadata"]["uid"].clone();
-            (200, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}))
+            (
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
+            )
         }
     })
 }
@@ -788,8 +969,4 @@ pub fn delete_collection(
         200,
         json!({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version(), "metadata": {"resourceVersion": state.store.current_resource_version().to_string()}, "items": items}),
     ))
-}
-
-pub fn _unused(_: &Value) -> u64 {
-    parse_rv(&Value::Null)
 }

@@ -7,7 +7,8 @@ mod common;
 use common::replay;
 
 const NO_AUTH: &str = "authentication/authorization (tokens, RBAC, 401/403, TokenRequest, self reviews) is not emulated: every request is cluster-admin";
-const NO_AGGREGATED: &str = "aggregated discovery (apidiscovery.k8s.io/v2) and Table output are not emulated";
+const NO_AGGREGATED: &str =
+    "aggregated discovery (apidiscovery.k8s.io/v2) and Table output are not emulated";
 const SERVER_ADDRESS: &str = "serverAddressByClientCIDRs carries the emulator's own address";
 const GO_ERROR_TEXT: &str = "Go decoder/parser error text is not reproduced verbatim";
 
@@ -18,13 +19,19 @@ async fn configmap_crud() {
 
 #[tokio::test]
 async fn ssa_configmap() {
-    replay("ssa-configmap", &[("apply-invalid-yaml", GO_ERROR_TEXT)], false).await;
+    replay(
+        "ssa-configmap",
+        &[("apply-invalid-yaml", GO_ERROR_TEXT)],
+        false,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn ssa_deployment() {
     let before_first_apply = "the synthetic 'before-first-apply' owner of the scale subresource is not emulated (apply on /scale does not conflict)";
-    let scale_time = "managedFields of an apply through /scale carry a time here; the real server omits it";
+    let scale_time =
+        "managedFields of an apply through /scale carry a time here; the real server omits it";
     replay(
         "ssa-deployment",
         &[
@@ -90,9 +97,10 @@ async fn finalizers() {
 async fn gc() {
     replay(
         "gc",
-        &[
-            ("default-delete-owner-no-policy", "the golden's default-policy owner was created outside the recorded steps"),
-        ],
+        &[(
+            "default-delete-owner-no-policy",
+            "the golden's default-policy owner was created outside the recorded steps",
+        )],
         false,
     )
     .await;
@@ -103,8 +111,14 @@ async fn watch() {
     replay(
         "watch",
         &[
-            ("list-rv-future", "a future resourceVersion answers 504 at once instead of waiting ~3 s first"),
-            ("watch-deprecated-path", "the recorded body is the raw event stream text; compared as events elsewhere"),
+            (
+                "list-rv-future",
+                "a future resourceVersion answers 504 at once instead of waiting ~3 s first",
+            ),
+            (
+                "watch-deprecated-path",
+                "the recorded body is the raw event stream text; compared as events elsewhere",
+            ),
         ],
         true,
     )
@@ -115,10 +129,10 @@ async fn watch() {
 async fn lease() {
     replay(
         "lease",
-        &[
-            ("renew-time-low-precision", "the 422 message embeds the patched object in Go field order, which is not reproduced"),
-            
-        ],
+        &[(
+            "renew-time-low-precision",
+            "the 422 message embeds the patched object in Go field order, which is not reproduced",
+        )],
         false,
     )
     .await;

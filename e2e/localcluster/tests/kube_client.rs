@@ -40,30 +40,65 @@ async fn crud_with_selectors_and_conflicts() {
     let client = c.client().unwrap();
     let api: Api<ConfigMap> = Api::default_namespaced(client);
     let created = api
-        .create(&PostParams::default(), &configmap("a", json!({"app": "x"}), json!({"k": "v"})))
+        .create(
+            &PostParams::default(),
+            &configmap("a", json!({"app": "x"}), json!({"k": "v"})),
+        )
         .await
         .unwrap();
-    api.create(&PostParams::default(), &configmap("b", json!({"app": "y"}), json!({})))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &configmap("b", json!({"app": "y"}), json!({})),
+    )
+    .await
+    .unwrap();
     let rv = created.metadata.resource_version.clone().unwrap();
-    assert!(rv.parse::<u64>().is_ok(), "resourceVersion is a decimal string");
+    assert!(
+        rv.parse::<u64>().is_ok(),
+        "resourceVersion is a decimal string"
+    );
     assert!(created.metadata.uid.is_some() && created.metadata.creation_timestamp.is_some());
 
-    let selected = api.list(&ListParams::default().labels("app=x")).await.unwrap();
+    let selected = api
+        .list(&ListParams::default().labels("app=x"))
+        .await
+        .unwrap();
     assert_eq!(selected.items.len(), 1);
-    let by_name = api.list(&ListParams::default().fields("metadata.name=b")).await.unwrap();
+    let by_name = api
+        .list(&ListParams::default().fields("metadata.name=b"))
+        .await
+        .unwrap();
     assert_eq!(by_name.items[0].metadata.name.as_deref(), Some("b"));
 
-    let dup = api.create(&PostParams::default(), &configmap("a", json!({}), json!({}))).await;
+    let dup = api
+        .create(
+            &PostParams::default(),
+            &configmap("a", json!({}), json!({})),
+        )
+        .await;
     assert_eq!(status_code(dup.unwrap_err()), 409);
 
     let mut updated = created.clone();
     updated.data = Some([("k".to_string(), "v2".to_string())].into());
-    let after = api.replace("a", &PostParams::default(), &updated).await.unwrap();
-    assert!(after.metadata.resource_version.unwrap().parse::<u64>().unwrap() > rv.parse::<u64>().unwrap());
+    let after = api
+        .replace("a", &PostParams::default(), &updated)
+        .await
+        .unwrap();
+    assert!(
+        after
+            .metadata
+            .resource_version
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            > rv.parse::<u64>().unwrap()
+    );
     let stale = api.replace("a", &PostParams::default(), &updated).await;
-    assert_eq!(status_code(stale.unwrap_err()), 409, "stale resourceVersion conflicts");
+    assert_eq!(
+        status_code(stale.unwrap_err()),
+        409,
+        "stale resourceVersion conflicts"
+    );
 
     api.delete("a", &DeleteParams::default()).await.unwrap();
     assert_eq!(status_code(api.get("a").await.unwrap_err()), 404);
@@ -74,36 +109,72 @@ async fn server_side_apply_conflicts_and_force() {
     let c = cluster().await;
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().unwrap());
     let first = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"shared": "a", "onlyA": "1"}});
-    api.patch("ssa", &PatchParams::apply("manager-a"), &Patch::Apply(&first)).await.unwrap();
+    api.patch(
+        "ssa",
+        &PatchParams::apply("manager-a"),
+        &Patch::Apply(&first),
+    )
+    .await
+    .unwrap();
 
     let second = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"shared": "b"}});
     let err = api
-        .patch("ssa", &PatchParams::apply("manager-b"), &Patch::Apply(&second))
+        .patch(
+            "ssa",
+            &PatchParams::apply("manager-b"),
+            &Patch::Apply(&second),
+        )
         .await
         .unwrap_err();
     match err {
         kube::Error::Api(s) => {
             assert_eq!(s.code, 409);
-            assert!(s.message.contains("conflict with \"manager-a\""), "{}", s.message);
+            assert!(
+                s.message.contains("conflict with \"manager-a\""),
+                "{}",
+                s.message
+            );
         }
         other => panic!("unexpected {other}"),
     }
     let forced = api
-        .patch("ssa", &PatchParams::apply("manager-b").force(), &Patch::Apply(&second))
+        .patch(
+            "ssa",
+            &PatchParams::apply("manager-b").force(),
+            &Patch::Apply(&second),
+        )
         .await
         .unwrap();
     assert_eq!(forced.data.unwrap()["shared"], "b");
 
     // manager-a stops applying onlyA: it was the sole owner, so the field disappears.
-    let shrunk = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {}});
-    let after = api.patch("ssa", &PatchParams::apply("manager-a"), &Patch::Apply(&shrunk)).await.unwrap();
+    let shrunk =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {}});
+    let after = api
+        .patch(
+            "ssa",
+            &PatchParams::apply("manager-a"),
+            &Patch::Apply(&shrunk),
+        )
+        .await
+        .unwrap();
     let data = after.data.unwrap();
     assert!(!data.contains_key("onlyA"));
     assert_eq!(data["shared"], "b");
 
     // Re-applying the same configuration is a no-op: the resourceVersion stays.
-    let again = api.patch("ssa", &PatchParams::apply("manager-a"), &Patch::Apply(&shrunk)).await.unwrap();
-    assert_eq!(again.metadata.resource_version, after.metadata.resource_version);
+    let again = api
+        .patch(
+            "ssa",
+            &PatchParams::apply("manager-a"),
+            &Patch::Apply(&shrunk),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        after.metadata.resource_version
+    );
 }
 
 #[tokio::test]
@@ -113,10 +184,16 @@ async fn apply_omitting_replicas_resets_deployment_to_default() {
     let mut manifest = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}}}});
-    let created = api.patch("web", &PatchParams::apply("op"), &Patch::Apply(&manifest)).await.unwrap();
+    let created = api
+        .patch("web", &PatchParams::apply("op"), &Patch::Apply(&manifest))
+        .await
+        .unwrap();
     assert_eq!(created.spec.as_ref().unwrap().replicas, Some(3));
     manifest["spec"].as_object_mut().unwrap().remove("replicas");
-    let after = api.patch("web", &PatchParams::apply("op"), &Patch::Apply(&manifest)).await.unwrap();
+    let after = api
+        .patch("web", &PatchParams::apply("op"), &Patch::Apply(&manifest))
+        .await
+        .unwrap();
     assert_eq!(after.spec.unwrap().replicas, Some(1));
     assert_eq!(after.metadata.generation, Some(2));
 }
@@ -147,7 +224,9 @@ where
     let deadline = tokio::time::Instant::now() + for_how_long;
     while let Ok(item) = tokio::time::timeout_at(deadline, stream.next()).await {
         match item {
-            Some(Ok(Event::Apply(k))) | Some(Ok(Event::Delete(k))) => panic!("unexpected change {k:?}"),
+            Some(Ok(Event::Apply(k))) | Some(Ok(Event::Delete(k))) => {
+                panic!("unexpected change {k:?}")
+            }
             Some(Err(e)) => panic!("watcher error {e}"),
             None => panic!("stream ended"),
             _ => {}
@@ -174,17 +253,24 @@ async fn watcher_sees_changes(config: watcher::Config) {
     let mut stream = watcher::watcher(api.clone(), config.labels("app=w")).boxed();
     // Let the initial listing finish before the writes.
     drain_initial(&mut stream).await;
-    api.create(&PostParams::default(), &configmap("w", json!({"app": "w"}), json!({"k": "1"})))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &configmap("w", json!({"app": "w"}), json!({"k": "1"})),
+    )
+    .await
+    .unwrap();
     match next_change(&mut stream).await {
         Event::Apply(cm) => assert_eq!(cm.metadata.name.as_deref(), Some("w")),
         other => panic!("expected Apply, got {other:?}"),
     }
     // Leaving the selector is a delete for this watcher.
-    api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})))
-        .await
-        .unwrap();
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})),
+    )
+    .await
+    .unwrap();
     match next_change(&mut stream).await {
         Event::Delete(cm) => assert_eq!(cm.metadata.name.as_deref(), Some("w")),
         other => panic!("expected Delete, got {other:?}"),
@@ -211,15 +297,22 @@ async fn metadata_watcher_and_partial_object_meta() {
     let c = cluster().await;
     let client = c.client().unwrap();
     let api: Api<ConfigMap> = Api::default_namespaced(client);
-    api.create(&PostParams::default(), &configmap("m", json!({"app": "m"}), json!({"big": "payload"})))
+    api.create(
+        &PostParams::default(),
+        &configmap("m", json!({"app": "m"}), json!({"big": "payload"})),
+    )
+    .await
+    .unwrap();
+    let metas = api
+        .list_metadata(&ListParams::default().labels("app=m"))
         .await
         .unwrap();
-    let metas = api.list_metadata(&ListParams::default().labels("app=m")).await.unwrap();
     assert_eq!(metas.items.len(), 1);
     let meta: PartialObjectMeta<ConfigMap> = api.get_metadata("m").await.unwrap();
     assert_eq!(meta.metadata.name.as_deref(), Some("m"));
 
-    let metadata_api: Api<PartialObjectMeta<ConfigMap>> = Api::default_namespaced(c.client().unwrap());
+    let metadata_api: Api<PartialObjectMeta<ConfigMap>> =
+        Api::default_namespaced(c.client().unwrap());
     let mut stream = watcher::watcher(metadata_api, watcher::Config::default()).boxed();
     let mut seen_initial = false;
     loop {
@@ -246,7 +339,9 @@ async fn request_log_counts_per_verb_and_client() {
     api.patch(
         "counted",
         &PatchParams::apply("counter"),
-        &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "counted"}})),
+        &Patch::Apply(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "counted"}}),
+        ),
     )
     .await
     .unwrap();
@@ -270,7 +365,8 @@ async fn request_log_counts_per_verb_and_client() {
     });
     assert_eq!(nobody, 0);
 
-    let summary: serde_json::Value = reqwest_like_get(&format!("{}/_localcluster/requests", c.url())).await;
+    let summary: serde_json::Value =
+        reqwest_like_get(&format!("{}/_localcluster/requests", c.url())).await;
     assert_eq!(summary["byClient"]["counter"]["patch"], 1);
 }
 
@@ -289,21 +385,58 @@ async fn injected_faults_are_seen_by_clients() {
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().unwrap());
 
     // kube's client retries 429 by itself: the list succeeds, the log shows the 429 first.
-    c.inject_fault(Fault::new(FaultAction::TooManyRequests { retry_after_seconds: 1 }).verb("list").times(1));
-    api.list(&ListParams::default()).await.expect("retried after 429");
-    let statuses: Vec<u16> = c.requests().iter().filter(|r| r.verb == "list").map(|r| r.status).collect();
+    c.inject_fault(
+        Fault::new(FaultAction::TooManyRequests {
+            retry_after_seconds: 1,
+        })
+        .verb("list")
+        .times(1),
+    );
+    api.list(&ListParams::default())
+        .await
+        .expect("retried after 429");
+    let statuses: Vec<u16> = c
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "list")
+        .map(|r| r.status)
+        .collect();
     assert_eq!(statuses, vec![429, 200]);
 
-    c.inject_fault(Fault::new(FaultAction::InternalError).verb("create").resource("configmaps").times(1));
-    let err = api.create(&PostParams::default(), &configmap("f", json!({}), json!({}))).await;
+    c.inject_fault(
+        Fault::new(FaultAction::InternalError)
+            .verb("create")
+            .resource("configmaps")
+            .times(1),
+    );
+    let err = api
+        .create(
+            &PostParams::default(),
+            &configmap("f", json!({}), json!({})),
+        )
+        .await;
     assert_eq!(status_code(err.unwrap_err()), 500);
 
     c.inject_fault(Fault::new(FaultAction::Conflict).verb("create").times(1));
-    let err = api.create(&PostParams::default(), &configmap("f", json!({}), json!({}))).await;
+    let err = api
+        .create(
+            &PostParams::default(),
+            &configmap("f", json!({}), json!({})),
+        )
+        .await;
     assert_eq!(status_code(err.unwrap_err()), 409);
 
-    c.inject_fault(Fault::new(FaultAction::Latency(Duration::from_millis(300))).verb("get").times(1));
-    api.create(&PostParams::default(), &configmap("f", json!({}), json!({}))).await.unwrap();
+    c.inject_fault(
+        Fault::new(FaultAction::Latency(Duration::from_millis(300)))
+            .verb("get")
+            .times(1),
+    );
+    api.create(
+        &PostParams::default(),
+        &configmap("f", json!({}), json!({})),
+    )
+    .await
+    .unwrap();
     let started = std::time::Instant::now();
     api.get("f").await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -313,16 +446,25 @@ async fn injected_faults_are_seen_by_clients() {
 async fn watcher_recovers_when_watch_streams_are_closed() {
     let c = cluster().await;
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().unwrap());
-    c.inject_fault(Fault::new(FaultAction::CloseWatchAfter(Duration::from_millis(200))).verb("watch"));
+    c.inject_fault(
+        Fault::new(FaultAction::CloseWatchAfter(Duration::from_millis(200))).verb("watch"),
+    );
     let mut stream = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
     drain_initial(&mut stream).await;
     idle(&mut stream, Duration::from_millis(700)).await;
-    api.create(&PostParams::default(), &configmap("late", json!({}), json!({})))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &configmap("late", json!({}), json!({})),
+    )
+    .await
+    .unwrap();
     let name = loop {
         match next_event(&mut stream).await {
-            Event::Apply(cm) | Event::InitApply(cm) if cm.metadata.name.as_deref() == Some("late") => break cm.metadata.name,
+            Event::Apply(cm) | Event::InitApply(cm)
+                if cm.metadata.name.as_deref() == Some("late") =>
+            {
+                break cm.metadata.name;
+            }
             _ => {}
         }
     };
@@ -331,7 +473,10 @@ async fn watcher_recovers_when_watch_streams_are_closed() {
         verb: Some("watch".into()),
         ..Default::default()
     });
-    assert!(watches >= 2, "the watcher re-established its watch ({watches} watches)");
+    assert!(
+        watches >= 2,
+        "the watcher re-established its watch ({watches} watches)"
+    );
 }
 
 #[tokio::test]
@@ -339,31 +484,61 @@ async fn crd_is_served_with_defaults_and_cel_validation() {
     let c = cluster().await;
     let client = c.client().unwrap();
     let golden = std::fs::read_to_string(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/k8s-golden/crd.json"),
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/k8s-golden/crd.json"),
     )
     .expect("golden crd.json");
     let golden: serde_json::Value = serde_json::from_str(&golden).unwrap();
-    let body = golden["steps"].as_array().unwrap().iter().find(|s| s["name"] == "create-crd").unwrap()["request"]["body"].clone();
+    let body = golden["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "create-crd")
+        .unwrap()["request"]["body"]
+        .clone();
     let crd: CustomResourceDefinition = serde_json::from_value(body).unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &crd).await.unwrap();
     let established = crds.get("widgets.golden.example.com").await.unwrap();
     let conditions = established.status.unwrap().conditions.unwrap();
-    assert!(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    );
 
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("golden.example.com", "v1", "Widget"), "widgets");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("golden.example.com", "v1", "Widget"),
+        "widgets",
+    );
     let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
-    let w: DynamicObject = serde_json::from_value(json!({"apiVersion": "golden.example.com/v1", "kind": "Widget",
-        "metadata": {"name": "w"}, "spec": {"size": "small", "region": "eu", "unknown": 1}}))
+    let w: DynamicObject = serde_json::from_value(
+        json!({"apiVersion": "golden.example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w"}, "spec": {"size": "small", "region": "eu", "unknown": 1}}),
+    )
     .unwrap();
     let created = widgets.create(&PostParams::default(), &w).await.unwrap();
-    assert_eq!(created.data["spec"]["replicas"], 1, "schema default applied");
-    assert!(created.data["spec"].get("unknown").is_none(), "unknown field pruned");
+    assert_eq!(
+        created.data["spec"]["replicas"], 1,
+        "schema default applied"
+    );
+    assert!(
+        created.data["spec"].get("unknown").is_none(),
+        "unknown field pruned"
+    );
 
     let immutable = widgets
-        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"region": "us"}})))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"region": "us"}})),
+        )
         .await;
-    assert_eq!(status_code(immutable.unwrap_err()), 422, "transition rule self == oldSelf");
+    assert_eq!(
+        status_code(immutable.unwrap_err()),
+        422,
+        "transition rule self == oldSelf"
+    );
 
     let discovery = kube::Discovery::new(client).run().await.unwrap();
     assert!(discovery.groups().any(|g| g.name() == "golden.example.com"));
@@ -373,27 +548,44 @@ async fn crd_is_served_with_defaults_and_cel_validation() {
 async fn finalizers_and_owner_reference_gc() {
     let c = cluster().await;
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().unwrap());
-    let owner = api.create(&PostParams::default(), &configmap("owner", json!({}), json!({}))).await.unwrap();
+    let owner = api
+        .create(
+            &PostParams::default(),
+            &configmap("owner", json!({}), json!({})),
+        )
+        .await
+        .unwrap();
     let mut dep = configmap("dep", json!({}), json!({}));
-    dep.metadata.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-        name: "owner".into(),
-        uid: owner.metadata.uid.clone().unwrap(),
-        ..Default::default()
-    }]);
+    dep.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "owner".into(),
+            uid: owner.metadata.uid.clone().unwrap(),
+            ..Default::default()
+        },
+    ]);
     dep.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     api.create(&PostParams::default(), &dep).await.unwrap();
 
-    api.delete("owner", &DeleteParams::foreground()).await.unwrap();
+    api.delete("owner", &DeleteParams::foreground())
+        .await
+        .unwrap();
     let waiting = api.get("owner").await.unwrap();
-    assert!(waiting.metadata.deletion_timestamp.is_some(), "foreground owner waits for its dependent");
+    assert!(
+        waiting.metadata.deletion_timestamp.is_some(),
+        "foreground owner waits for its dependent"
+    );
     let terminating = api.get("dep").await.unwrap();
     assert!(terminating.metadata.deletion_timestamp.is_some());
 
-    api.patch("dep", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
-        .await
-        .unwrap();
+    api.patch(
+        "dep",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
     assert_eq!(status_code(api.get("dep").await.unwrap_err()), 404);
     assert_eq!(status_code(api.get("owner").await.unwrap_err()), 404);
 }
@@ -434,7 +626,14 @@ async fn binary_writes_kubeconfig_and_stops_on_sigterm() {
 
     let pid = child.id().unwrap() as i32;
     // SAFETY-free: signal the child we started, by its pid.
-    std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 }

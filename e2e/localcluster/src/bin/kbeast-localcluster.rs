@@ -36,7 +36,11 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .context("starting the local cluster")?;
-    eprintln!("kbeast-localcluster serving on {} (kubeconfig {})", cluster.url(), args.kubeconfig.display());
+    eprintln!(
+        "kbeast-localcluster serving on {} (kubeconfig {})",
+        cluster.url(),
+        args.kubeconfig.display()
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}

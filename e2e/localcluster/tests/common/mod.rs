@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 pub fn golden_dir() -> PathBuf {
     std::env::var_os("KBEAST_GOLDEN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/k8s-golden"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/k8s-golden")
+        })
 }
 
 pub fn load(scenario: &str) -> Value {
@@ -49,13 +51,23 @@ pub fn strip_controller_state(value: &Value) -> Value {
     if let Some(m) = v.as_object_mut() {
         m.remove("status");
     }
-    if let Some(a) = v.get_mut("metadata").and_then(|m| m.get_mut("annotations")).and_then(Value::as_object_mut) {
+    if let Some(a) = v
+        .get_mut("metadata")
+        .and_then(|m| m.get_mut("annotations"))
+        .and_then(Value::as_object_mut)
+    {
         a.remove("deployment.kubernetes.io/revision");
         if a.is_empty() {
-            v["metadata"].as_object_mut().map(|m| m.remove("annotations"));
+            v["metadata"]
+                .as_object_mut()
+                .map(|m| m.remove("annotations"));
         }
     }
-    if let Some(mf) = v.get_mut("metadata").and_then(|m| m.get_mut("managedFields")).and_then(Value::as_array_mut) {
+    if let Some(mf) = v
+        .get_mut("metadata")
+        .and_then(|m| m.get_mut("managedFields"))
+        .and_then(Value::as_array_mut)
+    {
         mf.retain(|e| e["manager"] != "kube-controller-manager");
     }
     v
@@ -66,7 +78,11 @@ pub fn normalize(value: &Value) -> Value {
         Value::Object(map) => {
             let mut out = serde_json::Map::new();
             for (k, v) in map {
-                let k = &if k.starts_with("k:{\"uid\":") { "k:{uid}".to_string() } else { k.clone() };
+                let k = &if k.starts_with("k:{\"uid\":") {
+                    "k:{uid}".to_string()
+                } else {
+                    k.clone()
+                };
                 let generated = k == "name" && map.get("generateName").is_some();
                 let nv = if generated {
                     json!("<generated>")
@@ -74,7 +90,10 @@ pub fn normalize(value: &Value) -> Value {
                     json!("<volatile>")
                 } else if k == "ca.crt" {
                     json!("<ca>")
-                } else if k == "message" && v.as_str().is_some_and(|m| m.starts_with("too old resource version")) {
+                } else if k == "message"
+                    && v.as_str()
+                        .is_some_and(|m| m.starts_with("too old resource version"))
+                {
                     json!("too old resource version: <n> (<n>)")
                 } else {
                     normalize(v)
@@ -165,17 +184,29 @@ impl Replayer {
     }
 
     fn learn(&mut self, recorded: &Value, actual: &Value) {
-        let pairs = [("resourceVersion", &mut self.rv_map), ("uid", &mut self.uid_map)];
+        let pairs = [
+            ("resourceVersion", &mut self.rv_map),
+            ("uid", &mut self.uid_map),
+        ];
         for (key, map) in pairs {
-            if let (Some(r), Some(a)) = (recorded["metadata"][key].as_str(), actual["metadata"][key].as_str()) {
+            if let (Some(r), Some(a)) = (
+                recorded["metadata"][key].as_str(),
+                actual["metadata"][key].as_str(),
+            ) {
                 map.insert(r.to_string(), a.to_string());
             }
         }
-        if let (Some(r), Some(a)) = (recorded["details"]["uid"].as_str(), actual["details"]["uid"].as_str()) {
+        if let (Some(r), Some(a)) = (
+            recorded["details"]["uid"].as_str(),
+            actual["details"]["uid"].as_str(),
+        ) {
             self.uid_map.insert(r.to_string(), a.to_string());
         }
         if recorded["metadata"]["generateName"].is_string()
-            && let (Some(r), Some(a)) = (recorded["metadata"]["name"].as_str(), actual["metadata"]["name"].as_str())
+            && let (Some(r), Some(a)) = (
+                recorded["metadata"]["name"].as_str(),
+                actual["metadata"]["name"].as_str(),
+            )
         {
             self.name_map.insert(r.to_string(), a.to_string());
         }
@@ -255,7 +286,12 @@ impl Replayer {
             .iter()
             .map(|v| v.to_str().unwrap_or("").to_string())
             .collect();
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         let text = String::from_utf8_lossy(&bytes).to_string();
         Exchange {
             status,
@@ -273,16 +309,30 @@ impl Replayer {
         let mut problems = Vec::new();
         let want_status = expected["status"].as_u64().unwrap_or(0) as u16;
         if got.status != want_status {
-            problems.push(format!("status {} != recorded {want_status}: {}", got.status, got.text.chars().take(400).collect::<String>()));
+            problems.push(format!(
+                "status {} != recorded {want_status}: {}",
+                got.status,
+                got.text.chars().take(400).collect::<String>()
+            ));
         }
         let want_warnings: Vec<String> = expected["warnings"]
             .as_array()
-            .map(|w| w.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .map(|w| {
+                w.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         if got.warnings != want_warnings {
-            problems.push(format!("warnings {:?} != recorded {want_warnings:?}", got.warnings));
+            problems.push(format!(
+                "warnings {:?} != recorded {want_warnings:?}",
+                got.warnings
+            ));
         }
-        if let Some(want) = expected.get("body").filter(|b| !b.is_null() && b.get("_elided").is_none() && b.get("_file").is_none()) {
+        if let Some(want) = expected
+            .get("body")
+            .filter(|b| !b.is_null() && b.get("_elided").is_none() && b.get("_file").is_none())
+        {
             match &got.body {
                 Some(actual) => {
                     self.learn(want, actual);
@@ -292,9 +342,13 @@ impl Replayer {
                         a = strip_controller_state(&a);
                     }
                     // Recorded uids inside messages refer to the recorded objects.
-                    let w: Value = serde_json::from_str(&self.translate_text(&w.to_string())).expect("json");
+                    let w: Value =
+                        serde_json::from_str(&self.translate_text(&w.to_string())).expect("json");
                     if w != a {
-                        problems.push(format!("body differs:\n    {}", diff_paths(&w, &a).join("\n    ")));
+                        problems.push(format!(
+                            "body differs:\n    {}",
+                            diff_paths(&w, &a).join("\n    ")
+                        ));
                     }
                 }
                 None => problems.push(format!("no JSON body: {}", got.text)),
@@ -316,7 +370,9 @@ impl Replayer {
                 }
                 self.skipped.push(format!("{name}: {reason}"))
             }
-            (false, None) => self.failures.push(format!("step {name}: {}", problems.join("; "))),
+            (false, None) => self
+                .failures
+                .push(format!("step {name}: {}", problems.join("; "))),
         }
     }
 
@@ -353,10 +409,8 @@ impl Replayer {
                 Err(_) => {
                     if let Some(d) = during.pop() {
                         let got = self.exchange(&d["request"]).await;
-                        if let Some(want) = d["response"].get("body") {
-                            if let Some(actual) = &got.body {
-                                self.learn(want, actual);
-                            }
+                        if let (Some(want), Some(actual)) = (d["response"].get("body"), &got.body) {
+                            self.learn(want, actual);
                         }
                     }
                 }
@@ -365,18 +419,33 @@ impl Replayer {
         if status != 200 {
             problems.push(format!("watch status {status}"));
         }
-        let recorded: Vec<&Value> = step["response"]["events"].as_array().map(|e| e.iter().collect()).unwrap_or_default();
-        let keep = |e: &Value| e["type"] != "BOOKMARK" || e["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true";
-        let want: Vec<Value> = recorded.iter().filter(|e| keep(e)).map(|e| normalize(&json!({"type": e["type"], "object": e["object"]}))).collect();
+        let recorded: Vec<&Value> = step["response"]["events"]
+            .as_array()
+            .map(|e| e.iter().collect())
+            .unwrap_or_default();
+        let keep = |e: &Value| {
+            e["type"] != "BOOKMARK"
+                || e["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true"
+        };
+        let want: Vec<Value> = recorded
+            .iter()
+            .filter(|e| keep(e))
+            .map(|e| normalize(&json!({"type": e["type"], "object": e["object"]})))
+            .collect();
         let got: Vec<Value> = events.iter().filter(|e| keep(e)).map(normalize).collect();
         if want != got {
             let (w, g) = (Value::Array(want), Value::Array(got));
-            problems.push(format!("events differ:\n    {}", diff_paths(&w, &g).join("\n    ")));
+            problems.push(format!(
+                "events differ:\n    {}",
+                diff_paths(&w, &g).join("\n    ")
+            ));
         }
         let recorded_bookmarks = recorded.iter().any(|e| e["type"] == "BOOKMARK");
         let got_bookmarks = events.iter().any(|e| e["type"] == "BOOKMARK");
         if recorded_bookmarks != got_bookmarks {
-            problems.push(format!("bookmarks present: emulator {got_bookmarks}, recorded {recorded_bookmarks}"));
+            problems.push(format!(
+                "bookmarks present: emulator {got_bookmarks}, recorded {recorded_bookmarks}"
+            ));
         }
         self.record(&name, problems, skip);
     }
@@ -391,7 +460,13 @@ impl Replayer {
     /// Installs the golden Widget CRD (recorded in `crd.json`).
     pub async fn install_widget_crd(&mut self) {
         let crd = load("crd");
-        let step = crd["steps"].as_array().unwrap().iter().find(|s| s["name"] == "create-crd").unwrap().clone();
+        let step = crd["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "create-crd")
+            .unwrap()
+            .clone();
         let got = self.exchange(&step["request"]).await;
         assert_eq!(got.status, 201, "CRD: {}", got.text);
     }
@@ -400,7 +475,9 @@ impl Replayer {
 fn encode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -410,7 +487,9 @@ fn encode(v: &str) -> String {
 pub async fn replay(scenario: &str, skips: &[(&str, &str)], needs_widget_crd: bool) -> Replayer {
     let golden = load(scenario);
     let mut r = Replayer::start().await;
-    r.ignore_controller_state = golden["volatile"].to_string().contains("written asynchronously by the Deployment controller");
+    r.ignore_controller_state = golden["volatile"]
+        .to_string()
+        .contains("written asynchronously by the Deployment controller");
     let steps = golden["steps"].as_array().expect("steps");
     let ns = golden["namespace"].as_str().unwrap_or("default");
     if steps[0]["name"] != "create-namespace" {
@@ -421,7 +500,10 @@ pub async fn replay(scenario: &str, skips: &[(&str, &str)], needs_widget_crd: bo
     }
     for step in steps {
         let name = step["name"].as_str().unwrap_or("");
-        let skip = skips.iter().find(|(n, _)| *n == name).map(|(_, reason)| *reason);
+        let skip = skips
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, reason)| *reason);
         if step.get("request").is_none() {
             if name == "etcd-compaction" {
                 r.cluster.compact();
@@ -445,6 +527,11 @@ pub async fn replay(scenario: &str, skips: &[(&str, &str)], needs_widget_crd: bo
         r.skipped.len(),
         r.skipped
     );
-    assert!(r.failures.is_empty(), "{scenario}: {} failing steps:\n{}", r.failures.len(), r.failures.join("\n\n"));
+    assert!(
+        r.failures.is_empty(),
+        "{scenario}: {} failing steps:\n{}",
+        r.failures.len(),
+        r.failures.join("\n\n")
+    );
     r
 }
