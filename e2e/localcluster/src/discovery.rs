@@ -14,6 +14,11 @@ use crate::error::ApiError;
 use crate::schema::OPENAPI_DOCUMENTS;
 
 const VERSION: &str = include_str!("../data/version.json");
+/// The recorded aggregated discovery documents, filtered to the resources the emulator serves.
+const AGGREGATED_CORE: &str = include_str!("../data/discovery/aggregated-api.json");
+const AGGREGATED_GROUPS: &str = include_str!("../data/discovery/aggregated-apis.json");
+const AGGREGATED_MEDIA_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 fn text(status: u16, body: &str) -> Response {
     let mut r = Response::new(Body::from(body.to_string()));
@@ -25,21 +30,87 @@ fn text(status: u16, body: &str) -> Response {
     r
 }
 
+/// Whether the client asked for aggregated discovery (apidiscovery.k8s.io/v2) and accepts it.
 fn aggregated_requested(request: &Request) -> Result<bool, ApiError> {
     let accept = request.header("accept");
     if !accept.contains("apidiscovery.k8s.io") {
         return Ok(false);
     }
-    // Only the legacy documents are emulated: fall back when the client allows plain JSON.
-    let plain_ok = accept.split(',').any(|o| {
-        let o = o.trim();
-        (o.starts_with("application/json") || o.starts_with("*/*")) && !o.contains("as=")
-    });
+    let options: Vec<&str> = accept.split(',').map(str::trim).collect();
+    if options
+        .iter()
+        .any(|o| o.contains("g=apidiscovery.k8s.io") && o.contains("v=v2"))
+    {
+        return Ok(true);
+    }
+    let plain_ok = options
+        .iter()
+        .any(|o| (o.starts_with("application/json") || o.starts_with("*/*")) && !o.contains("as="));
     if plain_ok {
         Ok(false)
     } else {
         Err(ApiError::not_acceptable())
     }
+}
+
+fn aggregated_response(body: &Value) -> Response {
+    let mut r = json_response(200, body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(AGGREGATED_MEDIA_TYPE),
+    );
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    r
+}
+
+/// `/apis` in aggregated form: the recorded built-in groups, then the CRD groups.
+fn aggregated_groups(registry: &crate::registry::Registry) -> Value {
+    let mut doc: Value = serde_json::from_str(AGGREGATED_GROUPS).unwrap_or(json!({"items": []}));
+    let mut crd_groups: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for t in registry.types().iter().filter(|t| t.is_custom()) {
+        let mut subresources = Vec::new();
+        if t.has_status {
+            subresources.push(json!({"subresource": "status", "responseKind": {"group": t.group, "version": t.version, "kind": t.kind}, "verbs": ["get", "patch", "update"]}));
+        }
+        if t.has_scale {
+            subresources.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
+        }
+        let mut resource = json!({
+            "resource": t.resource,
+            "responseKind": {"group": t.group, "version": t.version, "kind": t.kind},
+            "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
+            "singularResource": t.discovery["singularName"],
+            "verbs": t.discovery["verbs"],
+        });
+        for key in ["shortNames", "categories"] {
+            if let Some(v) = t.discovery.get(key) {
+                resource[key] = v.clone();
+            }
+        }
+        if !subresources.is_empty() {
+            resource["subresources"] = json!(subresources);
+        }
+        let versions = crd_groups.entry(t.group.clone()).or_default();
+        match versions
+            .iter_mut()
+            .find(|v| v["version"] == t.version.as_str())
+        {
+            Some(v) => v["resources"]
+                .as_array_mut()
+                .expect("resources")
+                .push(resource),
+            None => versions.push(
+                json!({"version": t.version, "resources": [resource], "freshness": "Current"}),
+            ),
+        }
+    }
+    if let Some(items) = doc["items"].as_array_mut() {
+        for (group, versions) in crd_groups {
+            items.push(json!({"metadata": {"name": group}, "versions": versions}));
+        }
+    }
+    doc
 }
 
 pub fn serve(shared: &Arc<Shared>, request: &Request) -> Response {
@@ -54,12 +125,24 @@ pub fn serve(shared: &Arc<Shared>, request: &Request) -> Response {
     if request.path.starts_with("/openapi/v3") {
         return openapi(shared, request);
     }
-    if let Err(e) = aggregated_requested(request) {
-        return error_response(&e);
-    }
+    let aggregated = match aggregated_requested(request) {
+        Ok(a) => a,
+        Err(e) => return error_response(&e),
+    };
     let state = shared.lock();
     let registry = &state.registry;
     let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
+    if aggregated {
+        match segments.as_slice() {
+            ["api"] => {
+                return aggregated_response(
+                    &serde_json::from_str(AGGREGATED_CORE).unwrap_or(json!({})),
+                );
+            }
+            ["apis"] => return aggregated_response(&aggregated_groups(registry)),
+            _ => {}
+        }
+    }
     match segments.as_slice() {
         ["api"] => json_response(
             200,
@@ -126,7 +209,12 @@ fn resource_list(registry: &crate::registry::Registry, group: &str, version: &st
     } else {
         format!("{group}/{version}")
     };
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
+    let mut list = json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources});
+    if group.is_empty() {
+        // The legacy core list has no apiVersion.
+        list.as_object_mut().map(|m| m.remove("apiVersion"));
+    }
+    list
 }
 
 fn openapi(_shared: &Arc<Shared>, request: &Request) -> Response {

@@ -163,3 +163,16 @@ async fn errors() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn discovery() {
+    replay(
+        "discovery",
+        &[
+            ("api", SERVER_ADDRESS),
+            ("apis", "autoscaling/v1 (HPA conversion) is not served, so the autoscaling group lists only v2"),
+        ],
+        false,
+    )
+    .await;
+}

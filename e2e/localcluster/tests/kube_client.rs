@@ -540,8 +540,18 @@ async fn crd_is_served_with_defaults_and_cel_validation() {
         "transition rule self == oldSelf"
     );
 
-    let discovery = kube::Discovery::new(client).run().await.unwrap();
+    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
     assert!(discovery.groups().any(|g| g.name() == "golden.example.com"));
+    let aggregated = kube::Discovery::new(client).run_aggregated().await.unwrap();
+    let (resource, caps) = aggregated
+        .groups()
+        .find(|g| g.name() == "golden.example.com")
+        .expect("CRD group in aggregated discovery")
+        .recommended_kind("Widget")
+        .expect("Widget kind");
+    assert_eq!(resource.plural, "widgets");
+    assert!(caps.supports_operation(kube::discovery::verbs::WATCH));
+    assert!(aggregated.groups().any(|g| g.name() == "apps"));
 }
 
 #[tokio::test]
