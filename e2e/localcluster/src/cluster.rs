@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, Shared, State};
+use crate::controllers::{self, ControllerSet};
 use crate::error::Error;
 use crate::faults::Fault;
 use crate::registry::Registry;
@@ -26,6 +27,10 @@ pub struct Options {
     pub bookmark_interval: Duration,
     /// Changes retained for watch resumption before clients get 410 Gone.
     pub history_limit: usize,
+    /// Which emulated controllers run (all by default).
+    pub controllers: ControllerSet,
+    /// How often controllers re-check time-based state (deadlines, minReadySeconds).
+    pub controller_tick: Duration,
 }
 
 impl Default for Options {
@@ -35,6 +40,8 @@ impl Default for Options {
             kubeconfig_path: None,
             bookmark_interval: Duration::from_secs(1),
             history_limit: DEFAULT_HISTORY_LIMIT,
+            controllers: ControllerSet::all(),
+            controller_tick: Duration::from_millis(200),
         }
     }
 }
@@ -45,6 +52,7 @@ pub struct LocalCluster {
     shared: Arc<Shared>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
+    controller_task: Option<JoinHandle<()>>,
     kubeconfig_path: Option<PathBuf>,
 }
 
@@ -98,6 +106,13 @@ impl LocalCluster {
                 })
                 .await;
         });
+        let controller_task = options.controllers.any().then(|| {
+            tokio::spawn(controllers::run(
+                Arc::downgrade(&shared),
+                options.controllers,
+                options.controller_tick,
+            ))
+        });
         if let Some(path) = &options.kubeconfig_path {
             write_atomically(path, &kubeconfig_yaml(&format!("http://{addr}")))?;
         }
@@ -106,6 +121,7 @@ impl LocalCluster {
             shared,
             shutdown: Some(tx),
             server: Some(server),
+            controller_task,
             kubeconfig_path: options.kubeconfig_path,
         })
     }
@@ -164,9 +180,79 @@ impl LocalCluster {
         self.shutdown_now().await;
     }
 
+    /// Acts as the kubelet for matching pods: phase Running, a pod IP, and Ready /
+    /// ContainersReady conditions (`ready = false` flips them back). Returns how many pods
+    /// were changed. Pods never run processes in the emulator.
+    pub fn set_pods_ready(&self, namespace: &str, label_selector: &str, ready: bool) -> usize {
+        let selector = crate::selectors::LabelSelector::parse(label_selector).unwrap_or_default();
+        let mut state = self.shared.lock();
+        let Some(rt) = state.registry.find("", "v1", "pods") else {
+            return 0;
+        };
+        let pods: Vec<serde_json::Value> = state
+            .store
+            .list(&rt.key(), Some(namespace))
+            .into_iter()
+            .filter(|p| selector.matches(p))
+            .cloned()
+            .collect();
+        let now = crate::write::now();
+        let mut changed = 0;
+        for (i, pod) in pods.iter().enumerate() {
+            let mut updated = pod.clone();
+            let status_text = if ready { "True" } else { "False" };
+            updated["status"]["phase"] = serde_json::json!("Running");
+            if updated["status"]["podIP"].is_null() {
+                let ip = format!(
+                    "10.244.0.{}",
+                    10 + (crate::store::parse_rv(pod) as usize + i) % 240
+                );
+                updated["status"]["podIP"] = serde_json::json!(ip);
+                updated["status"]["podIPs"] = serde_json::json!([{"ip": ip}]);
+                updated["status"]["hostIP"] = serde_json::json!("127.0.0.1");
+                updated["status"]["startTime"] = serde_json::json!(now);
+            }
+            let mut conditions = updated["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for type_ in ["Initialized", "Ready", "ContainersReady", "PodScheduled"] {
+                let s = if matches!(type_, "Ready" | "ContainersReady") {
+                    status_text
+                } else {
+                    "True"
+                };
+                controllers::set_condition(
+                    &mut conditions,
+                    serde_json::json!({"type": type_, "status": s}),
+                    &now,
+                    false,
+                );
+            }
+            updated["status"]["conditions"] = serde_json::json!(conditions);
+            let before = pod.clone();
+            let stored = crate::system::write_as(
+                &mut state,
+                &rt,
+                Some(&before),
+                updated,
+                "kubelet",
+                Some("status"),
+                &now,
+            );
+            if stored != before {
+                changed += 1;
+            }
+        }
+        changed
+    }
+
     async fn shutdown_now(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(task) = self.controller_task.take() {
+            task.abort();
         }
         if let Some(server) = self.server.take() {
             // Open watches keep graceful shutdown waiting; do not hang on them.
@@ -182,6 +268,9 @@ impl Drop for LocalCluster {
         }
         if let Some(server) = self.server.take() {
             server.abort();
+        }
+        if let Some(task) = self.controller_task.take() {
+            task.abort();
         }
     }
 }

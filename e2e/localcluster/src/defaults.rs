@@ -282,3 +282,108 @@ fn pod_spec(spec: &mut Value) {
     set_default(spec, "securityContext", json!({}));
     set_default(spec, "schedulerName", json!("default-scheduler"));
 }
+
+/// Admission on create (ServiceAccount admission, priority, default tolerations, QoS class),
+/// applied once when a Pod is created.
+pub fn admit_new(kind: &str, object: &mut Value) {
+    if kind != "Pod" {
+        return;
+    }
+    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let sa = spec
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
+    spec.insert("serviceAccountName".into(), json!(sa));
+    spec.insert("serviceAccount".into(), json!(sa));
+    set_default(spec, "enableServiceLinks", json!(true));
+    set_default(spec, "priority", json!(0));
+    set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    let tolerations = spec.entry("tolerations").or_insert(json!([]));
+    if let Some(list) = tolerations.as_array_mut() {
+        for key in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
+            if !list.iter().any(|t| t["key"] == key) {
+                list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+            }
+        }
+    }
+    let automount = spec.get("automountServiceAccountToken") != Some(&Value::Bool(false));
+    let has_token_volume = spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .is_some_and(|v| {
+            v.iter().any(|v| {
+                v["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("kube-api-access-"))
+            })
+        });
+    if automount && !has_token_volume {
+        let suffix: String = uuid::Uuid::new_v4().simple().to_string()[..5].to_string();
+        let volume_name = format!("kube-api-access-{suffix}");
+        let volume = json!({"name": volume_name, "projected": {"sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
+        ], "defaultMode": 420}});
+        spec.entry("volumes")
+            .or_insert(json!([]))
+            .as_array_mut()
+            .map(|v| v.insert(0, volume));
+        for c in spec
+            .get_mut("containers")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            let mount = json!({"name": volume_name, "readOnly": true, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"});
+            c.as_object_mut()
+                .map(|c| c.entry("volumeMounts").or_insert(json!([])))
+                .and_then(Value::as_array_mut)
+                .map(|m| m.push(mount));
+        }
+    }
+    let qos = qos_class(spec.get("containers"));
+    if let Some(status) = object.get_mut("status").and_then(Value::as_object_mut) {
+        status.insert("qosClass".into(), json!(qos));
+    }
+}
+
+/// BestEffort without requests/limits, Guaranteed when every container's limits equal its
+/// requests for cpu and memory, Burstable otherwise.
+fn qos_class(containers: Option<&Value>) -> &'static str {
+    let containers: Vec<&Value> = containers
+        .and_then(Value::as_array)
+        .map(|c| c.iter().collect())
+        .unwrap_or_default();
+    let any = containers.iter().any(|c| {
+        c["resources"]["requests"]
+            .as_object()
+            .is_some_and(|r| !r.is_empty())
+            || c["resources"]["limits"]
+                .as_object()
+                .is_some_and(|l| !l.is_empty())
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            let limit = &c["resources"]["limits"][*r];
+            !limit.is_null()
+                && (c["resources"]["requests"][*r].is_null()
+                    || &c["resources"]["requests"][*r] == limit)
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}

@@ -8,8 +8,7 @@ use serde_json::{Value, json};
 
 use crate::api::State;
 use crate::registry::{ResourceType, crd_resource_types};
-use crate::schema::Schema;
-use crate::ssa::{self, Writer};
+
 use crate::store::{ChangeType, ResourceKey};
 
 pub enum Deleted {
@@ -183,7 +182,7 @@ fn collect_once(state: &mut State, now: &str) -> bool {
                         .map(|m| m.insert("ownerReferences".into(), json!(refs))),
                 };
                 match find_type(state, dep) {
-                    Some(rt) => system_update(state, dkey, &rt, d, now, None, Some(dep)),
+                    Some(rt) => system_update(state, &rt, d, now, None, Some(dep)),
                     None => {
                         store_update(state, dkey, d);
                     }
@@ -260,45 +259,18 @@ const CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify th
 
 fn system_update(
     state: &mut State,
-    key: &ResourceKey,
     kind_rt: &ResourceType,
-    mut object: Value,
+    object: Value,
     now: &str,
     subresource: Option<&str>,
     old: Option<&Value>,
 ) {
-    let mut entries = old.map(ssa::decode).unwrap_or_default();
-    let empty = json!({});
-    let writer = Writer {
-        manager: if kind_rt.is_custom() || key.group == "apiextensions.k8s.io" {
-            "kube-apiserver"
-        } else {
-            "kube-controller-manager"
-        },
-        api_version: &kind_rt.api_version(),
-        subresource,
-        now,
+    let manager = if kind_rt.is_custom() || kind_rt.group == "apiextensions.k8s.io" {
+        "kube-apiserver"
+    } else {
+        "kube-controller-manager"
     };
-    let schema: Schema = kind_rt.schema();
-    ssa::record_update(
-        &mut entries,
-        old.unwrap_or(&empty),
-        &object,
-        schema,
-        &writer,
-    );
-    ssa::encode(&mut object, entries);
-    let rv = state.store.next_resource_version();
-    object["metadata"]["resourceVersion"] = json!(rv.to_string());
-    state.store.put(
-        key,
-        object,
-        if old.is_some() {
-            ChangeType::Modified
-        } else {
-            ChangeType::Added
-        },
-    );
+    crate::system::write_as(state, kind_rt, old, object, manager, subresource, now);
 }
 
 /// What the controller manager adds to every new namespace.
@@ -311,7 +283,7 @@ pub fn populate_namespace(state: &mut State, ns: &str) {
             "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now,
             "annotations": {"kubernetes.io/description": CA_DESCRIPTION}},
             "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nbG9jYWxjbHVzdGVyIGZha2UgQ0E=\n-----END CERTIFICATE-----\n"}});
-        system_update(state, &rt.key(), &rt, cm, &now, None, None);
+        system_update(state, &rt, cm, &now, None, None);
     }
     if let Some(rt) = state.registry.find("", "v1", "serviceaccounts")
         && state.store.get(&rt.key(), ns, "default").is_none()
@@ -378,13 +350,5 @@ pub fn establish_crd(state: &mut State, crd: &Value, now: &str) {
         "acceptedNames": accepted,
         "storedVersions": crd["status"]["storedVersions"].clone(),
     });
-    system_update(
-        state,
-        &rt.key(),
-        &rt,
-        updated,
-        now,
-        Some("status"),
-        Some(crd),
-    );
+    system_update(state, &rt, updated, now, Some("status"), Some(crd));
 }

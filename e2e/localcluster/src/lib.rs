@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod controllers;
 pub mod crd_schema;
 pub mod defaults;
 pub mod discovery;
@@ -18,11 +19,13 @@ pub mod schema;
 pub mod selectors;
 pub mod ssa;
 pub mod store;
+pub mod system;
 pub mod validation;
 pub mod watch;
 pub mod write;
 
 pub use cluster::{LocalCluster, Options};
+pub use controllers::ControllerSet;
 pub use error::{ApiError, Error};
 pub use faults::{Fault, FaultAction};
 pub use request_log::{RequestFilter, RequestRecord};

@@ -354,6 +354,9 @@ fn prepare(
         new = crd_schema::apply_defaults(&new, schema);
     } else {
         defaults::apply(&rt.kind, &mut new);
+        if old.is_none() {
+            defaults::admit_new(&rt.kind, &mut new);
+        }
     }
 
     // System metadata is owned by the server.

@@ -233,6 +233,8 @@ impl Replayer {
     pub async fn start() -> Replayer {
         let cluster = LocalCluster::start(Options {
             bookmark_interval: Duration::from_millis(700),
+            // Most recordings were made with controllers stopped or are compared without them.
+            controllers: kbeast_localcluster::ControllerSet::none(),
             ..Options::default()
         })
         .await
