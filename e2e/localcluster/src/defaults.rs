@@ -332,10 +332,9 @@ pub fn admit_new(kind: &str, object: &mut Value) {
             {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
             {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}
         ], "defaultMode": 420}});
-        spec.entry("volumes")
-            .or_insert(json!([]))
-            .as_array_mut()
-            .map(|v| v.insert(0, volume));
+        if let Some(volumes) = spec.entry("volumes").or_insert(json!([])).as_array_mut() {
+            volumes.insert(0, volume);
+        }
         for c in spec
             .get_mut("containers")
             .and_then(Value::as_array_mut)
@@ -343,10 +342,13 @@ pub fn admit_new(kind: &str, object: &mut Value) {
             .flatten()
         {
             let mount = json!({"name": volume_name, "readOnly": true, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"});
-            c.as_object_mut()
+            if let Some(mounts) = c
+                .as_object_mut()
                 .map(|c| c.entry("volumeMounts").or_insert(json!([])))
                 .and_then(Value::as_array_mut)
-                .map(|m| m.push(mount));
+            {
+                mounts.push(mount);
+            }
         }
     }
     let qos = qos_class(spec.get("containers"));
