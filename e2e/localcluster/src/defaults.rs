@@ -22,6 +22,11 @@ pub fn zero_object(kind: &str, custom: bool) -> Value {
             json!({"metadata": {}, "spec": {"template": {"metadata": {}, "spec": {"containers": null}}, "strategy": {}}, "status": {}})
         }
         "Pod" => json!({"metadata": {}, "spec": {"containers": null}, "status": {}}),
+        "HorizontalPodAutoscaler" => json!({"metadata": {}, "spec": {"scaleTargetRef": {}},
+            "status": {"desiredReplicas": 0, "currentMetrics": null}}),
+        "PodDisruptionBudget" => json!({"metadata": {}, "spec": {},
+            "status": {"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0}}),
+        "NetworkPolicy" => json!({"metadata": {}, "spec": {"podSelector": {}}}),
         "CustomResourceDefinition" => {
             json!({"metadata": {}, "spec": {"names": {}}, "status": {"acceptedNames": {}}})
         }
@@ -154,13 +159,10 @@ pub fn apply(kind: &str, object: &mut Value) {
         "Pod" => {
             if let Some(spec) = object.get_mut("spec") {
                 pod_spec(spec);
-            }
-            if let Some(obj) = object.as_object_mut() {
-                set_default(
-                    obj,
-                    "status",
-                    json!({"phase": "Pending", "qosClass": "BestEffort"}),
-                );
+                // SetDefaults_Pod (not PodSpec): templates do not get it.
+                if let Some(spec) = spec.as_object_mut() {
+                    set_default(spec, "enableServiceLinks", json!(true));
+                }
             }
         }
         "Service" => {
@@ -213,6 +215,54 @@ pub fn apply(kind: &str, object: &mut Value) {
                 }
             }
         }
+        "HorizontalPodAutoscaler" => {
+            if let Some(spec) = object_at(object, "spec") {
+                set_default(spec, "minReplicas", json!(1));
+                set_default(
+                    spec,
+                    "metrics",
+                    json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+                );
+                if let Some(behavior) = spec.get_mut("behavior").and_then(Value::as_object_mut) {
+                    let up = behavior.entry("scaleUp").or_insert(json!({}));
+                    if let Some(up) = up.as_object_mut() {
+                        set_default(up, "stabilizationWindowSeconds", json!(0));
+                        set_default(up, "selectPolicy", json!("Max"));
+                        set_default(
+                            up,
+                            "policies",
+                            json!([{"type": "Pods", "value": 4, "periodSeconds": 15}, {"type": "Percent", "value": 100, "periodSeconds": 15}]),
+                        );
+                    }
+                    let down = behavior.entry("scaleDown").or_insert(json!({}));
+                    if let Some(down) = down.as_object_mut() {
+                        set_default(down, "stabilizationWindowSeconds", json!(300));
+                        set_default(down, "selectPolicy", json!("Max"));
+                        set_default(
+                            down,
+                            "policies",
+                            json!([{"type": "Percent", "value": 100, "periodSeconds": 15}]),
+                        );
+                    }
+                }
+            }
+            if let Some(obj) = object.as_object_mut() {
+                set_default(
+                    obj,
+                    "status",
+                    json!({"desiredReplicas": 0, "currentMetrics": null}),
+                );
+            }
+        }
+        "PodDisruptionBudget" => {
+            if let Some(obj) = object.as_object_mut() {
+                set_default(
+                    obj,
+                    "status",
+                    json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0}),
+                );
+            }
+        }
         "Lease" => {
             if let Some(obj) = object.as_object_mut() {
                 set_default(obj, "spec", json!({}));
@@ -256,7 +306,7 @@ fn pod_spec(spec: &mut Value) {
             set_default(c, "resources", json!({}));
             set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
             set_default(c, "terminationMessagePolicy", json!("File"));
-            let latest = c["image"].as_str().is_some_and(|i| {
+            let latest = c.get("image").and_then(Value::as_str).is_some_and(|i| {
                 i.ends_with(":latest") || !i.rsplit('/').next().unwrap_or("").contains(':')
             });
             set_default(
@@ -299,7 +349,6 @@ pub fn admit_new(kind: &str, object: &mut Value) {
         .to_string();
     spec.insert("serviceAccountName".into(), json!(sa));
     spec.insert("serviceAccount".into(), json!(sa));
-    set_default(spec, "enableServiceLinks", json!(true));
     set_default(spec, "priority", json!(0));
     set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     let tolerations = spec.entry("tolerations").or_insert(json!([]));
@@ -352,8 +401,12 @@ pub fn admit_new(kind: &str, object: &mut Value) {
         }
     }
     let qos = qos_class(spec.get("containers"));
-    if let Some(status) = object.get_mut("status").and_then(Value::as_object_mut) {
-        status.insert("qosClass".into(), json!(qos));
+    if let Some(obj) = object.as_object_mut() {
+        let status = obj.entry("status").or_insert(json!({}));
+        if let Some(status) = status.as_object_mut() {
+            set_default(status, "phase", json!("Pending"));
+            status.insert("qosClass".into(), json!(qos));
+        }
     }
 }
 

@@ -75,9 +75,13 @@ pub fn delete_object(
             .remove(&key, &ns, &name)
             .unwrap_or_else(|| object.clone());
         if rt.kind == "Pod" {
+            // An unscheduled pod is removed at once; the response shows the graceful delete.
             let mut shown = removed;
             shown["metadata"]["deletionTimestamp"] = json!(now);
             shown["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            if let Some(g) = shown["metadata"]["generation"].as_i64() {
+                shown["metadata"]["generation"] = json!(g + 1);
+            }
             return Deleted::Removed(shown);
         }
         return Deleted::Removed(removed);

@@ -87,6 +87,8 @@ fn merge_list(target: &mut Value, patch_items: &[Value], merge_key: &str, item_s
         *target = Value::Array(vec![]);
     }
     let list = target.as_array_mut().expect("array");
+    // Items the patch adds go before the existing ones, as the API server orders them.
+    let mut added = Vec::new();
     for item in patch_items {
         if merge_key.is_empty() || !item.is_object() {
             // Primitive list with merge strategy: union.
@@ -106,9 +108,10 @@ fn merge_list(target: &mut Value, patch_items: &[Value], merge_key: &str, item_s
             }
             (None, true) => {}
             (Some(pos), false) => strategic_merge(&mut list[pos], item, item_schema),
-            (None, false) => list.push(strip_directives(item)),
+            (None, false) => added.push(strip_directives(item)),
         }
     }
+    list.splice(0..0, added);
 }
 
 fn strip_directives(value: &Value) -> Value {

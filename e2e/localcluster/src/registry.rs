@@ -68,7 +68,6 @@ impl ResourceType {
                     | "StatefulSet"
                     | "DaemonSet"
                     | "Job"
-                    | "HorizontalPodAutoscaler"
                     | "PodDisruptionBudget"
                     | "NetworkPolicy"
                     | "CustomResourceDefinition"

@@ -53,6 +53,9 @@ pub fn write_as(
         &writer,
     );
     ssa::encode(&mut new, entries);
+    if old.is_none() {
+        defaults::admit_new(&rt.kind, &mut new);
+    }
     if let Some(old) = old
         && without_times(old) == without_times(&new)
     {

@@ -173,6 +173,29 @@ pub fn validate(
             "must be greater than 0",
         ));
     }
+    causes.extend(builtin_spec_causes(rt, new));
+    if rt.kind == "Pod" {
+        for (i, c) in new["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if c["image"].as_str().unwrap_or("").is_empty() {
+                causes.push(Cause::required(format!("spec.containers[{i}].image")));
+            }
+        }
+    }
+    if rt.kind == "Pod"
+        && let Some(old) = old
+        && !pod_update_allowed(&old["spec"], &new["spec"])
+    {
+        causes.push(Cause::new(
+            "FieldValueForbidden",
+            "spec",
+            "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+        ));
+    }
     if let Some(schema) = &rt.crd_schema {
         let errors = crd_schema::validate_schema(new, schema);
         causes.extend(errors.causes);
@@ -232,4 +255,119 @@ fn check_micro_times(object: &Value, rt: &ResourceType) -> Result<(), ApiError> 
         }
     }
     Ok(())
+}
+
+/// A few spec validations of built-in kinds kbeast creates (HPA, PDB, NetworkPolicy).
+fn builtin_spec_causes(rt: &ResourceType, object: &Value) -> Vec<Cause> {
+    let spec = &object["spec"];
+    let mut causes = Vec::new();
+    match rt.kind.as_str() {
+        "HorizontalPodAutoscaler" => {
+            let min = spec["minReplicas"].as_i64().unwrap_or(1);
+            if let Some(max) = spec["maxReplicas"].as_i64()
+                && max < min
+            {
+                causes.push(Cause::invalid(
+                    "spec.maxReplicas",
+                    &max.to_string(),
+                    "must be greater than or equal to `minReplicas`",
+                ));
+            }
+            if spec["scaleTargetRef"]["apiVersion"]
+                .as_str()
+                .unwrap_or("")
+                .is_empty()
+            {
+                causes.push(Cause::invalid(
+                    "spec.scaleTargetRef.apiVersion",
+                    "\"\"",
+                    "apiVersion must specify API group",
+                ));
+            }
+        }
+        "PodDisruptionBudget"
+            if !spec["minAvailable"].is_null() && !spec["maxUnavailable"].is_null() =>
+        {
+            // Kubernetes prints the Go struct of the spec here.
+            let go_value = format!(
+                "{{\"MinAvailable\":{},\"Selector\":{},\"MaxUnavailable\":{},\"UnhealthyPodEvictionPolicy\":{}}}",
+                spec["minAvailable"],
+                spec["selector"],
+                spec["maxUnavailable"],
+                spec["unhealthyPodEvictionPolicy"]
+            );
+            causes.push(Cause::invalid(
+                "spec",
+                &go_value,
+                "minAvailable and maxUnavailable cannot be both set",
+            ));
+        }
+        "NetworkPolicy" => {
+            for direction in ["ingress", "egress"] {
+                let peers_key = if direction == "ingress" { "from" } else { "to" };
+                for (i, rule) in spec[direction].as_array().into_iter().flatten().enumerate() {
+                    for (j, peer) in rule[peers_key].as_array().into_iter().flatten().enumerate() {
+                        if let Some(cidr) = peer["ipBlock"]["cidr"].as_str()
+                            && !valid_cidr(cidr)
+                        {
+                            causes.push(Cause::invalid(
+                                format!("spec.{direction}[{i}].{peers_key}[{j}].ipBlock.cidr"),
+                                &format!("\"{cidr}\""),
+                                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+fn valid_cidr(cidr: &str) -> bool {
+    let Some((ip, bits)) = cidr.split_once('/') else {
+        return false;
+    };
+    let Ok(bits) = bits.parse::<u8>() else {
+        return false;
+    };
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => bits <= 32,
+        Ok(std::net::IpAddr::V6(_)) => bits <= 128,
+        Err(_) => false,
+    }
+}
+
+/// Pods are immutable except for images, activeDeadlineSeconds, added tolerations and
+/// terminationGracePeriodSeconds.
+fn pod_update_allowed(old: &Value, new: &Value) -> bool {
+    let normalize = |spec: &Value| {
+        let mut s = spec.clone();
+        for list in ["containers", "initContainers"] {
+            for c in s
+                .get_mut(list)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(c) = c.as_object_mut() {
+                    c.remove("image");
+                }
+            }
+        }
+        if let Some(m) = s.as_object_mut() {
+            for key in [
+                "activeDeadlineSeconds",
+                "tolerations",
+                "terminationGracePeriodSeconds",
+            ] {
+                m.remove(key);
+            }
+        }
+        s
+    };
+    let old_tolerations = old["tolerations"].as_array().cloned().unwrap_or_default();
+    let new_tolerations = new["tolerations"].as_array().cloned().unwrap_or_default();
+    normalize(old) == normalize(new) && old_tolerations.iter().all(|t| new_tolerations.contains(t))
 }

@@ -354,9 +354,6 @@ fn prepare(
         new = crd_schema::apply_defaults(&new, schema);
     } else {
         defaults::apply(&rt.kind, &mut new);
-        if old.is_none() {
-            defaults::admit_new(&rt.kind, &mut new);
-        }
     }
 
     // System metadata is owned by the server.
@@ -438,7 +435,11 @@ fn prepare(
         }
     };
     ssa::encode(&mut new, entries);
+    // Strategy defaults and admission run after ownership is recorded: nobody owns them.
     defaults::apply_strategy(&rt.kind, &mut new);
+    if old.is_none() {
+        defaults::admit_new(&rt.kind, &mut new);
+    }
 
     if let Some(old) = old {
         let mut comparable_old = old.clone();

@@ -26,16 +26,24 @@ async fn knowledge_project_crd_validates_like_a_cluster() {
     .unwrap();
     let client = c.client().unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &KnowledgeProject::crd()).await.unwrap();
+    crds.create(&PostParams::default(), &KnowledgeProject::crd())
+        .await
+        .unwrap();
 
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kbeast.io", "v1alpha1", "KnowledgeProject"), "knowledgeprojects");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kbeast.io", "v1alpha1", "KnowledgeProject"),
+        "knowledgeprojects",
+    );
     let projects: Api<DynamicObject> = Api::namespaced_with(client, "default", &ar);
     let project = |name: &str, spec: serde_json::Value| -> DynamicObject {
         serde_json::from_value(json!({"apiVersion": "kbeast.io/v1alpha1", "kind": "KnowledgeProject", "metadata": {"name": name}, "spec": spec}))
             .unwrap()
     };
     let created = projects
-        .create(&PostParams::default(), &project("docs", json!({"storage": {"volume": {"size": "1Gi"}}})))
+        .create(
+            &PostParams::default(),
+            &project("docs", json!({"storage": {"volume": {"size": "1Gi"}}})),
+        )
         .await
         .unwrap();
     assert!(created.data["spec"]["storage"]["volume"]["size"] == "1Gi");
@@ -44,17 +52,26 @@ async fn knowledge_project_crd_validates_like_a_cluster() {
     let long = "a".repeat(41);
     let (code, message) = status_code(
         projects
-            .create(&PostParams::default(), &project(&long, json!({"storage": {"volume": {"size": "1Gi"}}})))
+            .create(
+                &PostParams::default(),
+                &project(&long, json!({"storage": {"volume": {"size": "1Gi"}}})),
+            )
             .await
             .unwrap_err(),
     );
     assert_eq!(code, 422, "{message}");
-    assert!(message.contains("metadata.name must be a DNS label"), "{message}");
+    assert!(
+        message.contains("metadata.name must be a DNS label"),
+        "{message}"
+    );
 
     // Field rule: the size must be a quantity.
     let (code, message) = status_code(
         projects
-            .create(&PostParams::default(), &project("bad-size", json!({"storage": {"volume": {"size": "lots"}}})))
+            .create(
+                &PostParams::default(),
+                &project("bad-size", json!({"storage": {"volume": {"size": "lots"}}})),
+            )
             .await
             .unwrap_err(),
     );
@@ -64,14 +81,22 @@ async fn knowledge_project_crd_validates_like_a_cluster() {
     // Transition rule: the volume can only grow.
     let (code, message) = status_code(
         projects
-            .patch("docs", &PatchParams::default(), &Patch::Merge(json!({"spec": {"storage": {"volume": {"size": "512Mi"}}}})))
+            .patch(
+                "docs",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"storage": {"volume": {"size": "512Mi"}}}})),
+            )
             .await
             .unwrap_err(),
     );
     assert_eq!(code, 422, "{message}");
     assert!(message.contains("can only grow"), "{message}");
     projects
-        .patch("docs", &PatchParams::default(), &Patch::Merge(json!({"spec": {"storage": {"volume": {"size": "2Gi"}}}})))
+        .patch(
+            "docs",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"storage": {"volume": {"size": "2Gi"}}}})),
+        )
         .await
         .expect("growing is allowed");
 }

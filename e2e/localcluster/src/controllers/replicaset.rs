@@ -37,7 +37,6 @@ pub fn pod_from_template(rs: &Value, now: &str) -> Value {
     let mut pod =
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]});
     crate::defaults::apply("Pod", &mut pod);
-    crate::defaults::admit_new("Pod", &mut pod);
     pod
 }
 
