@@ -366,6 +366,7 @@ pub fn resolve(registry: &Registry, request: &Request) -> Result<Option<Target>,
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Representation {
     Full,
+    Table,
     PartialObjectMetadata,
     PartialObjectMetadataList,
 }
@@ -390,6 +391,9 @@ pub fn representation(request: &Request) -> Result<Representation, ApiError> {
         }
         if option.contains("as=PartialObjectMetadata") {
             return Ok(Representation::PartialObjectMetadata);
+        }
+        if option.contains("as=Table") && option.contains("g=meta.k8s.io") {
+            return Ok(Representation::Table);
         }
         if option.contains("as=") {
             // Table and other server-side conversions are not emulated; a fallback may follow.
@@ -437,6 +441,16 @@ fn serve_resource(
                 Some("scale") => write::scale_view(&t.rt, object),
                 _ => with_type_meta(object.clone(), &t.rt),
             };
+            if repr == Representation::Table && t.subresource.is_none() {
+                let rv = object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                return Ok(json_response(
+                    200,
+                    &crate::table::render(&t.rt, &[body], &rv),
+                ));
+            }
             Ok(json_response(200, &render(body, repr)))
         }
         "create" | "update" | "patch" | "delete" | "deletecollection" => {
@@ -482,7 +496,7 @@ fn serve_resource(
 }
 
 fn render(body: Value, repr: Representation) -> Value {
-    if body["kind"] == "Status" || repr == Representation::Full {
+    if body["kind"] == "Status" || matches!(repr, Representation::Full | Representation::Table) {
         return body;
     }
     match body["items"].as_array() {
@@ -688,6 +702,14 @@ fn list(
     };
     if t.rt.is_custom() && metadata.get("continue").is_none() {
         metadata["continue"] = json!("");
+    }
+    if repr == Representation::Table {
+        let full: Vec<Value> = page
+            .iter()
+            .map(|o| with_type_meta(o.clone(), &t.rt))
+            .collect();
+        let table = crate::table::render(&t.rt, &full, &current.to_string());
+        return Ok(json_response(200, &table));
     }
     let body = json!({
         "kind": t.rt.list_kind,

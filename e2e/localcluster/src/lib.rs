@@ -20,6 +20,7 @@ pub mod selectors;
 pub mod ssa;
 pub mod store;
 pub mod system;
+pub mod table;
 pub mod validation;
 pub mod watch;
 pub mod write;

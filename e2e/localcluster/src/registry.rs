@@ -34,6 +34,8 @@ pub struct ResourceType {
     /// For custom resources: the version's `openAPIV3Schema` and scale paths.
     pub crd_schema: Option<Arc<Value>>,
     pub crd_scale: Option<ScalePaths>,
+    /// `additionalPrinterColumns` of the CRD version, for Table output.
+    pub crd_printer_columns: Option<Value>,
 }
 
 impl ResourceType {
@@ -124,6 +126,7 @@ impl Registry {
                     subresources,
                     crd_schema: None,
                     crd_scale: None,
+                    crd_printer_columns: None,
                 }));
             }
         }
@@ -234,6 +237,7 @@ pub fn crd_resource_types(crd: &Value) -> Vec<ResourceType> {
             has_scale: scale.is_some(),
             crd_schema: Some(Arc::new(version["schema"]["openAPIV3Schema"].clone())),
             crd_scale: scale,
+            crd_printer_columns: version.get("additionalPrinterColumns").cloned(),
         });
     }
     out

@@ -49,7 +49,6 @@ async fn crd() {
         &[
             ("openapi-v3-crd-group", "OpenAPI documents are not generated for CRD groups"),
             ("create-invalid-minimum-minlength", "the order of OpenAPI validation causes follows Go map iteration and is not reproduced"),
-            ("list-as-table", NO_AGGREGATED),
         ],
         false,
     )

@@ -73,6 +73,28 @@ pub fn strip_controller_state(value: &Value) -> Value {
     v
 }
 
+/// Table cells that look like ages ("0s", "5m") are masked.
+fn mask_ages(cells: &Value) -> Value {
+    let is_age = |s: &str| {
+        s.len() <= 8
+            && s.starts_with(|c: char| c.is_ascii_digit())
+            && s.ends_with(['s', 'm', 'h', 'd', 'y'])
+            && s.chars().all(|c| c.is_ascii_alphanumeric())
+    };
+    match cells {
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|c| match c.as_str() {
+                    Some(s) if is_age(s) => json!("<age>"),
+                    _ => normalize(c),
+                })
+                .collect(),
+        ),
+        other => normalize(other),
+    }
+}
+
 /// Names with a random suffix the golden README lists as volatile.
 fn mask_generated(s: &str) -> String {
     match s.find("kube-api-access-") {
@@ -95,8 +117,12 @@ pub fn normalize(value: &Value) -> Value {
                     k.clone()
                 };
                 let generated = k == "name" && map.get("generateName").is_some();
+                // Table "Age" cells are relative to the time of the request.
+                let age_cells = k == "cells";
                 let nv = if generated {
                     json!("<generated>")
+                } else if age_cells {
+                    mask_ages(v)
                 } else if VOLATILE_KEYS.contains(&k.as_str()) && !v.is_object() {
                     json!("<volatile>")
                 } else if k == "ca.crt" {
