@@ -7,8 +7,6 @@ mod common;
 use common::replay;
 
 const NO_AUTH: &str = "authentication/authorization (tokens, RBAC, 401/403, TokenRequest, self reviews) is not emulated: every request is cluster-admin";
-const NO_AGGREGATED: &str =
-    "aggregated discovery (apidiscovery.k8s.io/v2) and Table output are not emulated";
 const SERVER_ADDRESS: &str = "serverAddressByClientCIDRs carries the emulator's own address";
 const GO_ERROR_TEXT: &str = "Go decoder/parser error text is not reproduced verbatim";
 
