@@ -31,6 +31,8 @@ pub struct Options {
     pub controllers: ControllerSet,
     /// How often controllers re-check time-based state (deadlines, minReadySeconds).
     pub controller_tick: Duration,
+    /// Load the state saved here on start and save it on stop (see `persistence`).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
             history_limit: DEFAULT_HISTORY_LIMIT,
             controllers: ControllerSet::all(),
             controller_tick: Duration::from_millis(200),
+            data_dir: None,
         }
     }
 }
@@ -54,6 +57,7 @@ pub struct LocalCluster {
     server: Option<JoinHandle<()>>,
     controller_task: Option<JoinHandle<()>>,
     kubeconfig_path: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
 }
 
 /// The cluster's initial state: the system namespaces.
@@ -89,10 +93,12 @@ pub fn kubeconfig_yaml(server: &str) -> String {
 
 impl LocalCluster {
     pub async fn start(options: Options) -> Result<LocalCluster, Error> {
-        let shared = Arc::new(Shared::new(
-            bootstrap(options.history_limit),
-            options.bookmark_interval,
-        ));
+        let restored = match &options.data_dir {
+            Some(dir) => crate::persistence::load(dir, options.history_limit)?,
+            None => None,
+        };
+        let state = restored.unwrap_or_else(|| bootstrap(options.history_limit));
+        let shared = Arc::new(Shared::new(state, options.bookmark_interval));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await?;
         let addr = listener.local_addr()?;
         let app = axum::Router::new()
@@ -123,6 +129,7 @@ impl LocalCluster {
             server: Some(server),
             controller_task,
             kubeconfig_path: options.kubeconfig_path,
+            data_dir: options.data_dir,
         })
     }
 
@@ -176,8 +183,18 @@ impl LocalCluster {
         self.shared.lock().store.compact();
     }
 
-    pub async fn stop(mut self) {
+    /// Stops serving; with a data directory, saves the state there first.
+    pub async fn stop(mut self) -> Result<(), Error> {
         self.shutdown_now().await;
+        self.save()
+    }
+
+    /// Saves the state to the data directory now (no-op without one).
+    pub fn save(&self) -> Result<(), Error> {
+        match &self.data_dir {
+            Some(dir) => Ok(crate::persistence::save(&self.shared.lock(), dir)?),
+            None => Ok(()),
+        }
     }
 
     /// Acts as the kubelet for matching pods: phase Running, a pod IP, and Ready /

@@ -13,6 +13,7 @@ pub mod faults;
 pub mod fieldset;
 pub mod gc;
 pub mod patch;
+pub mod persistence;
 pub mod registry;
 pub mod request_log;
 pub mod schema;

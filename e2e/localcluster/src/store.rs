@@ -180,6 +180,12 @@ impl Store {
         self.resource_history_start.insert(key.clone(), rv);
     }
 
+    /// Continues the counter from a saved state; nothing before it can be watched.
+    pub fn restore_resource_version(&mut self, rv: u64) {
+        self.resource_version = self.resource_version.max(rv);
+        self.compact();
+    }
+
     /// Forgets all history up to the current version, like an etcd compaction.
     pub fn compact(&mut self) {
         self.history.clear();

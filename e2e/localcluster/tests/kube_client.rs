@@ -647,3 +647,78 @@ async fn binary_writes_kubeconfig_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 }
+
+#[tokio::test]
+async fn data_dir_keeps_state_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..Options::default()
+    };
+    let first = LocalCluster::start(options()).await.unwrap();
+    let api: Api<ConfigMap> = Api::default_namespaced(first.client().unwrap());
+    let created = api
+        .create(
+            &PostParams::default(),
+            &configmap("kept", json!({"app": "p"}), json!({"k": "v"})),
+        )
+        .await
+        .unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(first.client().unwrap());
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/k8s-golden/crd.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let body = golden["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "create-crd")
+        .unwrap()["request"]["body"]
+        .clone();
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(body).unwrap(),
+    )
+    .await
+    .unwrap();
+    first.stop().await.unwrap();
+
+    let second = LocalCluster::start(options()).await.unwrap();
+    let api: Api<ConfigMap> = Api::default_namespaced(second.client().unwrap());
+    let kept = api.get("kept").await.unwrap();
+    assert_eq!(kept.metadata.uid, created.metadata.uid);
+    assert_eq!(kept.data.unwrap()["k"], "v");
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("golden.example.com", "v1", "Widget"),
+        "widgets",
+    );
+    let widgets: Api<DynamicObject> =
+        Api::namespaced_with(second.client().unwrap(), "default", &ar);
+    widgets
+        .list(&ListParams::default())
+        .await
+        .expect("CRD still served after restart");
+    // New writes continue the resourceVersion sequence.
+    let next = api
+        .create(
+            &PostParams::default(),
+            &configmap("new", json!({}), json!({})),
+        )
+        .await
+        .unwrap();
+    let rv = |cm: &ConfigMap| {
+        cm.metadata
+            .resource_version
+            .clone()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert!(rv(&next) > rv(&created));
+    second.stop().await.unwrap();
+}

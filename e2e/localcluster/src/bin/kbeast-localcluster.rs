@@ -15,7 +15,7 @@ struct Args {
     /// Port on 127.0.0.1 (0 = any free port).
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// Reserved for persistence; state is in memory only, the directory is created if missing.
+    /// Keep state across restarts: loaded from here on start, saved here on SIGTERM.
     #[arg(long)]
     data_dir: Option<PathBuf>,
 }
@@ -32,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
     let cluster = LocalCluster::start(Options {
         port: args.port,
         kubeconfig_path: Some(args.kubeconfig.clone()),
+        data_dir: args.data_dir.clone(),
         ..Options::default()
     })
     .await
@@ -46,6 +47,6 @@ async fn main() -> anyhow::Result<()> {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    cluster.stop().await;
+    cluster.stop().await.context("saving the state")?;
     Ok(())
 }
