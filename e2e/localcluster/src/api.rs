@@ -236,6 +236,9 @@ pub async fn handle(
         }
     }
 
+    if verb == "list" && injected.is_none() {
+        wait_for_resource_version(&shared, &request).await;
+    }
     let response = match (injected, target) {
         (Some(e), _) => error_response(&e),
         (None, Err(e)) => error_response(&e),
@@ -260,6 +263,23 @@ pub async fn handle(
         });
     }
     response
+}
+
+/// A list at a future resourceVersion waits (up to 3 s, like the watch cache) for it to
+/// appear before answering; the list then answers normally or with 504.
+async fn wait_for_resource_version(shared: &Arc<Shared>, request: &Request) {
+    let Some(wanted) = request
+        .param("resourceVersion")
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while shared.lock().store.current_resource_version() < wanted
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn is_watch(request: &Request) -> bool {

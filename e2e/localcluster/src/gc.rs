@@ -69,6 +69,9 @@ pub fn delete_object(
         let terminating = store_update(state, &key, terminating);
         return Deleted::Terminating(terminating);
     }
+    if f.is_empty() && rt.kind == "CustomResourceDefinition" {
+        stop_serving_crd(state, object);
+    }
     if f.is_empty() {
         let removed = state
             .store
@@ -355,4 +358,30 @@ pub fn establish_crd(state: &mut State, crd: &Value, now: &str) {
         "storedVersions": crd["status"]["storedVersions"].clone(),
     });
     system_update(state, &rt, updated, now, Some("status"), Some(crd));
+}
+
+/// A deleted CRD stops being served and its custom resources are removed.
+fn stop_serving_crd(state: &mut State, crd: &Value) {
+    let name = crd["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let keys: Vec<ResourceKey> = crd_resource_types(crd).iter().map(|t| t.key()).collect();
+    for key in keys {
+        let objects: Vec<(String, String)> = state
+            .store
+            .list(&key, None)
+            .into_iter()
+            .map(|o| {
+                (
+                    o["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    o["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        for (ns, n) in objects {
+            state.store.remove(&key, &ns, &n);
+        }
+    }
+    state.registry.set_crd_types(&name, Vec::new());
 }

@@ -73,21 +73,7 @@ async fn gc() {
 
 #[tokio::test]
 async fn watch() {
-    replay(
-        "watch",
-        &[
-            (
-                "list-rv-future",
-                "a future resourceVersion answers 504 at once instead of waiting ~3 s first",
-            ),
-            (
-                "watch-deprecated-path",
-                "the recorded body is the raw event stream text; compared as events elsewhere",
-            ),
-        ],
-        true,
-    )
-    .await;
+    replay("watch", &[], true).await;
 }
 
 #[tokio::test]

@@ -722,3 +722,49 @@ async fn data_dir_keeps_state_across_restarts() {
     assert!(rv(&next) > rv(&created));
     second.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn deleting_a_crd_stops_serving_it() {
+    let c = cluster().await;
+    let client = c.client().unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/k8s-golden/crd.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let body = golden["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "create-crd")
+        .unwrap()["request"]["body"]
+        .clone();
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(body).unwrap(),
+    )
+    .await
+    .unwrap();
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("golden.example.com", "v1", "Widget"),
+        "widgets",
+    );
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let w: DynamicObject = serde_json::from_value(
+        json!({"apiVersion": "golden.example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w"}, "spec": {"size": "small", "region": "eu"}}),
+    )
+    .unwrap();
+    widgets.create(&PostParams::default(), &w).await.unwrap();
+    crds.delete("widgets.golden.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        status_code(widgets.list(&ListParams::default()).await.unwrap_err()),
+        404
+    );
+}
