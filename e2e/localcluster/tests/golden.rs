@@ -105,7 +105,6 @@ async fn errors() {
             ("unauthorized-bad-token", NO_AUTH),
             ("anonymous-forbidden", NO_AUTH),
             ("discovery-allowed-as-sa", SERVER_ADDRESS),
-            ("precondition-failed-delete", "the message embeds the uid of kube-root-ca.crt, which the recording never returned (cannot be mapped)"),
         ],
         false,
     )

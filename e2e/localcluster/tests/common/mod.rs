@@ -105,9 +105,37 @@ fn mask_generated(s: &str) -> String {
     }
 }
 
+/// Replaces UUIDs inside longer strings (messages) with a placeholder: uids are volatile.
+fn mask_uuids(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let candidate = s.get(i..i + 36).filter(|c| {
+            c.char_indices().all(|(j, ch)| match j {
+                8 | 13 | 18 | 23 => ch == '-',
+                _ => ch.is_ascii_hexdigit(),
+            })
+        });
+        match candidate {
+            Some(_) => {
+                out.push_str("<uuid>");
+                i += 36;
+            }
+            None => {
+                let ch = s[i..].chars().next().expect("char boundary");
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    out
+}
+
 pub fn normalize(value: &Value) -> Value {
     match value {
         Value::String(s) if s.contains("kube-api-access-") => Value::String(mask_generated(s)),
+        Value::String(s) if s.len() > 36 => Value::String(mask_uuids(s)),
         Value::Object(map) => {
             let mut out = serde_json::Map::new();
             for (k, v) in map {
