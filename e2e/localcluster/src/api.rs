@@ -283,7 +283,7 @@ async fn wait_for_resource_version(shared: &Arc<Shared>, request: &Request) {
 }
 
 fn is_watch(request: &Request) -> bool {
-    matches!(request.param("watch"), Some("true") | Some("1"))
+    matches!(request.param("watch"), Some("true") | Some("1")) || request.path.contains("/watch/")
 }
 
 fn verb_for(request: &Request, t: &Target) -> String {
@@ -371,9 +371,6 @@ pub fn resolve(registry: &Registry, request: &Request) -> Result<Option<Target>,
         }
         _ => return Err(ApiError::resource_not_found()),
     };
-    if deprecated_watch && name.is_none() {
-        // `/watch/` paths are watches without the query parameter.
-    }
     Ok(Some(Target {
         rt,
         namespace,
@@ -441,10 +438,8 @@ fn serve_resource(
     close_watch_after: Option<Duration>,
 ) -> Result<Response, ApiError> {
     let repr = representation(request)?;
-    let deprecated_watch = request.path.contains("/watch/");
     match verb {
         "watch" => watch::serve(shared, request, t, repr, close_watch_after),
-        "list" if deprecated_watch => watch::serve(shared, request, t, repr, close_watch_after),
         "list" => list(shared, request, t, repr),
         "get" => {
             let state = shared.lock();

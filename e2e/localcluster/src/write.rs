@@ -506,7 +506,7 @@ pub fn update(
     if t.subresource.as_deref() == Some("scale") {
         let body = serde_json::from_slice::<Value>(&request.body)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        return write_scale(state, t, body, ctx, None);
+        return write_scale(state, t, body, ctx);
     }
     let body = parse_json_body(request, &t.rt)?;
     let given = body["metadata"]["name"].as_str().unwrap_or("");
@@ -520,9 +520,6 @@ pub fn update(
         .get(&t.rt.key(), t.namespace.as_deref().unwrap_or(""), &name)
         .cloned()
     else {
-        if t.subresource.is_none() && !t.rt.is_custom() {
-            // PUT of a missing built-in object creates it (AllowCreateOnUpdate is off: 404).
-        }
         return Err(ApiError::not_found(&t.subject(&name)));
     };
     match body["metadata"]["resourceVersion"].as_str() {
@@ -605,7 +602,7 @@ pub fn patch(
         _ => patch::strategic_merge(&mut current, &patch_body, t.rt.schema()),
     }
     if t.subresource.as_deref() == Some("scale") {
-        return write_scale(state, t, current, ctx, None);
+        return write_scale(state, t, current, ctx);
     }
     // The patched object is decoded like a request body; decode errors become 422 on "patch".
     if let Err(e) = validation::decode_types(&current, &t.rt) {
@@ -841,7 +838,6 @@ fn write_scale(
     t: &Target,
     scale: Value,
     ctx: &WriteContext,
-    _entries: Option<Vec<ManagerEntry>>,
 ) -> Result<(u16, Value), ApiError> {
     let old = live(state, t)?.clone();
     let (spec_path, _, _) = scale_paths(&t.rt);
