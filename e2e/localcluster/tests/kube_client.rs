@@ -768,3 +768,47 @@ async fn deleting_a_crd_stops_serving_it() {
         404
     );
 }
+
+#[tokio::test]
+async fn kube_runtime_event_recorder_publishes_series() {
+    use kube::runtime::events::{Event as RecorderEvent, EventType, Recorder, Reporter};
+    let c = cluster().await;
+    let client = c.client().unwrap();
+    let api: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let cm = api
+        .create(
+            &PostParams::default(),
+            &configmap("evented", json!({}), json!({})),
+        )
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "kbeast-operator".into(),
+            instance: Some("test".into()),
+        },
+    );
+    let event = RecorderEvent {
+        type_: EventType::Normal,
+        reason: "Reconciled".into(),
+        note: Some("all children applied".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let reference = kube::Resource::object_ref(&cm, &());
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(client);
+    let list = events.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        list.items.len(),
+        1,
+        "the second publish patches the same event"
+    );
+    assert_eq!(list.items[0].series.as_ref().map(|s| s.count), Some(2));
+    assert_eq!(
+        list.items[0].reporting_controller.as_deref(),
+        Some("kbeast-operator")
+    );
+}
