@@ -447,3 +447,60 @@ async fn scheduler_endpoints_and_pdb_follow_ready_pods() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn recreate_strategy_and_min_ready_seconds() {
+    let c = cluster(ControllerSet::all()).await;
+    let client = c.client().unwrap();
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let replicasets: Api<ReplicaSet> = Api::default_namespaced(client.clone());
+    let mut d = deployment("rec", 2, json!(1), json!(0), "app:1");
+    let spec = d.spec.as_mut().unwrap();
+    spec.strategy = Some(serde_json::from_value(json!({"type": "Recreate"})).unwrap());
+    // Condition times have second precision (as in Kubernetes), so 2 s is safely "not yet"
+    // 300 ms after the pods became ready.
+    spec.min_ready_seconds = Some(2);
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    stable_replica_sets(&replicasets, "rec", vec![(1, 2)]).await;
+    c.set_pods_ready("default", "app=rec", true);
+    // Ready is not yet available: minReadySeconds has to pass first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = deployments.get("rec").await.unwrap().status.unwrap();
+    assert_eq!(
+        (status.ready_replicas, status.available_replicas),
+        (Some(2), None)
+    );
+    eventually(
+        Duration::from_secs(5),
+        "available after minReadySeconds",
+        || async {
+            let s = deployments.get("rec").await.unwrap().status?;
+            (s.available_replicas == Some(2)).then_some(())
+        },
+    )
+    .await;
+
+    // Recreate: the old ReplicaSet goes to zero before the new one is scaled up.
+    deployments
+        .patch("rec", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "app:2"}]}}}})))
+        .await
+        .unwrap();
+    let mut saw_both_up = false;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let sets = replica_sets(&replicasets, "rec").await;
+        saw_both_up |= sets.len() == 2 && sets.iter().all(|(_, r)| *r > 0);
+        if sets == vec![(1, 0), (2, 2)] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "recreate did not finish: {sets:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!saw_both_up, "old and new pods never run side by side");
+}
