@@ -55,6 +55,8 @@ fn aggregated_requested(request: &Request) -> Result<bool, ApiError> {
 
 fn aggregated_response(body: &Value) -> Response {
     let mut r = json_response(200, body);
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public"));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(AGGREGATED_MEDIA_TYPE),
@@ -127,7 +129,14 @@ pub fn serve(shared: &Arc<Shared>, request: &Request) -> Response {
     }
     let aggregated = match aggregated_requested(request) {
         Ok(a) => a,
-        Err(e) => return error_response(&e),
+        Err(e) => {
+            let mut r = error_response(&e);
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache, private"),
+            );
+            return r;
+        }
     };
     let state = shared.lock();
     let registry = &state.registry;
@@ -217,6 +226,15 @@ fn resource_list(registry: &crate::registry::Registry, group: &str, version: &st
     list
 }
 
+/// The document's hash, as the real server puts in `?hash=` and the ETag (SHA-512, hex).
+fn document_hash(doc: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha512::digest(doc.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}
+
 fn openapi(_shared: &Arc<Shared>, request: &Request) -> Response {
     let rest = request
         .path
@@ -225,24 +243,47 @@ fn openapi(_shared: &Arc<Shared>, request: &Request) -> Response {
     if rest.is_empty() {
         let paths: serde_json::Map<String, Value> = OPENAPI_DOCUMENTS
             .iter()
-            .map(|(p, _)| {
-                (
-                    p.to_string(),
-                    json!({"serverRelativeURL": format!("/openapi/v3/{p}")}),
-                )
+            .map(|(p, doc)| {
+                let url = format!("/openapi/v3/{p}?hash={}", document_hash(doc));
+                (p.to_string(), json!({"serverRelativeURL": url}))
             })
             .collect();
-        return json_response(200, &json!({"paths": paths}));
+        let mut r = json_response(200, &json!({"paths": paths}));
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, private"),
+        );
+        return r;
     }
     match OPENAPI_DOCUMENTS.iter().find(|(p, _)| *p == rest) {
         Some((_, doc)) => {
+            let hash = document_hash(doc);
             let mut r = Response::new(Body::from(*doc));
-            r.headers_mut().insert(
+            let headers = r.headers_mut();
+            headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
+            headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+            if let Ok(etag) = HeaderValue::from_str(&format!("\"{hash}\"")) {
+                headers.insert(header::ETAG, etag);
+            }
+            // Hash-addressed URLs never change; plain ones must be revalidated.
+            let cache = if request.param("hash").is_some() {
+                "public, immutable"
+            } else {
+                "no-cache, private"
+            };
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
             r
         }
-        None => text(404, "404 page not found\n"),
+        None => {
+            let mut r = text(404, "404 page not found\n");
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache, private"),
+            );
+            r
+        }
     }
 }

@@ -120,8 +120,11 @@ pub fn record_update(
         .find(|e| e.same_identity(w.manager, "Update", w.subresource))
     {
         Some(e) => {
+            // A write that changes nothing keeps the old time (and so the entry order).
+            if !changed.is_empty() || !cmp.removed.is_empty() {
+                e.time = Some(w.now.to_string());
+            }
             e.fields = e.fields.union(&changed);
-            e.time = Some(w.now.to_string());
             e.api_version = w.api_version.to_string();
         }
         None if !changed.is_empty() => entries.push(ManagerEntry {
@@ -253,4 +256,78 @@ fn conflict_error(conflicts: &[(String, Vec<String>)]) -> ApiError {
         ),
     )
     .with_details(json!({"causes": causes}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Schema;
+
+    fn writer<'a>(manager: &'a str, subresource: Option<&'a str>, now: &'a str) -> Writer<'a> {
+        Writer {
+            manager,
+            api_version: "v1",
+            subresource,
+            now,
+        }
+    }
+
+    #[test]
+    fn a_write_that_changes_nothing_keeps_the_entry_time() {
+        let old = json!({"metadata": {"name": "x"}, "data": {"a": "1"}});
+        let mut entries = Vec::new();
+        record_update(
+            &mut entries,
+            &json!({}),
+            &old,
+            Schema::none(),
+            &writer("m", None, "T1"),
+        );
+        record_update(
+            &mut entries,
+            &old,
+            &old,
+            Schema::none(),
+            &writer("m", None, "T2"),
+        );
+        assert_eq!(entries[0].time.as_deref(), Some("T1"));
+    }
+
+    #[test]
+    fn update_takes_ownership_and_apply_conflicts_with_it() {
+        let old = json!({"metadata": {"name": "x"}, "data": {"a": "1"}});
+        let mut entries = Vec::new();
+        let w = writer("updater", None, "T1");
+        record_update(&mut entries, &json!({}), &old, Schema::none(), &w);
+        let config = json!({"metadata": {"name": "x"}, "data": {"a": "2"}});
+        let err = apply(
+            &old,
+            &config,
+            Schema::none(),
+            &mut entries,
+            false,
+            &writer("applier", None, "T2"),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, 409);
+        assert_eq!(
+            err.message,
+            "Apply failed with 1 conflict: conflict with \"updater\" using v1: .data.a"
+        );
+        let merged = apply(
+            &old,
+            &config,
+            Schema::none(),
+            &mut entries,
+            true,
+            &writer("applier", None, "T2"),
+        )
+        .unwrap();
+        assert_eq!(merged["data"]["a"], "2");
+        assert!(
+            entries
+                .iter()
+                .all(|e| e.manager != "updater" || e.fields.is_empty())
+        );
+    }
 }

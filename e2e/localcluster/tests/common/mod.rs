@@ -215,6 +215,32 @@ pub fn diff_paths(want: &Value, got: &Value) -> Vec<String> {
 /// Discovery documents list only what the emulator serves: every entry it lists must equal
 /// the recorded entry of the same name (and it must list something).
 pub fn discovery_subset_problems(want: &Value, got: &Value, filtered: bool) -> Option<Vec<String>> {
+    if let (Some(recorded), Some(served)) = (want["paths"].as_object(), got["paths"].as_object()) {
+        // The OpenAPI index: served documents must be recorded ones (hash values are volatile).
+        let strip = |v: &Value| {
+            v["serverRelativeURL"]
+                .as_str()
+                .unwrap_or("")
+                .split("?hash=")
+                .next()
+                .unwrap_or("")
+                .to_string()
+        };
+        let mut problems = Vec::new();
+        for (path, url) in served {
+            match recorded.get(path) {
+                Some(r)
+                    if strip(r) == strip(url)
+                        && url["serverRelativeURL"]
+                            .as_str()
+                            .is_some_and(|u| u.contains("?hash=")) => {}
+                other => problems.push(format!(
+                    ".paths[{path}]: recorded {other:?} / emulator {url}"
+                )),
+            }
+        }
+        return Some(problems);
+    }
     let kind = want["kind"].as_str()?;
     let (list_key, name_of): (&str, fn(&Value) -> String) = match kind {
         "APIResourceList" => ("resources", |v| {
@@ -297,6 +323,7 @@ pub struct Exchange {
     pub body: Option<Value>,
     pub text: String,
     pub warnings: Vec<String>,
+    pub headers: hyper::HeaderMap,
 }
 
 impl Replayer {
@@ -419,6 +446,7 @@ impl Replayer {
     pub async fn exchange(&self, request: &Value) -> Exchange {
         let response = self.send(request).await;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let warnings = response
             .headers()
             .get_all("warning")
@@ -437,6 +465,7 @@ impl Replayer {
             body: serde_json::from_slice(&bytes).ok(),
             text,
             warnings,
+            headers,
         }
     }
 
@@ -453,6 +482,21 @@ impl Replayer {
                 got.status,
                 got.text.chars().take(400).collect::<String>()
             ));
+        }
+        // Caching headers that are not volatile (ETag, Last-Modified and Expires are).
+        for header in ["Cache-Control", "Vary"] {
+            if let Some(want) = expected["headers"][header].as_str() {
+                let got_value = got
+                    .headers
+                    .get(header)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if got_value != want {
+                    problems.push(format!(
+                        "header {header}: {got_value:?} != recorded {want:?}"
+                    ));
+                }
+            }
         }
         let want_warnings: Vec<String> = expected["warnings"]
             .as_array()
