@@ -324,10 +324,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(merged["data"]["a"], "2");
+        let updater = entries
+            .iter()
+            .find(|e| e.manager == "updater")
+            .expect("updater keeps its entry");
         assert!(
-            entries
+            !updater
+                .fields
+                .paths()
                 .iter()
-                .all(|e| e.manager != "updater" || e.fields.is_empty())
+                .any(|p| p.last().map(String::as_str) == Some("f:a")),
+            "force moves .data.a to the applier"
         );
     }
 }
