@@ -279,6 +279,15 @@ pub fn apply(kind: &str, object: &mut Value) {
         "Secret" => {
             if let Some(obj) = object.as_object_mut() {
                 set_default(obj, "type", json!("Opaque"));
+                // stringData is write-only: it is folded into data (base64), as on conversion.
+                if let Some(Value::Object(strings)) = obj.remove("stringData") {
+                    use base64::Engine;
+                    let data = obj.entry("data").or_insert(json!({}));
+                    for (k, v) in strings {
+                        let text = v.as_str().unwrap_or("").to_string();
+                        data[k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+                    }
+                }
             }
         }
         _ => {}
@@ -336,6 +345,10 @@ fn pod_spec(spec: &mut Value) {
 /// Admission on create (ServiceAccount admission, priority, default tolerations, QoS class),
 /// applied once when a Pod is created.
 pub fn admit_new(kind: &str, object: &mut Value) {
+    if kind == "Service" {
+        allocate_cluster_ip(object);
+        return;
+    }
     if kind != "Pod" {
         return;
     }
@@ -441,4 +454,31 @@ fn qos_class(containers: Option<&Value>) -> &'static str {
     } else {
         "Burstable"
     }
+}
+
+/// ClusterIP services get an address from 10.96.0.0/16 (10.96.0.1 is `kubernetes`).
+fn allocate_cluster_ip(object: &mut Value) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(10);
+    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
+    let external = spec.get("type").and_then(Value::as_str) == Some("ExternalName");
+    if headless {
+        spec.insert("clusterIPs".into(), json!(["None"]));
+    }
+    if headless
+        || external
+        || spec
+            .get("clusterIP")
+            .and_then(Value::as_str)
+            .is_some_and(|ip| !ip.is_empty())
+    {
+        return;
+    }
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let ip = format!("10.96.{}.{}", (n >> 8) & 0xff, n & 0xff);
+    spec.insert("clusterIP".into(), json!(ip));
+    spec.insert("clusterIPs".into(), json!([ip]));
 }

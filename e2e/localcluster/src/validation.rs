@@ -30,7 +30,21 @@ pub fn decode_types(object: &Value, rt: &ResourceType) -> Result<(), ApiError> {
     if rt.kind == "Lease" {
         check_micro_times(object, rt)?;
     }
-    if matches!(rt.kind.as_str(), "ConfigMap" | "Secret") {
+    if rt.kind == "Secret" {
+        use base64::Engine;
+        for (k, v) in object["data"].as_object().into_iter().flatten() {
+            if let Some(text) = v.as_str()
+                && base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .is_err()
+            {
+                return Err(ApiError::bad_request(format!(
+                    "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data.{k}"
+                )));
+            }
+        }
+    }
+    if matches!(rt.kind.as_str(), "ConfigMap") {
         for field in ["data", "stringData"] {
             if let Some(map) = object[field].as_object()
                 && map.values().any(|v| !v.is_string())

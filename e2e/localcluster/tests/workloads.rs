@@ -504,3 +504,53 @@ async fn recreate_strategy_and_min_ready_seconds() {
     }
     assert!(!saw_both_up, "old and new pods never run side by side");
 }
+
+#[tokio::test]
+async fn services_get_cluster_ips_pvcs_bind_and_secrets_fold_string_data() {
+    let c = cluster(ControllerSet::all()).await;
+    let client = c.client().unwrap();
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::default_namespaced(client.clone());
+    let svc = services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "ip"}, "spec": {"ports": [{"port": 80}]}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let ip = svc.spec.unwrap().cluster_ip.unwrap();
+    assert!(ip.starts_with("10.96."), "{ip}");
+
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::default_namespaced(client.clone());
+    pvcs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let bound = eventually(Duration::from_secs(5), "PVC bound", || async {
+        let pvc = pvcs.get("data").await.ok()?;
+        (pvc.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(pvc)
+    })
+    .await;
+    assert_eq!(bound.status.unwrap().capacity.unwrap()["storage"].0, "1Gi");
+
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::default_namespaced(client);
+    let secret = secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "keys"}, "stringData": {"token": "s3cret"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(secret.string_data.is_none());
+    assert_eq!(secret.data.unwrap()["token"].0, b"s3cret");
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+}

@@ -11,6 +11,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod replicaset;
 pub mod scheduler;
+pub mod volumes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub struct ControllerSet {
     pub scheduler: bool,
     pub endpoints: bool,
     pub disruption: bool,
+    /// Binds pending PersistentVolumeClaims (no real storage).
+    pub volumes: bool,
 }
 
 impl ControllerSet {
@@ -37,6 +40,7 @@ impl ControllerSet {
             scheduler: true,
             endpoints: true,
             disruption: true,
+            volumes: true,
         }
     }
     pub fn none() -> Self {
@@ -45,10 +49,11 @@ impl ControllerSet {
             scheduler: false,
             endpoints: false,
             disruption: false,
+            volumes: false,
         }
     }
     pub fn any(&self) -> bool {
-        self.workloads || self.scheduler || self.endpoints || self.disruption
+        self.workloads || self.scheduler || self.endpoints || self.disruption || self.volumes
     }
 }
 
@@ -95,6 +100,9 @@ pub fn reconcile_all(shared: &Arc<Shared>, set: ControllerSet) {
     }
     if set.disruption {
         disruption::reconcile(&mut state, now);
+    }
+    if set.volumes {
+        volumes::reconcile(&mut state, now);
     }
 }
 
