@@ -264,6 +264,56 @@ impl LocalCluster {
         changed
     }
 
+    /// Acts as the kubelet for finished containers: matching pods get phase Succeeded
+    /// (or Failed) and are no longer ready. Returns how many pods changed.
+    pub fn finish_pods(&self, namespace: &str, label_selector: &str, succeeded: bool) -> usize {
+        let selector = crate::selectors::LabelSelector::parse(label_selector).unwrap_or_default();
+        let mut state = self.shared.lock();
+        let Some(rt) = state.registry.find("", "v1", "pods") else {
+            return 0;
+        };
+        let pods: Vec<serde_json::Value> = state
+            .store
+            .list(&rt.key(), Some(namespace))
+            .into_iter()
+            .filter(|p| selector.matches(p))
+            .cloned()
+            .collect();
+        let now = crate::write::now();
+        let phase = if succeeded { "Succeeded" } else { "Failed" };
+        let mut changed = 0;
+        for pod in &pods {
+            let mut updated = pod.clone();
+            updated["status"]["phase"] = serde_json::json!(phase);
+            let mut conditions = updated["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for type_ in ["Ready", "ContainersReady"] {
+                controllers::set_condition(
+                    &mut conditions,
+                    serde_json::json!({"type": type_, "status": "False", "reason": "PodCompleted"}),
+                    &now,
+                    false,
+                );
+            }
+            updated["status"]["conditions"] = serde_json::json!(conditions);
+            let stored = crate::system::write_as(
+                &mut state,
+                &rt,
+                Some(pod),
+                updated,
+                "kubelet",
+                Some("status"),
+                &now,
+            );
+            if &stored != pod {
+                changed += 1;
+            }
+        }
+        changed
+    }
+
     async fn shutdown_now(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

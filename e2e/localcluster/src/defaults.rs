@@ -349,6 +349,15 @@ pub fn admit_new(kind: &str, object: &mut Value) {
         allocate_cluster_ip(object);
         return;
     }
+    if kind == "Job" && object["spec"]["manualSelector"] != Value::Bool(true) {
+        // The Job strategy generates the selector and pod labels from the uid.
+        let labels = crate::controllers::job::job_labels(object);
+        object["spec"]["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": labels["batch.kubernetes.io/controller-uid"]}});
+        for (k, v) in labels {
+            object["spec"]["template"]["metadata"]["labels"][k] = v;
+        }
+        return;
+    }
     if kind != "Pod" {
         return;
     }

@@ -554,3 +554,83 @@ async fn services_get_cluster_ips_pvcs_bind_and_secrets_fold_string_data() {
     assert_eq!(secret.data.unwrap()["token"].0, b"s3cret");
     assert_eq!(secret.type_.as_deref(), Some("Opaque"));
 }
+
+#[tokio::test]
+async fn jobs_complete_or_fail_as_their_pods_finish() {
+    use k8s_openapi::api::batch::v1::Job;
+    let c = cluster(ControllerSet::all()).await;
+    let client = c.client().unwrap();
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let job = |name: &str, backoff: i32| -> Job {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"backoffLimit": backoff, "template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "purge", "image": "purge:1"}]}}}}))
+        .unwrap()
+    };
+    let created = jobs
+        .create(&PostParams::default(), &job("purge", 1))
+        .await
+        .unwrap();
+    let labels = created
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone()
+        .unwrap();
+    assert_eq!(labels["job-name"], "purge");
+    eventually(Duration::from_secs(5), "job pod", || async {
+        (pods
+            .list(&ListParams::default().labels("job-name=purge"))
+            .await
+            .ok()?
+            .items
+            .len()
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(c.finish_pods("default", "job-name=purge", true), 1);
+    let done = eventually(Duration::from_secs(5), "Complete", || async {
+        let j = jobs.get("purge").await.ok()?;
+        let complete = j
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True");
+        complete.then_some(j)
+    })
+    .await;
+    assert_eq!(done.status.unwrap().succeeded, Some(1));
+
+    jobs.create(&PostParams::default(), &job("doomed", 1))
+        .await
+        .unwrap();
+    // backoffLimit 1: the second failed pod fails the Job.
+    eventually(Duration::from_secs(5), "Failed", || async {
+        c.finish_pods("default", "job-name=doomed", false);
+        let j = jobs.get("doomed").await.ok()?;
+        let failed = j
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Failed" && c.status == "True");
+        failed.then_some(())
+    })
+    .await;
+    let failed_pods = pods
+        .list(&ListParams::default().labels("job-name=doomed"))
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(failed_pods, 2, "one retry, then the Job gave up");
+}

@@ -9,6 +9,7 @@
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
+pub mod job;
 pub mod replicaset;
 pub mod scheduler;
 pub mod volumes;
@@ -91,6 +92,7 @@ pub fn reconcile_all(shared: &Arc<Shared>, set: ControllerSet) {
     if set.workloads {
         deployment::reconcile(&mut state, now);
         replicaset::reconcile(&mut state, now);
+        job::reconcile(&mut state, now);
     }
     if set.scheduler {
         scheduler::reconcile(&mut state, now);
