@@ -681,6 +681,18 @@ fn apply(
     if scale {
         let replicas = config["spec"]["replicas"].clone();
         config = json!({"apiVersion": rt.api_version(), "kind": rt.kind, "metadata": {"name": name}, "spec": {"replicas": replicas}});
+    } else if rt.has_status {
+        // Fields the subresource strategy resets are not applied (nor owned): status on the
+        // main resource, everything but status on /status.
+        if t.subresource.as_deref() == Some("status") {
+            config = json!({"apiVersion": config["apiVersion"], "kind": config["kind"],
+                "metadata": {"name": config["metadata"]["name"]}, "status": config["status"]});
+            if config["status"].is_null() {
+                config.as_object_mut().map(|m| m.remove("status"));
+            }
+        } else if let Some(m) = config.as_object_mut() {
+            m.remove("status");
+        }
     }
     let live_value = existing.clone().unwrap_or(Value::Null);
     let mut entries = existing.as_ref().map(ssa::decode).unwrap_or_default();

@@ -812,3 +812,57 @@ async fn kube_runtime_event_recorder_publishes_series() {
         Some("kbeast-operator")
     );
 }
+
+#[tokio::test]
+async fn apply_does_not_own_fields_the_subresource_resets() {
+    let c = cluster().await;
+    let api: Api<Deployment> = Api::default_namespaced(c.client().unwrap());
+    let manifest = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "d"}},
+            "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "c:1"}]}}},
+        "status": {"observedGeneration": 42}});
+    let created = api
+        .patch("d", &PatchParams::apply("op"), &Patch::Apply(&manifest))
+        .await
+        .unwrap();
+    assert_ne!(
+        created.status.as_ref().and_then(|s| s.observed_generation),
+        Some(42),
+        "status ignored on the main resource"
+    );
+    let op = created
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .find(|m| m.manager.as_deref() == Some("op"))
+        .unwrap();
+    assert!(
+        op.fields_v1.unwrap().0.get("f:status").is_none(),
+        "no ownership of status through the main resource"
+    );
+
+    let status = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": 9}, "status": {"observedGeneration": 7}});
+    let after = api
+        .patch_status(
+            "d",
+            &PatchParams::apply("status-writer").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        after.spec.unwrap().replicas,
+        Some(0),
+        "spec ignored on /status"
+    );
+    let writer = after
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .find(|m| m.manager.as_deref() == Some("status-writer"))
+        .unwrap();
+    assert_eq!(writer.subresource.as_deref(), Some("status"));
+    assert!(writer.fields_v1.unwrap().0.get("f:spec").is_none());
+}
