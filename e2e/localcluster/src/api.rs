@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use crate::delete::{self, DeleteOptions};
 use crate::discovery;
 use crate::error::{ApiError, Cause, Subject};
 use crate::faults::{FaultAction, Faults};
@@ -17,7 +18,7 @@ use crate::request_log::{RequestLog, RequestRecord};
 use crate::selectors::{FieldSelector, LabelSelector, supported_fields};
 use crate::store::Store;
 use crate::watch;
-use crate::write::{self, DeleteOptions, WriteContext};
+use crate::write::{self, WriteContext};
 
 /// Everything behind the lock: objects and the served resource types.
 pub struct State {
@@ -453,7 +454,7 @@ fn serve_resource(
                 .get(&t.rt.key(), ns, name)
                 .ok_or_else(|| ApiError::not_found(&t.subject(name)))?;
             let body = match t.subresource.as_deref() {
-                Some("scale") => write::scale_view(&t.rt, object),
+                Some("scale") => crate::scale::scale_view(&t.rt, object),
                 _ => with_type_meta(object.clone(), &t.rt),
             };
             if repr == Representation::Table && t.subresource.is_none() {
@@ -487,13 +488,13 @@ fn serve_resource(
                 "patch" => write::patch(&mut state, t, request, &ctx)?,
                 "delete" => {
                     let options = DeleteOptions::from_request(request)?;
-                    write::delete(&mut state, t, &options, &ctx)?
+                    delete::delete(&mut state, t, &options, &ctx)?
                 }
                 _ => {
                     let options = DeleteOptions::from_request(request)?;
                     let selector =
                         LabelSelector::parse(request.param("labelSelector").unwrap_or(""))?;
-                    write::delete_collection(&mut state, t, &selector, &options, &ctx)?
+                    delete::delete_collection(&mut state, t, &selector, &options, &ctx)?
                 }
             };
             let mut response = json_response(status, &render(body, repr));

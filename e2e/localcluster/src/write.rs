@@ -15,7 +15,6 @@ use crate::gc;
 use crate::patch;
 use crate::registry::ResourceType;
 use crate::schema::Schema;
-use crate::selectors::LabelSelector;
 use crate::ssa::{self, ManagerEntry, Writer};
 use crate::store::ChangeType;
 use crate::validation;
@@ -35,7 +34,7 @@ pub fn now() -> String {
         .to_string()
 }
 
-fn options_invalid(kind: &str, causes: Vec<Cause>) -> ApiError {
+pub(crate) fn options_invalid(kind: &str, causes: Vec<Cause>) -> ApiError {
     ApiError::invalid(
         &Subject {
             group: "meta.k8s.io",
@@ -488,7 +487,7 @@ fn commit_update(state: &mut State, t: &Target, prepared: Prepared, ctx: &WriteC
     object
 }
 
-fn live<'a>(state: &'a State, t: &Target) -> Result<&'a Value, ApiError> {
+pub(crate) fn live<'a>(state: &'a State, t: &Target) -> Result<&'a Value, ApiError> {
     let name = t.name.as_deref().unwrap_or("");
     state
         .store
@@ -587,7 +586,7 @@ pub fn patch(
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let old = live(state, t)?.clone();
     let mut current = match t.subresource.as_deref() {
-        Some("scale") => crate::write::scale_view(&t.rt, &old),
+        Some("scale") => crate::scale::scale_view(&t.rt, &old),
         _ => old.clone(),
     };
     match ct.as_str() {
@@ -761,7 +760,7 @@ fn apply(
             )?;
             let object = commit_update(state, t, prepared, ctx);
             if scale {
-                return Ok((200, scale_view(rt, &object)));
+                return Ok((200, crate::scale::scale_view(rt, &object)));
             }
             Ok((200, object))
         }
@@ -779,72 +778,6 @@ fn yaml_error(e: &serde_yaml::Error) -> String {
     }
 }
 
-/// Paths of `spec.replicas` / `status.replicas` / selector for a type with a scale subresource.
-fn scale_paths(rt: &ResourceType) -> (String, String, Option<String>) {
-    match &rt.crd_scale {
-        Some(s) => (
-            s.spec_replicas.clone(),
-            s.status_replicas.clone(),
-            s.label_selector.clone(),
-        ),
-        None => (".spec.replicas".into(), ".status.replicas".into(), None),
-    }
-}
-
-fn get_path<'a>(object: &'a Value, path: &str) -> &'a Value {
-    let mut current = object;
-    for part in path.trim_start_matches('.').split('.') {
-        current = &current[part];
-    }
-    current
-}
-
-fn set_path(object: &mut Value, path: &str, value: Value) {
-    let parts: Vec<&str> = path.trim_start_matches('.').split('.').collect();
-    let mut current = object;
-    for part in &parts[..parts.len() - 1] {
-        if !current[*part].is_object() {
-            current[*part] = json!({});
-        }
-        current = &mut current[*part];
-    }
-    current[parts[parts.len() - 1]] = value;
-}
-
-/// The autoscaling/v1 Scale view of an object.
-pub fn scale_view(rt: &ResourceType, object: &Value) -> Value {
-    let (spec_path, status_path, selector_path) = scale_paths(rt);
-    let meta = &object["metadata"];
-    let mut metadata = json!({"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"], "resourceVersion": meta["resourceVersion"], "creationTimestamp": meta["creationTimestamp"]});
-    if meta["namespace"].is_null() {
-        metadata.as_object_mut().map(|m| m.remove("namespace"));
-    }
-    let mut status = json!({"replicas": get_path(object, &status_path).as_i64().unwrap_or(0)});
-    let selector = match selector_path {
-        Some(p) => get_path(object, &p).clone(),
-        None => match object["spec"]["selector"]["matchLabels"].as_object() {
-            Some(labels) => json!(
-                labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            None => Value::Null,
-        },
-    };
-    if let Some(s) = selector.as_str() {
-        status["selector"] = json!(s);
-    }
-    json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": metadata,
-        "spec": {"replicas": get_path(object, &spec_path).as_i64().unwrap_or(0)},
-        "status": status,
-    })
-}
-
 fn write_scale(
     state: &mut State,
     t: &Target,
@@ -852,133 +785,10 @@ fn write_scale(
     ctx: &WriteContext,
 ) -> Result<(u16, Value), ApiError> {
     let old = live(state, t)?.clone();
-    let (spec_path, _, _) = scale_paths(&t.rt);
+    let (spec_path, _, _) = crate::scale::scale_paths(&t.rt);
     let mut new = old.clone();
-    set_path(&mut new, &spec_path, scale["spec"]["replicas"].clone());
+    crate::scale::set_path(&mut new, &spec_path, scale["spec"]["replicas"].clone());
     let prepared = prepare(t, Some(&old), new, ctx, Some("scale"), Ownership::Update)?;
     let object = commit_update(state, t, prepared, ctx);
-    Ok((200, scale_view(&t.rt, &object)))
-}
-
-/// DELETE options from the query and the optional `DeleteOptions` body.
-pub struct DeleteOptions {
-    pub propagation: String,
-    pub precondition_uid: Option<String>,
-    pub precondition_rv: Option<String>,
-}
-
-impl DeleteOptions {
-    pub fn from_request(request: &Request) -> Result<Self, ApiError> {
-        let body: Value = if request.body.is_empty() {
-            json!({})
-        } else {
-            serde_json::from_slice(&request.body).unwrap_or(json!({}))
-        };
-        let mut propagation = request
-            .param("propagationPolicy")
-            .map(String::from)
-            .or_else(|| body["propagationPolicy"].as_str().map(String::from));
-        if propagation.is_none() {
-            let orphan = request
-                .param("orphanDependents")
-                .map(|v| v == "true")
-                .or(body["orphanDependents"].as_bool());
-            if orphan == Some(true) {
-                propagation = Some("Orphan".into());
-            }
-        }
-        let propagation = propagation.unwrap_or_else(|| "Background".into());
-        if !["Foreground", "Background", "Orphan"].contains(&propagation.as_str()) {
-            return Err(options_invalid(
-                "DeleteOptions",
-                vec![Cause::new(
-                    "FieldValueNotSupported",
-                    "propagationPolicy",
-                    format!(
-                        "Unsupported value: \"{propagation}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
-                    ),
-                )],
-            ));
-        }
-        Ok(DeleteOptions {
-            propagation,
-            precondition_uid: body["preconditions"]["uid"].as_str().map(String::from),
-            precondition_rv: body["preconditions"]["resourceVersion"]
-                .as_str()
-                .map(String::from),
-        })
-    }
-}
-
-pub fn delete(
-    state: &mut State,
-    t: &Target,
-    options: &DeleteOptions,
-    ctx: &WriteContext,
-) -> Result<(u16, Value), ApiError> {
-    let name = t.name.clone().unwrap_or_default();
-    let old = live(state, t)?.clone();
-    if let Some(uid) = &options.precondition_uid {
-        let actual = old["metadata"]["uid"].as_str().unwrap_or("");
-        if uid != actual {
-            return Err(ApiError::new(409, "Conflict", format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the UID in the precondition ({uid}) does not match the UID in record ({actual}). The object might have been deleted and then recreated",
-                t.rt.kind
-            )).with_details(json!({"name": name, "kind": t.rt.kind})));
-        }
-    }
-    if let Some(rv) = &options.precondition_rv
-        && rv != old["metadata"]["resourceVersion"].as_str().unwrap_or("")
-    {
-        return Err(ApiError::conflict(&t.subject(&name)));
-    }
-    if ctx.dry_run {
-        return Ok((200, old));
-    }
-    let outcome = gc::delete_object(state, &t.rt, &old, &options.propagation, &ctx.now);
-    gc::collect(state, &ctx.now);
-    Ok(match outcome {
-        gc::Deleted::Terminating(object) => (200, object),
-        gc::Deleted::Removed(object) if t.rt.kind == "Pod" => (200, object),
-        gc::Deleted::Removed(object) => {
-            let mut details = json!({"name": name});
-            if !t.rt.group.is_empty() {
-                details["group"] = json!(t.rt.group);
-            }
-            details["kind"] = json!(t.rt.resource);
-            details["uid"] = object["metadata"]["uid"].clone();
-            (
-                200,
-                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}),
-            )
-        }
-    })
-}
-
-pub fn delete_collection(
-    state: &mut State,
-    t: &Target,
-    selector: &LabelSelector,
-    options: &DeleteOptions,
-    ctx: &WriteContext,
-) -> Result<(u16, Value), ApiError> {
-    let victims: Vec<Value> = state
-        .store
-        .list(&t.rt.key(), t.namespace.as_deref())
-        .into_iter()
-        .filter(|o| selector.matches(o))
-        .cloned()
-        .collect();
-    let mut items = Vec::new();
-    for v in victims {
-        if !ctx.dry_run {
-            gc::delete_object(state, &t.rt, &v, &options.propagation, &ctx.now);
-        }
-        items.push(crate::api::strip_type_meta(v));
-    }
-    gc::collect(state, &ctx.now);
-    Ok((
-        200,
-        json!({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version(), "metadata": {"resourceVersion": state.store.current_resource_version().to_string()}, "items": items}),
-    ))
+    Ok((200, crate::scale::scale_view(&t.rt, &object)))
 }
