@@ -1,6 +1,6 @@
-//! Write verbs: create, update, patch (all formats), delete and deletecollection, with the
+//! Write verbs create, update and patch (all formats, incl. server-side apply), with the
 //! admission steps Kubernetes runs on the way (defaults, pruning, validation, generation,
-//! managed fields, subresource rules, finalizers).
+//! managed fields, subresource rules, finalizers). Deletes are in `delete.rs`.
 
 use std::sync::Mutex;
 
