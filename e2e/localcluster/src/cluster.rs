@@ -1,0 +1,349 @@
+//! The library entry point: start an emulated cluster on a free loopback port, get a
+//! `kube::Client` for it, inspect the request log, inject faults, stop it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, Shared, State};
+use crate::controllers::{self, ControllerSet};
+use crate::error::Error;
+use crate::faults::Fault;
+use crate::registry::Registry;
+use crate::request_log::{RequestFilter, RequestRecord};
+use crate::store::{DEFAULT_HISTORY_LIMIT, Store};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Port to bind on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Where to write the kubeconfig; `None` writes none.
+    pub kubeconfig_path: Option<PathBuf>,
+    /// Interval of BOOKMARK events on watches that allow them.
+    pub bookmark_interval: Duration,
+    /// Changes retained for watch resumption before clients get 410 Gone.
+    pub history_limit: usize,
+    /// Which emulated controllers run (all by default).
+    pub controllers: ControllerSet,
+    /// How often controllers re-check time-based state (deadlines, minReadySeconds).
+    pub controller_tick: Duration,
+    /// Load the state saved here on start and save it on stop (see `persistence`).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            port: 0,
+            kubeconfig_path: None,
+            bookmark_interval: Duration::from_secs(1),
+            history_limit: DEFAULT_HISTORY_LIMIT,
+            controllers: ControllerSet::all(),
+            controller_tick: Duration::from_millis(200),
+            data_dir: None,
+        }
+    }
+}
+
+/// A running emulated cluster. Dropping it stops the server.
+pub struct LocalCluster {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    controller_task: Option<JoinHandle<()>>,
+    kubeconfig_path: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+}
+
+/// The cluster's initial state: the system namespaces.
+fn bootstrap(history_limit: usize) -> State {
+    let mut state = State {
+        store: Store::new(history_limit),
+        registry: Registry::builtin(),
+    };
+    let now = crate::write::now();
+    let rt = state
+        .registry
+        .find("", "v1", "namespaces")
+        .expect("namespaces are built in");
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let rv = state.store.next_resource_version();
+        let ns = serde_json::json!({"kind": "Namespace", "apiVersion": "v1",
+            "metadata": {"name": name, "uid": uuid::Uuid::new_v4().to_string(), "resourceVersion": rv.to_string(),
+                "creationTimestamp": now, "labels": {"kubernetes.io/metadata.name": name}},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+        state
+            .store
+            .put(&rt.key(), ns, crate::store::ChangeType::Added);
+        crate::gc::populate_namespace(&mut state, name);
+    }
+    state
+}
+
+pub fn kubeconfig_yaml(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: localcluster\n  cluster:\n    server: {server}\ncontexts:\n- name: localcluster\n  context:\n    cluster: localcluster\n    user: localcluster\n    namespace: default\ncurrent-context: localcluster\nusers:\n- name: localcluster\n  user:\n    token: localcluster\n"
+    )
+}
+
+impl LocalCluster {
+    pub async fn start(options: Options) -> Result<LocalCluster, Error> {
+        let restored = match &options.data_dir {
+            Some(dir) => crate::persistence::load(dir, options.history_limit)?,
+            None => None,
+        };
+        let state = restored.unwrap_or_else(|| bootstrap(options.history_limit));
+        let shared = Arc::new(Shared::new(state, options.bookmark_interval));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await?;
+        let addr = listener.local_addr()?;
+        let app = axum::Router::new()
+            .fallback(api::handle)
+            .with_state(shared.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        let controller_task = options.controllers.any().then(|| {
+            tokio::spawn(controllers::run(
+                Arc::downgrade(&shared),
+                options.controllers,
+                options.controller_tick,
+            ))
+        });
+        if let Some(path) = &options.kubeconfig_path {
+            write_atomically(path, &kubeconfig_yaml(&format!("http://{addr}")))?;
+        }
+        Ok(LocalCluster {
+            addr,
+            shared,
+            shutdown: Some(tx),
+            server: Some(server),
+            controller_task,
+            kubeconfig_path: options.kubeconfig_path,
+            data_dir: options.data_dir,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+    pub fn kubeconfig_path(&self) -> Option<&Path> {
+        self.kubeconfig_path.as_deref()
+    }
+
+    /// A client talking to this cluster, with the given default namespace.
+    pub fn client_in(&self, namespace: &str) -> Result<kube::Client, Error> {
+        let url: http::Uri = self
+            .url()
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| Error::Kubeconfig(e.to_string()))?;
+        let mut config = kube::Config::new(url);
+        config.default_namespace = namespace.to_string();
+        Ok(kube::Client::try_from(config)?)
+    }
+    pub fn client(&self) -> Result<kube::Client, Error> {
+        self.client_in("default")
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.request_log.records()
+    }
+    pub fn count_requests(&self, filter: &RequestFilter) -> usize {
+        self.shared.request_log.count(filter)
+    }
+    pub fn clear_requests(&self) {
+        self.shared.request_log.clear();
+    }
+    /// Milliseconds since start, the clock of [`RequestRecord::at_ms`].
+    pub fn elapsed_ms(&self) -> u128 {
+        self.shared.request_log.elapsed_ms()
+    }
+
+    pub fn inject_fault(&self, fault: Fault) {
+        self.shared.faults.add(fault);
+    }
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// Drops all watch history, like an etcd compaction: older watches get 410 Gone.
+    pub fn compact(&self) {
+        self.shared.lock().store.compact();
+    }
+
+    /// Stops serving; with a data directory, saves the state there first.
+    pub async fn stop(mut self) -> Result<(), Error> {
+        self.shutdown_now().await;
+        self.save()
+    }
+
+    /// Saves the state to the data directory now (no-op without one).
+    pub fn save(&self) -> Result<(), Error> {
+        match &self.data_dir {
+            Some(dir) => Ok(crate::persistence::save(&self.shared.lock(), dir)?),
+            None => Ok(()),
+        }
+    }
+
+    /// Acts as the kubelet for matching pods: phase Running, a pod IP, and Ready /
+    /// ContainersReady conditions (`ready = false` flips them back). Returns how many pods
+    /// were changed. Pods never run processes in the emulator.
+    pub fn set_pods_ready(&self, namespace: &str, label_selector: &str, ready: bool) -> usize {
+        let selector = crate::selectors::LabelSelector::parse(label_selector).unwrap_or_default();
+        let mut state = self.shared.lock();
+        let Some(rt) = state.registry.find("", "v1", "pods") else {
+            return 0;
+        };
+        let pods: Vec<serde_json::Value> = state
+            .store
+            .list(&rt.key(), Some(namespace))
+            .into_iter()
+            .filter(|p| selector.matches(p))
+            .cloned()
+            .collect();
+        let now = crate::write::now();
+        let mut changed = 0;
+        for (i, pod) in pods.iter().enumerate() {
+            let mut updated = pod.clone();
+            let status_text = if ready { "True" } else { "False" };
+            updated["status"]["phase"] = serde_json::json!("Running");
+            if updated["status"]["podIP"].is_null() {
+                let ip = format!(
+                    "10.244.0.{}",
+                    10 + (crate::store::parse_rv(pod) as usize + i) % 240
+                );
+                updated["status"]["podIP"] = serde_json::json!(ip);
+                updated["status"]["podIPs"] = serde_json::json!([{"ip": ip}]);
+                updated["status"]["hostIP"] = serde_json::json!("127.0.0.1");
+                updated["status"]["startTime"] = serde_json::json!(now);
+            }
+            let mut conditions = updated["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for type_ in ["Initialized", "Ready", "ContainersReady", "PodScheduled"] {
+                let s = if matches!(type_, "Ready" | "ContainersReady") {
+                    status_text
+                } else {
+                    "True"
+                };
+                controllers::set_condition(
+                    &mut conditions,
+                    serde_json::json!({"type": type_, "status": s}),
+                    &now,
+                    false,
+                );
+            }
+            updated["status"]["conditions"] = serde_json::json!(conditions);
+            let before = pod.clone();
+            let stored = crate::system::write_as(
+                &mut state,
+                &rt,
+                Some(&before),
+                updated,
+                "kubelet",
+                Some("status"),
+                &now,
+            );
+            if stored != before {
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    /// Acts as the kubelet for finished containers: matching pods get phase Succeeded
+    /// (or Failed) and are no longer ready. Returns how many pods changed.
+    pub fn finish_pods(&self, namespace: &str, label_selector: &str, succeeded: bool) -> usize {
+        let selector = crate::selectors::LabelSelector::parse(label_selector).unwrap_or_default();
+        let mut state = self.shared.lock();
+        let Some(rt) = state.registry.find("", "v1", "pods") else {
+            return 0;
+        };
+        let pods: Vec<serde_json::Value> = state
+            .store
+            .list(&rt.key(), Some(namespace))
+            .into_iter()
+            .filter(|p| selector.matches(p))
+            .cloned()
+            .collect();
+        let now = crate::write::now();
+        let phase = if succeeded { "Succeeded" } else { "Failed" };
+        let mut changed = 0;
+        for pod in &pods {
+            let mut updated = pod.clone();
+            updated["status"]["phase"] = serde_json::json!(phase);
+            let mut conditions = updated["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for type_ in ["Ready", "ContainersReady"] {
+                controllers::set_condition(
+                    &mut conditions,
+                    serde_json::json!({"type": type_, "status": "False", "reason": "PodCompleted"}),
+                    &now,
+                    false,
+                );
+            }
+            updated["status"]["conditions"] = serde_json::json!(conditions);
+            let stored = crate::system::write_as(
+                &mut state,
+                &rt,
+                Some(pod),
+                updated,
+                "kubelet",
+                Some("status"),
+                &now,
+            );
+            if &stored != pod {
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    async fn shutdown_now(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.controller_task.take() {
+            task.abort();
+        }
+        if let Some(server) = self.server.take() {
+            // Open watches keep graceful shutdown waiting; do not hang on them.
+            let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        if let Some(task) = self.controller_task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(tmp, path)
+}

@@ -1,0 +1,295 @@
+//! Workload controllers of the emulated controller manager and scheduler: Deployment →
+//! ReplicaSet → Pods (rolling updates), a scheduler binding pods to one fake node,
+//! Endpoints from ready pods, and PodDisruptionBudget status.
+//!
+//! They run in one background task: after every change (and on a short tick, for
+//! deadlines and minReadySeconds) each controller reconciles everything under the lock.
+//! Pods never run: tests (or the later pod runner) mark them ready through `/status`.
+
+pub mod deployment;
+pub mod disruption;
+pub mod endpoints;
+pub mod job;
+pub mod replicaset;
+pub mod scheduler;
+pub mod volumes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::api::{Shared, State};
+use crate::registry::ResourceType;
+use crate::selectors::LabelSelector;
+
+/// Which controllers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllerSet {
+    pub workloads: bool,
+    pub scheduler: bool,
+    pub endpoints: bool,
+    pub disruption: bool,
+    /// Binds pending PersistentVolumeClaims (no real storage).
+    pub volumes: bool,
+}
+
+impl ControllerSet {
+    pub fn all() -> Self {
+        ControllerSet {
+            workloads: true,
+            scheduler: true,
+            endpoints: true,
+            disruption: true,
+            volumes: true,
+        }
+    }
+    pub fn none() -> Self {
+        ControllerSet {
+            workloads: false,
+            scheduler: false,
+            endpoints: false,
+            disruption: false,
+            volumes: false,
+        }
+    }
+    pub fn any(&self) -> bool {
+        self.workloads || self.scheduler || self.endpoints || self.disruption || self.volumes
+    }
+}
+
+pub const NODE_NAME: &str = "localcluster-node";
+pub const MANAGER: &str = "kube-controller-manager";
+
+/// Runs the controllers until the shared state is dropped.
+pub async fn run(shared: std::sync::Weak<Shared>, set: ControllerSet, tick: Duration) {
+    let mut changes = match shared.upgrade() {
+        Some(s) => s.lock().store.subscribe(),
+        None => return,
+    };
+    loop {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        reconcile_all(&shared, set);
+        drop(shared);
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            r = changes.recv() => {
+                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+                // Coalesce bursts of changes into one pass.
+                while changes.try_recv().is_ok() {}
+            }
+        }
+    }
+}
+
+pub fn reconcile_all(shared: &Arc<Shared>, set: ControllerSet) {
+    let mut state = shared.lock();
+    let now = jiff::Timestamp::now();
+    if set.workloads {
+        deployment::reconcile(&mut state, now);
+        replicaset::reconcile(&mut state, now);
+        job::reconcile(&mut state, now);
+    }
+    if set.scheduler {
+        scheduler::reconcile(&mut state, now);
+    }
+    if set.endpoints {
+        endpoints::reconcile(&mut state, now);
+    }
+    if set.disruption {
+        disruption::reconcile(&mut state, now);
+    }
+    if set.volumes {
+        volumes::reconcile(&mut state, now);
+    }
+}
+
+pub fn timestamp(now: jiff::Timestamp) -> String {
+    now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+pub fn resource(
+    state: &State,
+    group: &str,
+    version: &str,
+    plural: &str,
+) -> Option<Arc<ResourceType>> {
+    state.registry.find(group, version, plural)
+}
+
+/// Objects of a resource, cloned (controllers write while iterating).
+pub fn objects(state: &State, rt: &ResourceType, namespace: Option<&str>) -> Vec<Value> {
+    state
+        .store
+        .list(&rt.key(), namespace)
+        .into_iter()
+        .cloned()
+        .collect()
+}
+
+pub fn uid(object: &Value) -> &str {
+    object["metadata"]["uid"].as_str().unwrap_or("")
+}
+
+pub fn name(object: &Value) -> &str {
+    object["metadata"]["name"].as_str().unwrap_or("")
+}
+
+pub fn namespace(object: &Value) -> &str {
+    object["metadata"]["namespace"].as_str().unwrap_or("")
+}
+
+pub fn is_terminating(object: &Value) -> bool {
+    !object["metadata"]["deletionTimestamp"].is_null()
+}
+
+/// The controller owner reference's uid, if any.
+pub fn controller_uid(object: &Value) -> Option<&str> {
+    object["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == Value::Bool(true))
+        .and_then(|r| r["uid"].as_str())
+}
+
+pub fn owner_reference(owner: &Value) -> Value {
+    serde_json::json!({
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
+}
+
+/// A `metav1.LabelSelector` (matchLabels and matchExpressions) as a selector.
+pub fn label_selector(selector: &Value) -> Option<LabelSelector> {
+    let mut parts = Vec::new();
+    for (k, v) in selector["matchLabels"].as_object().into_iter().flatten() {
+        parts.push(format!("{k}={}", v.as_str().unwrap_or("")));
+    }
+    for e in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let key = e["key"].as_str().unwrap_or("");
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        parts.push(match e["operator"].as_str().unwrap_or("") {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.to_string(),
+            "DoesNotExist" => format!("!{key}"),
+            _ => return None,
+        });
+    }
+    LabelSelector::parse(&parts.join(",")).ok()
+}
+
+/// Whether a pod's Ready condition is True.
+pub fn pod_ready(pod: &Value) -> bool {
+    condition(pod, "Ready").is_some_and(|c| c["status"] == "True")
+}
+
+pub fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// Ready for at least `min_ready_seconds` (the definition of an available pod).
+pub fn pod_available(pod: &Value, min_ready_seconds: i64, now: jiff::Timestamp) -> bool {
+    if !pod_ready(pod) {
+        return false;
+    }
+    if min_ready_seconds <= 0 {
+        return true;
+    }
+    let since = condition(pod, "Ready")
+        .and_then(|c| c["lastTransitionTime"].as_str())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    since.is_some_and(|t| now.as_second() - t.as_second() >= min_ready_seconds)
+}
+
+/// Sets or replaces a condition, keeping lastTransitionTime while the status is unchanged.
+pub fn set_condition(
+    conditions: &mut Vec<Value>,
+    mut new: Value,
+    now: &str,
+    with_update_time: bool,
+) {
+    let type_ = new["type"].clone();
+    match conditions.iter_mut().find(|c| c["type"] == type_) {
+        Some(existing) => {
+            let same_status = existing["status"] == new["status"];
+            new["lastTransitionTime"] = if same_status {
+                existing["lastTransitionTime"].clone()
+            } else {
+                serde_json::json!(now)
+            };
+            if with_update_time {
+                let same = existing["reason"] == new["reason"]
+                    && existing["message"] == new["message"]
+                    && same_status;
+                new["lastUpdateTime"] = if same {
+                    existing["lastUpdateTime"].clone()
+                } else {
+                    serde_json::json!(now)
+                };
+            }
+            *existing = order_condition(new, with_update_time);
+        }
+        None => {
+            new["lastTransitionTime"] = serde_json::json!(now);
+            if with_update_time {
+                new["lastUpdateTime"] = serde_json::json!(now);
+            }
+            conditions.push(order_condition(new, with_update_time));
+        }
+    }
+}
+
+fn order_condition(c: Value, with_update_time: bool) -> Value {
+    let mut out = serde_json::Map::new();
+    let mut keys = vec!["type", "status"];
+    if with_update_time {
+        keys.push("lastUpdateTime");
+    }
+    keys.extend(["lastTransitionTime", "reason", "message"]);
+    for k in keys {
+        if let Some(v) = c.get(k) {
+            out.insert(k.to_string(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+/// Resolves an int-or-percent against `total` (Kubernetes `GetScaledValueFromIntOrPercent`).
+pub fn scaled_value(value: &Value, total: i64, round_up: bool) -> i64 {
+    match value {
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        Value::String(s) => match s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) {
+            Some(percent) => {
+                let product = percent * total;
+                if round_up {
+                    (product + 99) / 100
+                } else {
+                    product / 100
+                }
+            }
+            None => s.parse().unwrap_or(0),
+        },
+        _ => 0,
+    }
+}

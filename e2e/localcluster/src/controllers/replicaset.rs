@@ -1,0 +1,147 @@
+//! The ReplicaSet controller: creates and deletes Pods to match `spec.replicas` and reports
+//! replicas, fullyLabeled, ready and available counts.
+
+use serde_json::{Value, json};
+
+use super::{
+    MANAGER, controller_uid, is_terminating, label_selector, name, namespace, objects,
+    owner_reference, pod_available, pod_ready, resource, timestamp, uid,
+};
+use crate::api::State;
+use crate::system::{record_event, write_as};
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    uuid::Uuid::new_v4().as_bytes()[..5]
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// The Pod a ReplicaSet creates from its template (before API defaulting and admission).
+pub fn pod_from_template(rs: &Value, now: &str) -> Value {
+    let template = &rs["spec"]["template"];
+    let prefix = format!("{}-", name(rs));
+    let mut metadata = json!({
+        "name": format!("{prefix}{}", random_suffix()),
+        "generateName": prefix,
+        "namespace": namespace(rs),
+        "uid": uuid::Uuid::new_v4().to_string(),
+        "creationTimestamp": now,
+        "labels": template["metadata"]["labels"],
+        "ownerReferences": [owner_reference(rs)],
+    });
+    if let Some(a) = template["metadata"].get("annotations") {
+        metadata["annotations"] = a.clone();
+    }
+    let mut pod =
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]});
+    crate::defaults::apply("Pod", &mut pod);
+    pod
+}
+
+pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
+    let (Some(rs_rt), Some(pod_rt)) = (
+        resource(state, "apps", "v1", "replicasets"),
+        resource(state, "", "v1", "pods"),
+    ) else {
+        return;
+    };
+    let now_text = timestamp(now);
+    for rs in objects(state, &rs_rt, None) {
+        if is_terminating(&rs) {
+            continue;
+        }
+        let ns = namespace(&rs).to_string();
+        let Some(selector) = label_selector(&rs["spec"]["selector"]) else {
+            continue;
+        };
+        let mut pods: Vec<Value> = objects(state, &pod_rt, Some(&ns))
+            .into_iter()
+            .filter(|p| controller_uid(p) == Some(uid(&rs)) && !is_terminating(p))
+            .collect();
+        let desired = rs["spec"]["replicas"].as_i64().unwrap_or(1);
+        let diff = desired - pods.len() as i64;
+        if diff > 0 {
+            for _ in 0..diff {
+                let pod = pod_from_template(&rs, &now_text);
+                let created = write_as(state, &pod_rt, None, pod, MANAGER, None, &now_text);
+                record_event(
+                    state,
+                    &rs,
+                    "SuccessfulCreate",
+                    &format!("Created pod: {}", name(&created)),
+                    "replicaset-controller",
+                    &now_text,
+                );
+                pods.push(created);
+            }
+        } else if diff < 0 {
+            // Delete the least useful pods first: unscheduled, not ready, newest.
+            pods.sort_by_key(|p| {
+                (
+                    !p["spec"]["nodeName"].is_null(),
+                    pod_ready(p),
+                    std::cmp::Reverse(
+                        p["metadata"]["creationTimestamp"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_string(),
+                    ),
+                )
+            });
+            let victims: Vec<Value> = pods.drain(..(-diff) as usize).collect();
+            for p in victims {
+                crate::gc::delete_object(state, &pod_rt, &p, "Background", &now_text);
+                record_event(
+                    state,
+                    &rs,
+                    "SuccessfulDelete",
+                    &format!("Deleted pod: {}", name(&p)),
+                    "replicaset-controller",
+                    &now_text,
+                );
+            }
+        }
+        let min_ready = rs["spec"]["minReadySeconds"].as_i64().unwrap_or(0);
+        let count = |f: &dyn Fn(&Value) -> bool| pods.iter().filter(|p| f(p)).count() as i64;
+        let mut status = serde_json::Map::new();
+        status.insert("replicas".into(), json!(pods.len()));
+        let labeled = count(&|p| selector.matches(p));
+        if labeled > 0 {
+            status.insert("fullyLabeledReplicas".into(), json!(labeled));
+        }
+        let ready = count(&|p| pod_ready(p));
+        if ready > 0 {
+            status.insert("readyReplicas".into(), json!(ready));
+        }
+        let available = count(&|p| pod_available(p, min_ready, now));
+        if available > 0 {
+            status.insert("availableReplicas".into(), json!(available));
+        }
+        status.insert("terminatingReplicas".into(), json!(0));
+        status.insert(
+            "observedGeneration".into(),
+            rs["metadata"]["generation"].clone(),
+        );
+        let status = Value::Object(status);
+        let current = state
+            .store
+            .get(&rs_rt.key(), &ns, name(&rs))
+            .cloned()
+            .unwrap_or(rs);
+        if current["status"] != status {
+            let mut updated = current.clone();
+            updated["status"] = status;
+            write_as(
+                state,
+                &rs_rt,
+                Some(&current),
+                updated,
+                MANAGER,
+                Some("status"),
+                &now_text,
+            );
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! Deletion semantics and the controllers that run inside the emulator's write path:
+//! finalizers, owner-reference garbage collection (background, foreground, orphan),
+//! namespace population and cleanup, and CRD establishment.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use crate::api::State;
+use crate::registry::{ResourceType, crd_resource_types};
+
+use crate::store::{ChangeType, ResourceKey};
+
+pub enum Deleted {
+    /// Finalizers keep the object; it now has a deletionTimestamp.
+    Terminating(Value),
+    Removed(Value),
+}
+
+fn finalizers(object: &Value) -> Vec<String> {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn store_update(state: &mut State, key: &ResourceKey, mut object: Value) -> Value {
+    let rv = state.store.next_resource_version();
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    state.store.put(key, object.clone(), ChangeType::Modified);
+    object
+}
+
+/// Deletes one object the way the API server does: finalizers (plus the propagation
+/// policy's own finalizer) turn the delete into setting deletionTimestamp.
+pub fn delete_object(
+    state: &mut State,
+    rt: &ResourceType,
+    object: &Value,
+    propagation: &str,
+    now: &str,
+) -> Deleted {
+    let key = rt.key();
+    let ns = object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    if !object["metadata"]["deletionTimestamp"].is_null() {
+        return Deleted::Terminating(object.clone());
+    }
+    let mut f = finalizers(object);
+    match propagation {
+        "Foreground" if has_dependents(state, object) => f.push("foregroundDeletion".into()),
+        "Orphan" if has_dependents(state, object) => f.push("orphan".into()),
+        _ => {}
+    }
+    if rt.resource == "namespaces" {
+        let mut terminating = object.clone();
+        terminating["metadata"]["deletionTimestamp"] = json!(now);
+        terminating["status"]["phase"] = json!("Terminating");
+        let terminating = store_update(state, &key, terminating);
+        return Deleted::Terminating(terminating);
+    }
+    if f.is_empty() && rt.kind == "CustomResourceDefinition" {
+        stop_serving_crd(state, object);
+    }
+    if f.is_empty() {
+        let removed = state
+            .store
+            .remove(&key, &ns, &name)
+            .unwrap_or_else(|| object.clone());
+        if rt.kind == "Pod" {
+            // An unscheduled pod is removed at once; the response shows the graceful delete.
+            let mut shown = removed;
+            shown["metadata"]["deletionTimestamp"] = json!(now);
+            shown["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            if let Some(g) = shown["metadata"]["generation"].as_i64() {
+                shown["metadata"]["generation"] = json!(g + 1);
+            }
+            return Deleted::Removed(shown);
+        }
+        return Deleted::Removed(removed);
+    }
+    let mut terminating = object.clone();
+    terminating["metadata"]["finalizers"] = json!(f);
+    terminating["metadata"]["deletionTimestamp"] = json!(now);
+    terminating["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+    if rt.is_custom()
+        && let Some(g) = terminating["metadata"]["generation"].as_i64()
+    {
+        terminating["metadata"]["generation"] = json!(g + 1);
+    }
+    Deleted::Terminating(store_update(state, &key, terminating))
+}
+
+fn uid(object: &Value) -> &str {
+    object["metadata"]["uid"].as_str().unwrap_or("")
+}
+
+fn owner_uids(object: &Value) -> Vec<String> {
+    object["metadata"]["ownerReferences"]
+        .as_array()
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r["uid"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn has_dependents(state: &State, owner: &Value) -> bool {
+    let u = uid(owner);
+    state
+        .store
+        .all()
+        .any(|(_, o)| owner_uids(o).iter().any(|x| x == u))
+}
+
+/// Runs the garbage collector and namespace controller until nothing changes.
+pub fn collect(state: &mut State, now: &str) {
+    for _ in 0..50 {
+        if !collect_once(state, now) {
+            return;
+        }
+    }
+}
+
+fn collect_once(state: &mut State, now: &str) -> bool {
+    let objects: Vec<(ResourceKey, Value)> = state
+        .store
+        .all()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let uids: HashSet<String> = objects.iter().map(|(_, o)| uid(o).to_string()).collect();
+
+    // Dependents whose owners are all gone, or whose owner is being deleted in the foreground.
+    for (_, object) in &objects {
+        let owners = owner_uids(object);
+        if owners.is_empty() || !object["metadata"]["deletionTimestamp"].is_null() {
+            continue;
+        }
+        let foreground_owner = objects.iter().any(|(_, o)| {
+            owners.iter().any(|u| u == uid(o))
+                && !o["metadata"]["deletionTimestamp"].is_null()
+                && finalizers(o).iter().any(|f| f == "foregroundDeletion")
+        });
+        if (owners.iter().all(|u| !uids.contains(u)) || foreground_owner)
+            && let Some(rt) = find_type(state, object)
+        {
+            delete_object(state, &rt, object, "Background", now);
+            return true;
+        }
+    }
+
+    for (key, object) in &objects {
+        if object["metadata"]["deletionTimestamp"].is_null() {
+            continue;
+        }
+        let f = finalizers(object);
+        let u = uid(object).to_string();
+        let dependents: Vec<&(ResourceKey, Value)> = objects
+            .iter()
+            .filter(|(_, o)| owner_uids(o).contains(&u))
+            .collect();
+        if f.iter().any(|x| x == "orphan") {
+            for (dkey, dep) in &dependents {
+                let mut d = dep.clone();
+                let refs: Vec<Value> = d["metadata"]["ownerReferences"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| r["uid"].as_str() != Some(&u))
+                    .collect();
+                match refs.is_empty() {
+                    true => d["metadata"]
+                        .as_object_mut()
+                        .map(|m| m.remove("ownerReferences")),
+                    false => d["metadata"]
+                        .as_object_mut()
+                        .map(|m| m.insert("ownerReferences".into(), json!(refs))),
+                };
+                match find_type(state, dep) {
+                    Some(rt) => system_update(state, &rt, d, now, None, Some(dep)),
+                    None => {
+                        store_update(state, dkey, d);
+                    }
+                }
+            }
+            remove_finalizer(state, key, object, "orphan");
+            return true;
+        }
+        if f.iter().any(|x| x == "foregroundDeletion") && dependents.is_empty() {
+            remove_finalizer(state, key, object, "foregroundDeletion");
+            return true;
+        }
+        if key.resource == "namespaces" && key.group.is_empty() {
+            let ns = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let contents: Vec<(ResourceKey, Value)> = objects
+                .iter()
+                .filter(|(_, o)| o["metadata"]["namespace"].as_str() == Some(ns.as_str()))
+                .cloned()
+                .collect();
+            let mut changed = false;
+            for (_, o) in &contents {
+                if o["metadata"]["deletionTimestamp"].is_null()
+                    && let Some(rt) = find_type(state, o)
+                {
+                    delete_object(state, &rt, o, "Background", now);
+                    changed = true;
+                }
+            }
+            if contents.is_empty() {
+                state.store.remove(key, "", &ns);
+                return true;
+            }
+            if changed {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn find_type(state: &State, object: &Value) -> Option<std::sync::Arc<ResourceType>> {
+    let api_version = object["apiVersion"].as_str()?;
+    let kind = object["kind"].as_str()?;
+    state.registry.find_kind(api_version, kind)
+}
+
+fn remove_finalizer(state: &mut State, key: &ResourceKey, object: &Value, finalizer: &str) {
+    let mut o = object.clone();
+    let remaining: Vec<String> = finalizers(object)
+        .into_iter()
+        .filter(|f| f != finalizer)
+        .collect();
+    let ns = o["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if remaining.is_empty() {
+        o["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("finalizers"));
+        store_update(state, key, o);
+        state.store.remove(key, &ns, &name);
+    } else {
+        o["metadata"]["finalizers"] = json!(remaining);
+        store_update(state, key, o);
+    }
+}
+
+const CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
+
+fn system_update(
+    state: &mut State,
+    kind_rt: &ResourceType,
+    object: Value,
+    now: &str,
+    subresource: Option<&str>,
+    old: Option<&Value>,
+) {
+    let manager = if kind_rt.is_custom() || kind_rt.group == "apiextensions.k8s.io" {
+        "kube-apiserver"
+    } else {
+        "kube-controller-manager"
+    };
+    crate::system::write_as(state, kind_rt, old, object, manager, subresource, now);
+}
+
+/// What the controller manager adds to every new namespace.
+pub fn populate_namespace(state: &mut State, ns: &str) {
+    let now = crate::write::now();
+    if let Some(rt) = state.registry.find("", "v1", "configmaps")
+        && state.store.get(&rt.key(), ns, "kube-root-ca.crt").is_none()
+    {
+        let cm = json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "kube-root-ca.crt", "namespace": ns,
+            "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now,
+            "annotations": {"kubernetes.io/description": CA_DESCRIPTION}},
+            "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\nbG9jYWxjbHVzdGVyIGZha2UgQ0E=\n-----END CERTIFICATE-----\n"}});
+        system_update(state, &rt, cm, &now, None, None);
+    }
+    if let Some(rt) = state.registry.find("", "v1", "serviceaccounts")
+        && state.store.get(&rt.key(), ns, "default").is_none()
+    {
+        let sa = json!({"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": "default", "namespace": ns,
+            "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now}});
+        let rv = state.store.next_resource_version();
+        let mut sa = sa;
+        sa["metadata"]["resourceVersion"] = json!(rv.to_string());
+        state.store.put(&rt.key(), sa, ChangeType::Added);
+    }
+}
+
+/// Starts serving a CRD's resources and marks it NamesAccepted and Established.
+pub fn establish_crd(state: &mut State, crd: &Value, now: &str) {
+    let name = crd["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if !crd["metadata"]["deletionTimestamp"].is_null() {
+        return;
+    }
+    let types = crd_resource_types(crd);
+    for t in &types {
+        if state
+            .registry
+            .find(&t.group, &t.version, &t.resource)
+            .is_none()
+        {
+            state.store.start_history(&t.key());
+        }
+    }
+    state.registry.set_crd_types(&name, types);
+    let established = crd["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Established" && c["status"] == "True")
+    });
+    if established {
+        return;
+    }
+    let Some(rt) = state
+        .registry
+        .find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+    else {
+        return;
+    };
+    let mut updated = crd.clone();
+    let names = &crd["spec"]["names"];
+    let mut accepted = json!({});
+    for k in [
+        "plural",
+        "singular",
+        "shortNames",
+        "kind",
+        "listKind",
+        "categories",
+    ] {
+        if let Some(v) = names.get(k) {
+            accepted[k] = v.clone();
+        }
+    }
+    updated["status"] = json!({
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now, "reason": "NoConflicts", "message": "no conflicts found"},
+            {"type": "Established", "status": "True", "lastTransitionTime": now, "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"}
+        ],
+        "acceptedNames": accepted,
+        "storedVersions": crd["status"]["storedVersions"].clone(),
+    });
+    system_update(state, &rt, updated, now, Some("status"), Some(crd));
+}
+
+/// A deleted CRD stops being served and its custom resources are removed.
+fn stop_serving_crd(state: &mut State, crd: &Value) {
+    let name = crd["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let keys: Vec<ResourceKey> = crd_resource_types(crd).iter().map(|t| t.key()).collect();
+    for key in keys {
+        let objects: Vec<(String, String)> = state
+            .store
+            .list(&key, None)
+            .into_iter()
+            .map(|o| {
+                (
+                    o["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    o["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        for (ns, n) in objects {
+            state.store.remove(&key, &ns, &n);
+        }
+    }
+    state.registry.set_crd_types(&name, Vec::new());
+}

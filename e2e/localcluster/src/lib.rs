@@ -1,0 +1,35 @@
+//! In-memory Kubernetes API server emulator for kbeast end-to-end tests.
+//!
+//! Start one with [`LocalCluster::start`]; see `docs/testing.md` for what it emulates.
+
+pub mod api;
+pub mod cluster;
+pub mod controllers;
+pub mod crd_schema;
+pub mod defaults;
+pub mod delete;
+pub mod discovery;
+pub mod error;
+pub mod faults;
+pub mod fieldset;
+pub mod gc;
+pub mod patch;
+pub mod persistence;
+pub mod registry;
+pub mod request_log;
+pub mod scale;
+pub mod schema;
+pub mod selectors;
+pub mod ssa;
+pub mod store;
+pub mod system;
+pub mod table;
+pub mod validation;
+pub mod watch;
+pub mod write;
+
+pub use cluster::{LocalCluster, Options};
+pub use controllers::ControllerSet;
+pub use error::{ApiError, Error};
+pub use faults::{Fault, FaultAction};
+pub use request_log::{RequestFilter, RequestRecord};
