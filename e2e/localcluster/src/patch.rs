@@ -18,9 +18,23 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), ApiError> {
             "the server rejected our request due to an error in our request: {e}"
         ))
     })?;
-    json_patch::patch(target, &ops).map_err(|e| {
-        ApiError::new(422, "Invalid", json_patch_message(&e)).with_details(Value::Null)
-    })
+    // The API server's JSON-patch library treats a missing value as null, so `test` with a
+    // null value passes on a missing path (kube-runtime's finalizer helper relies on it).
+    // Ops apply one by one on a copy, so a failing patch changes nothing.
+    let mut patched = target.clone();
+    for op in ops.0 {
+        if let json_patch::PatchOperation::Test(test) = &op
+            && test.value.is_null()
+            && patched.pointer(test.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(&mut patched, &[op]).map_err(|e| {
+            ApiError::new(422, "Invalid", json_patch_message(&e)).with_details(Value::Null)
+        })?;
+    }
+    *target = patched;
+    Ok(())
 }
 
 fn json_patch_message(e: &json_patch::PatchError) -> String {

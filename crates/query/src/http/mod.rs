@@ -40,7 +40,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub data_dir: PathBuf,
     /// Mode of searches that name none.
-    pub default_mode: SearchMode,
+    pub default_mode: kbeast_client::SearchMode,
 }
 
 impl AppState {
