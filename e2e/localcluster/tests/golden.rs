@@ -113,15 +113,7 @@ async fn errors() {
 
 #[tokio::test]
 async fn discovery() {
-    replay(
-        "discovery",
-        &[
-            ("api", SERVER_ADDRESS),
-            ("apis", "autoscaling/v1 (HPA conversion) is not served, so the autoscaling group lists only v2"),
-        ],
-        false,
-    )
-    .await;
+    replay("discovery", &[("api", SERVER_ADDRESS)], false).await;
 }
 
 #[tokio::test]
@@ -142,7 +134,6 @@ async fn hpa_pdb_netpol() {
     replay(
         "hpa-pdb-netpol",
         &[
-            ("get-hpa-v1", "autoscaling/v1 (HPA conversion) is not served"),
             ("get-hpa-after-controller", "no HPA controller is emulated (the recorded status says the metrics API is missing)"),
             ("get-pdb-after-controller", "controller-written status is volatile; PDB status is covered by tests/workloads.rs"),
         ],

@@ -866,3 +866,48 @@ async fn apply_does_not_own_fields_the_subresource_resets() {
     assert_eq!(writer.subresource.as_deref(), Some("status"));
     assert!(writer.fields_v1.unwrap().0.get("f:spec").is_none());
 }
+
+#[tokio::test]
+async fn hpa_is_served_as_autoscaling_v1_and_v2() {
+    use k8s_openapi::api::autoscaling::{v1, v2};
+    let c = cluster().await;
+    let client = c.client().unwrap();
+    let v1_api: Api<v1::HorizontalPodAutoscaler> = Api::default_namespaced(client.clone());
+    let v2_api: Api<v2::HorizontalPodAutoscaler> = Api::default_namespaced(client);
+    let hpa: v1::HorizontalPodAutoscaler = serde_json::from_value(json!({"metadata": {"name": "h"}, "spec": {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"}, "maxReplicas": 4, "targetCPUUtilizationPercentage": 70}}))
+    .unwrap();
+    let created = v1_api.create(&PostParams::default(), &hpa).await.unwrap();
+    assert_eq!(
+        created.spec.as_ref().unwrap().min_replicas,
+        Some(1),
+        "v2 defaults apply"
+    );
+    let as_v2 = v2_api.get("h").await.unwrap();
+    let metric = &as_v2.spec.unwrap().metrics.unwrap()[0];
+    assert_eq!(
+        metric.resource.as_ref().unwrap().target.average_utilization,
+        Some(70)
+    );
+    let patched = v1_api
+        .patch(
+            "h",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"targetCPUUtilizationPercentage": 50}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.spec.unwrap().target_cpu_utilization_percentage,
+        Some(50)
+    );
+    assert_eq!(
+        v1_api
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
