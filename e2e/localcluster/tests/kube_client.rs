@@ -911,3 +911,49 @@ async fn hpa_is_served_as_autoscaling_v1_and_v2() {
         1
     );
 }
+
+#[tokio::test]
+async fn deleting_a_namespace_removes_its_contents() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let c = cluster().await;
+    let client = c.client().unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "tenant"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "tenant");
+    assert!(
+        api.get("kube-root-ca.crt").await.is_ok(),
+        "namespace is populated like the controller manager does"
+    );
+    api.create(
+        &PostParams::default(),
+        &configmap("inside", json!({}), json!({})),
+    )
+    .await
+    .unwrap();
+    namespaces
+        .delete("tenant", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(status_code(api.get("inside").await.unwrap_err()), 404);
+    assert_eq!(
+        status_code(namespaces.get("tenant").await.unwrap_err()),
+        404
+    );
+    let err = api
+        .create(
+            &PostParams::default(),
+            &configmap("late", json!({}), json!({})),
+        )
+        .await;
+    assert_eq!(
+        status_code(err.unwrap_err()),
+        404,
+        "no creates in a deleted namespace"
+    );
+}
