@@ -331,6 +331,28 @@ async fn metadata_watcher_and_partial_object_meta() {
 }
 
 #[tokio::test]
+async fn library_writes_a_kubeconfig_clients_can_use() {
+    let c = cluster().await;
+    let path = c.kubeconfig_path().to_path_buf();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&path).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    assert_eq!(
+        client.apiserver_version().await.unwrap().git_version,
+        "v1.36.2"
+    );
+    drop(c);
+    assert!(
+        !path.exists(),
+        "the temporary kubeconfig is removed with the cluster"
+    );
+}
+
+#[tokio::test]
 async fn request_log_counts_per_verb_and_client() {
     let c = cluster().await;
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().unwrap());
