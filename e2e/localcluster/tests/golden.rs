@@ -134,7 +134,7 @@ async fn hpa_pdb_netpol() {
     replay(
         "hpa-pdb-netpol",
         &[
-            ("get-hpa-after-controller", "no HPA controller is emulated (the recorded status says the metrics API is missing)"),
+            ("get-hpa-after-controller", "its scale target was created outside the recorded steps; the same status is checked in tests/workloads.rs"),
             ("get-pdb-after-controller", "controller-written status is volatile; PDB status is covered by tests/workloads.rs"),
         ],
         false,
