@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use crate::conversion;
 use crate::delete::{self, DeleteOptions};
 use crate::discovery;
 use crate::error::{ApiError, Cause, Subject};
@@ -455,7 +456,7 @@ fn serve_resource(
                 .ok_or_else(|| ApiError::not_found(&t.subject(name)))?;
             let body = match t.subresource.as_deref() {
                 Some("scale") => crate::scale::scale_view(&t.rt, object),
-                _ => with_type_meta(object.clone(), &t.rt),
+                _ => conversion::to_served(&t.rt, &with_type_meta(object.clone(), &t.rt)),
             };
             if repr == Representation::Table && t.subresource.is_none() {
                 let rv = object["metadata"]["resourceVersion"]
@@ -468,6 +469,11 @@ fn serve_resource(
                 ));
             }
             Ok(json_response(200, &render(body, repr)))
+        }
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+            if conversion::storage_version(&t.rt).is_some() =>
+        {
+            converted_write(shared, request, t, verb, repr, close_watch_after)
         }
         "create" | "update" | "patch" | "delete" | "deletecollection" => {
             let ctx = WriteContext::from_request(request)?;
@@ -509,6 +515,119 @@ fn serve_resource(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// A write through a served version that is stored in another one: the body is converted to
+/// the storage version, written there, and the answer converted back.
+fn converted_write(
+    shared: &Arc<Shared>,
+    request: &Request,
+    t: &Target,
+    verb: &str,
+    repr: Representation,
+    close_watch_after: Option<Duration>,
+) -> Result<Response, ApiError> {
+    let version = conversion::storage_version(&t.rt).expect("converted type");
+    let storage_rt = shared
+        .lock()
+        .registry
+        .find(&t.rt.group, version, &t.rt.resource)
+        .ok_or_else(|| ApiError::internal("storage version not served"))?;
+    let storage_target = Target {
+        rt: storage_rt.clone(),
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+        subresource: t.subresource.clone(),
+    };
+    let mut storage_request = Request {
+        method: request.method.clone(),
+        path: request.path.clone(),
+        query: request.query.clone(),
+        headers: request.headers.clone(),
+        body: request.body.clone(),
+    };
+    let served_body = |bytes: &Bytes| -> Result<Value, ApiError> {
+        serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(e.to_string()))
+    };
+    match verb {
+        "create" | "update" => {
+            let body = served_body(&request.body)?;
+            crate::write::check_served_type(&body, &t.rt)?;
+            let stored = conversion::to_storage(&t.rt, &body);
+            storage_request.body = Bytes::from(serde_json::to_vec(&stored).unwrap_or_default());
+        }
+        "patch" => {
+            let ct = request.content_type();
+            if ct == "application/apply-patch+yaml"
+                || ct == "application/strategic-merge-patch+json"
+            {
+                return Err(ApiError::unsupported_media_type(&[
+                    "application/json-patch+json",
+                    "application/merge-patch+json",
+                ]));
+            }
+            let name = t.name.clone().unwrap_or_default();
+            let current = shared
+                .lock()
+                .store
+                .get(
+                    &storage_rt.key(),
+                    t.namespace.as_deref().unwrap_or(""),
+                    &name,
+                )
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(&t.subject(&name)))?;
+            let mut view = conversion::to_served(&t.rt, &current);
+            let patch = served_body(&request.body)?;
+            if ct == "application/json-patch+json" {
+                crate::patch::json_patch(&mut view, &patch)?;
+            } else {
+                crate::patch::merge_patch(&mut view, &patch);
+            }
+            let mut stored = conversion::to_storage(&t.rt, &view);
+            stored["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+            storage_request.method = Method::PUT;
+            storage_request.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            storage_request.body = Bytes::from(serde_json::to_vec(&stored).unwrap_or_default());
+        }
+        _ => {}
+    }
+    let storage_verb = if verb == "patch" { "update" } else { verb };
+    let response = serve_resource(
+        shared,
+        &storage_request,
+        &storage_target,
+        storage_verb,
+        close_watch_after,
+    )?;
+    // Convert the answer back to the served version.
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = futures::executor::block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let converted = match body["items"].as_array() {
+        Some(items) => {
+            let mut list = body.clone();
+            list["items"] = json!(
+                items
+                    .iter()
+                    .map(|i| strip_type_meta(conversion::to_served(&t.rt, i)))
+                    .collect::<Vec<_>>()
+            );
+            list["apiVersion"] = json!(t.rt.api_version());
+            list
+        }
+        None => conversion::to_served(&t.rt, &body),
+    };
+    let mut out = json_response(status.as_u16(), &render(converted, repr));
+    for w in headers.get_all("warning") {
+        out.headers_mut().append("warning", w.clone());
+    }
+    Ok(out)
 }
 
 fn render(body: Value, repr: Representation) -> Value {
@@ -738,6 +857,7 @@ fn list(
 
 /// Built-in list items carry no kind/apiVersion; custom resources (unstructured) keep them.
 fn item_view(rt: &ResourceType, object: &Value) -> Value {
+    let object = &conversion::to_served(rt, object);
     if rt.is_custom() {
         object.clone()
     } else {

@@ -21,7 +21,8 @@ use crate::store::{DEFAULT_HISTORY_LIMIT, Store};
 pub struct Options {
     /// Port to bind on 127.0.0.1; 0 picks a free one.
     pub port: u16,
-    /// Where to write the kubeconfig; `None` writes none.
+    /// Where to write the kubeconfig; `None` writes one into a temporary directory that is
+    /// removed when the cluster is dropped.
     pub kubeconfig_path: Option<PathBuf>,
     /// Interval of BOOKMARK events on watches that allow them.
     pub bookmark_interval: Duration,
@@ -56,7 +57,9 @@ pub struct LocalCluster {
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
     controller_task: Option<JoinHandle<()>>,
-    kubeconfig_path: Option<PathBuf>,
+    kubeconfig_path: PathBuf,
+    /// The temporary directory holding the kubeconfig, when the emulator chose it.
+    owned_kubeconfig_dir: Option<PathBuf>,
     data_dir: Option<PathBuf>,
 }
 
@@ -119,16 +122,30 @@ impl LocalCluster {
                 options.controller_tick,
             ))
         });
-        if let Some(path) = &options.kubeconfig_path {
-            write_atomically(path, &kubeconfig_yaml(&format!("http://{addr}")))?;
-        }
+        let (kubeconfig_path, owned_kubeconfig_dir) = match options.kubeconfig_path {
+            Some(path) => (path, None),
+            None => {
+                let dir = std::env::temp_dir().join(format!(
+                    "kbeast-localcluster-{}-{}",
+                    std::process::id(),
+                    addr.port()
+                ));
+                std::fs::create_dir_all(&dir)?;
+                (dir.join("kubeconfig"), Some(dir))
+            }
+        };
+        write_atomically(
+            &kubeconfig_path,
+            &kubeconfig_yaml(&format!("http://{addr}")),
+        )?;
         Ok(LocalCluster {
             addr,
             shared,
             shutdown: Some(tx),
             server: Some(server),
             controller_task,
-            kubeconfig_path: options.kubeconfig_path,
+            kubeconfig_path,
+            owned_kubeconfig_dir,
             data_dir: options.data_dir,
         })
     }
@@ -139,8 +156,9 @@ impl LocalCluster {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
-    pub fn kubeconfig_path(&self) -> Option<&Path> {
-        self.kubeconfig_path.as_deref()
+    /// The kubeconfig pointing at this cluster (for processes such as the operator binary).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig_path
     }
 
     /// A client talking to this cluster, with the given default namespace.
@@ -338,6 +356,9 @@ impl Drop for LocalCluster {
         }
         if let Some(task) = self.controller_task.take() {
             task.abort();
+        }
+        if let Some(dir) = self.owned_kubeconfig_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

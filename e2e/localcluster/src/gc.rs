@@ -134,12 +134,28 @@ pub fn collect(state: &mut State, now: &str) {
 }
 
 fn collect_once(state: &mut State, now: &str) -> bool {
+    // Only owned or terminating objects matter, unless a namespace is being emptied; this
+    // keeps the pass cheap since it runs after every write.
+    let namespaces = ResourceKey::new("", "namespaces");
+    let emptying_namespace = state
+        .store
+        .list(&namespaces, None)
+        .iter()
+        .any(|n| !n["metadata"]["deletionTimestamp"].is_null());
     let objects: Vec<(ResourceKey, Value)> = state
         .store
         .all()
+        .filter(|(_, v)| {
+            emptying_namespace
+                || !v["metadata"]["ownerReferences"].is_null()
+                || !v["metadata"]["deletionTimestamp"].is_null()
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let uids: HashSet<String> = objects.iter().map(|(_, o)| uid(o).to_string()).collect();
+    if objects.is_empty() {
+        return false;
+    }
+    let uids: HashSet<String> = state.store.all().map(|(_, o)| uid(o).to_string()).collect();
 
     // Dependents whose owners are all gone, or whose owner is being deleted in the foreground.
     for (_, object) in &objects {

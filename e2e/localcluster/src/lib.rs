@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cluster;
 pub mod controllers;
+pub mod conversion;
 pub mod crd_schema;
 pub mod defaults;
 pub mod delete;

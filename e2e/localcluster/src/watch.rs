@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::store::{ChangeType, parse_rv};
 
 struct WatchFilter {
+    rt: std::sync::Arc<crate::registry::ResourceType>,
     options: ListOptions,
     namespace: Option<String>,
     metadata_only: bool,
@@ -33,7 +34,7 @@ impl WatchFilter {
         if self.metadata_only {
             as_metadata(object)
         } else {
-            object.clone()
+            crate::conversion::to_served(&self.rt, object)
         }
     }
 }
@@ -62,6 +63,7 @@ pub fn serve(
 ) -> Result<Response, ApiError> {
     validate_list_params(request, true)?;
     let filter = WatchFilter {
+        rt: t.rt.clone(),
         options: ListOptions::from_request(request, t)?,
         namespace: t.namespace.clone(),
         metadata_only: repr != Representation::Full,

@@ -129,6 +129,11 @@ fn parse_json_body(request: &Request, rt: &ResourceType) -> Result<Value, ApiErr
     Ok(value)
 }
 
+/// The kind/apiVersion check for a body sent to a converted version.
+pub fn check_served_type(value: &Value, rt: &ResourceType) -> Result<(), ApiError> {
+    check_type_meta(value, rt)
+}
+
 fn check_type_meta(value: &Value, rt: &ResourceType) -> Result<(), ApiError> {
     let kind = value["kind"].as_str().unwrap_or("");
     let api_version = value["apiVersion"].as_str().unwrap_or("");

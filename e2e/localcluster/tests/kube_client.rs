@@ -331,6 +331,28 @@ async fn metadata_watcher_and_partial_object_meta() {
 }
 
 #[tokio::test]
+async fn library_writes_a_kubeconfig_clients_can_use() {
+    let c = cluster().await;
+    let path = c.kubeconfig_path().to_path_buf();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&path).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    assert_eq!(
+        client.apiserver_version().await.unwrap().git_version,
+        "v1.36.2"
+    );
+    drop(c);
+    assert!(
+        !path.exists(),
+        "the temporary kubeconfig is removed with the cluster"
+    );
+}
+
+#[tokio::test]
 async fn request_log_counts_per_verb_and_client() {
     let c = cluster().await;
     let api: Api<ConfigMap> = Api::default_namespaced(c.client().unwrap());
@@ -865,4 +887,95 @@ async fn apply_does_not_own_fields_the_subresource_resets() {
         .unwrap();
     assert_eq!(writer.subresource.as_deref(), Some("status"));
     assert!(writer.fields_v1.unwrap().0.get("f:spec").is_none());
+}
+
+#[tokio::test]
+async fn hpa_is_served_as_autoscaling_v1_and_v2() {
+    use k8s_openapi::api::autoscaling::{v1, v2};
+    let c = cluster().await;
+    let client = c.client().unwrap();
+    let v1_api: Api<v1::HorizontalPodAutoscaler> = Api::default_namespaced(client.clone());
+    let v2_api: Api<v2::HorizontalPodAutoscaler> = Api::default_namespaced(client);
+    let hpa: v1::HorizontalPodAutoscaler = serde_json::from_value(json!({"metadata": {"name": "h"}, "spec": {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"}, "maxReplicas": 4, "targetCPUUtilizationPercentage": 70}}))
+    .unwrap();
+    let created = v1_api.create(&PostParams::default(), &hpa).await.unwrap();
+    assert_eq!(
+        created.spec.as_ref().unwrap().min_replicas,
+        Some(1),
+        "v2 defaults apply"
+    );
+    let as_v2 = v2_api.get("h").await.unwrap();
+    let metric = &as_v2.spec.unwrap().metrics.unwrap()[0];
+    assert_eq!(
+        metric.resource.as_ref().unwrap().target.average_utilization,
+        Some(70)
+    );
+    let patched = v1_api
+        .patch(
+            "h",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"targetCPUUtilizationPercentage": 50}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        patched.spec.unwrap().target_cpu_utilization_percentage,
+        Some(50)
+    );
+    assert_eq!(
+        v1_api
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_removes_its_contents() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let c = cluster().await;
+    let client = c.client().unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "tenant"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "tenant");
+    assert!(
+        api.get("kube-root-ca.crt").await.is_ok(),
+        "namespace is populated like the controller manager does"
+    );
+    api.create(
+        &PostParams::default(),
+        &configmap("inside", json!({}), json!({})),
+    )
+    .await
+    .unwrap();
+    namespaces
+        .delete("tenant", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(status_code(api.get("inside").await.unwrap_err()), 404);
+    assert_eq!(
+        status_code(namespaces.get("tenant").await.unwrap_err()),
+        404
+    );
+    let err = api
+        .create(
+            &PostParams::default(),
+            &configmap("late", json!({}), json!({})),
+        )
+        .await;
+    assert_eq!(
+        status_code(err.unwrap_err()),
+        404,
+        "no creates in a deleted namespace"
+    );
 }

@@ -634,3 +634,65 @@ async fn jobs_complete_or_fail_as_their_pods_finish() {
         .len();
     assert_eq!(failed_pods, 2, "one retry, then the Job gave up");
 }
+
+#[tokio::test]
+async fn hpa_status_reports_missing_metrics_like_the_recording() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let c = cluster(ControllerSet::all()).await;
+    let client = c.client().unwrap();
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("web", 1, json!(1), json!(0), "app:1"),
+        )
+        .await
+        .unwrap();
+    let hpas: Api<HorizontalPodAutoscaler> = Api::default_namespaced(client);
+    hpas.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "maxReplicas": 5}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/k8s-golden/hpa-pdb-netpol.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let recorded = golden["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "get-hpa-after-controller")
+        .unwrap()["response"]["body"]["status"]
+        .clone();
+    let status = eventually(Duration::from_secs(5), "HPA status", || async {
+        let h = hpas.get("web").await.ok()?;
+        let s = serde_json::to_value(h.status?).ok()?;
+        (s["currentReplicas"] == 1).then_some(s)
+    })
+    .await;
+    let shape = |s: &Value| -> Vec<(Value, Value, Value, Value)> {
+        s["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["type"].clone(),
+                    c["status"].clone(),
+                    c["reason"].clone(),
+                    c["message"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(shape(&status), shape(&recorded));
+    for key in ["currentReplicas", "desiredReplicas", "currentMetrics"] {
+        assert_eq!(status[key], recorded[key], "status.{key}");
+    }
+}

@@ -6,6 +6,7 @@
 //! deadlines and minReadySeconds) each controller reconciles everything under the lock.
 //! Pods never run: tests (or the later pod runner) mark them ready through `/status`.
 
+pub mod autoscaler;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
@@ -102,6 +103,7 @@ pub fn reconcile_all(shared: &Arc<Shared>, set: ControllerSet) {
     }
     if set.disruption {
         disruption::reconcile(&mut state, now);
+        autoscaler::reconcile(&mut state, now);
     }
     if set.volumes {
         volumes::reconcile(&mut state, now);

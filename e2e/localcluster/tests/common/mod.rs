@@ -165,6 +165,12 @@ pub fn normalize(value: &Value) -> Value {
                 {
                     // The current resourceVersion inside the message is volatile.
                     json!(m.split(", current: ").next().unwrap_or(m))
+                } else if k == "managedFields" {
+                    // Entries are ordered by their (volatile) times: compare them as a set.
+                    let mut entries: Vec<Value> =
+                        v.as_array().into_iter().flatten().map(normalize).collect();
+                    entries.sort_by_key(|e| e.to_string());
+                    Value::Array(entries)
                 } else {
                     normalize(v)
                 };
