@@ -11,8 +11,31 @@ use crate::settings::OperatorSettings;
 use crate::validate::{describe, validate};
 
 /// The CRD as YAML, exactly as checked in under `crds/`.
+///
+/// Keys are sorted explicitly: the schema is made of `serde_json` maps, whose order depends on
+/// whether a build enables `preserve_order`, and the output must be the same in every build.
 pub fn crd_yaml() -> String {
-    serde_yaml::to_string(&KnowledgeProject::crd()).expect("the CRD serialises to YAML")
+    let crd = serde_json::to_value(KnowledgeProject::crd()).expect("the CRD serialises to JSON");
+    serde_yaml::to_string(&sorted_keys(crd)).expect("the CRD serialises to YAML")
+}
+
+fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(key, value)| (key, sorted_keys(value)))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted_keys).collect())
+        }
+        other => other,
+    }
 }
 
 /// Why a project cannot be rendered.

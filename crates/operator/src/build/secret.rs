@@ -7,7 +7,7 @@ use kbeast_api::KnowledgeProject;
 use kbeast_api::query_contract::{
     ADMIN_TOKEN_KEY, API_KEYS_FILE_KEY, READ_TOKEN_KEY, WRITE_TOKEN_KEY,
 };
-use serde_json::json;
+use serde::Serialize;
 
 use super::{child_meta, names};
 
@@ -29,15 +29,36 @@ impl ApiKeySet {
         }
     }
 
-    /// The keys file the query pod reads: `[{id, secret, scopes}]`.
+    /// The keys file the query pod reads: `[{id, secret, scopes}]`. Typed entries keep the
+    /// bytes, and so the config hash, the same in every build.
     pub fn keys_file(&self) -> String {
-        let keys = json!([
-            {"id": "read", "secret": self.read, "scopes": ["read"]},
-            {"id": "write", "secret": self.write, "scopes": ["read", "write"]},
-            {"id": "admin", "secret": self.admin, "scopes": ["read", "write", "admin"]},
-        ]);
-        serde_json::to_string_pretty(&keys).expect("a JSON literal serialises")
+        let keys = [
+            KeyFileEntry {
+                id: "read",
+                secret: &self.read,
+                scopes: &["read"],
+            },
+            KeyFileEntry {
+                id: "write",
+                secret: &self.write,
+                scopes: &["read", "write"],
+            },
+            KeyFileEntry {
+                id: "admin",
+                secret: &self.admin,
+                scopes: &["read", "write", "admin"],
+            },
+        ];
+        serde_json::to_string_pretty(&keys).expect("key entries serialise")
     }
+}
+
+/// One entry of the keys file.
+#[derive(Serialize)]
+struct KeyFileEntry<'a> {
+    id: &'a str,
+    secret: &'a str,
+    scopes: &'a [&'a str],
 }
 
 fn random_token(prefix: &str) -> String {

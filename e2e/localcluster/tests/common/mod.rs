@@ -169,7 +169,7 @@ pub fn normalize(value: &Value) -> Value {
                     // Entries are ordered by their (volatile) times: compare them as a set.
                     let mut entries: Vec<Value> =
                         v.as_array().into_iter().flatten().map(normalize).collect();
-                    entries.sort_by_key(|e| e.to_string());
+                    entries.sort_by_key(canonical_string);
                     Value::Array(entries)
                 } else {
                     normalize(v)
@@ -180,6 +180,27 @@ pub fn normalize(value: &Value) -> Value {
         }
         Value::Array(items) => Value::Array(items.iter().map(normalize).collect()),
         other => other.clone(),
+    }
+}
+
+/// JSON text with object keys sorted, whatever serde_json's map order (the workspace enables
+/// `preserve_order`, so `to_string` alone depends on insertion order).
+fn canonical_string(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_string(&map[k])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(canonical_string).collect();
+            format!("[{}]", items.join(","))
+        }
+        other => other.to_string(),
     }
 }
 
