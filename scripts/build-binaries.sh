@@ -6,10 +6,6 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 profile=()
 [ "${1:-}" = "--release" ] && profile=(--release)
-packages=()
-for package in kbeast-operator kbeast-query; do
-  if cargo metadata --no-deps --format-version 1 --locked | grep -q "\"name\":\"$package\""; then
-    packages+=(-p "$package")
-  fi
-done
-cargo build --locked "${profile[@]}" "${packages[@]}" --bins
+# The whole workspace's binaries, so the dependencies' features are the same as in the test
+# build (cargo unifies features per build): CI reuses the test build's artefacts here.
+cargo build --locked "${profile[@]}" --workspace --bins
