@@ -22,7 +22,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# cargo test builds kbeast-operator and kbeast-query (their own integration tests need them);
+echo "== build the shipped binaries (the Dockerfile's command, debug profile)"
+"$root/scripts/build-binaries.sh"
+# cargo test also builds kbeast-operator and kbeast-query (their integration tests need them);
 # the install and end-to-end tests run those binaries from the same target folder.
 echo "== cargo test"
 log=$(mktemp)
