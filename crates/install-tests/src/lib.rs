@@ -14,21 +14,7 @@ pub fn chart_dir() -> PathBuf {
     repo_root().join("charts/kbeast")
 }
 
-/// A pinned tool installed by `scripts/install-test-tools.sh`.
-pub fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("KBEAST_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kbeast/tools")
-        });
-    let path = dir.join("bin").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/install-test-tools.sh (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
+pub use kbeast_testkit::tool;
 
 /// Output of a command, or a panic with its stderr.
 pub fn run(command: &mut Command) -> String {

@@ -4,4 +4,21 @@
 pub mod fake_api;
 pub mod golden;
 
+/// A pinned tool (helm, kubectl, kubernetes-validate) installed by `scripts/install-test-tools.sh`.
+pub fn tool(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("KBEAST_TOOLS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/kbeast/tools")
+        });
+    let path = dir.join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-test-tools.sh (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
 pub use fake_api::{Failure, FakeApi, RecordedRequest};

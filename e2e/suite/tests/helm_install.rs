@@ -3,7 +3,6 @@
 //! sample project.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -13,23 +12,8 @@ use kbeast_e2e::{
     create_namespace, ready_for_generation, repo_root, start_operator_with, wait_for,
 };
 use kbeast_localcluster::{LocalCluster, Options};
+use kbeast_testkit::tool;
 use kube::api::{Api, PostParams};
-
-/// A pinned tool installed by `scripts/install-test-tools.sh`.
-fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("KBEAST_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/kbeast/tools")
-        });
-    let path = dir.join("bin").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/install-test-tools.sh",
-        path.display()
-    );
-    path
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_installs_and_its_operator_reconciles_a_sample() {
