@@ -11,7 +11,7 @@ data="${KBEAST_DATA:-$root/.kbeast/data}"
 listen="${KBEAST_LISTEN:-127.0.0.1:8080}"
 mkdir -p "$data"
 echo "kbeast-query: data in $data, listening on http://$listen"
-echo "API keys: generated at first start in $data (see the log line 'generated API keys')"
+echo "API keys: generated at first start in $data/api-keys.yaml (one admin key)"
 # Debug by default: it shares the test build (a cold release build takes about 40 minutes here).
 profile=()
 [ "${KBEAST_RELEASE:-}" = "1" ] && profile=(--release)
