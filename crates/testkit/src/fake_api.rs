@@ -178,6 +178,7 @@ impl FakeApi {
         match request.method.as_str() {
             "GET" => match state.objects.get(&path) {
                 Some(object) => (200, object.clone()),
+                None if is_collection(&path) => (200, state.list(&path, &request.query)),
                 None => not_found(&path),
             },
             "POST" => {
@@ -228,6 +229,10 @@ impl FakeApi {
                         if let Err(message) = json_patch(&mut existing, &body) {
                             return (422, status_body(422, "Invalid", message));
                         }
+                    } else if request.content_type.as_deref()
+                        == Some("application/strategic-merge-patch+json")
+                    {
+                        strategic_merge(&mut existing, &body);
                     } else {
                         json_merge(&mut existing, &body);
                     }
@@ -262,6 +267,45 @@ impl FakeApi {
 }
 
 impl State {
+    /// The objects directly under a collection path, filtered by `labelSelector` (equality terms
+    /// and bare keys only).
+    fn list(&self, path: &str, query: &BTreeMap<String, String>) -> Value {
+        let selector = query
+            .get("labelSelector")
+            .map(|s| percent_decode(s))
+            .unwrap_or_default();
+        let terms: Vec<(&str, Option<&str>)> = selector
+            .split(',')
+            .filter(|t| !t.is_empty())
+            .map(|t| match t.split_once('=') {
+                Some((k, v)) => (k, Some(v.trim_start_matches('='))),
+                None => (t, None),
+            })
+            .collect();
+        let prefix = format!("{path}/");
+        let items: Vec<Value> = self
+            .objects
+            .iter()
+            .filter(|(p, _)| {
+                p.strip_prefix(&prefix)
+                    .is_some_and(|rest| !rest.contains('/'))
+            })
+            .map(|(_, o)| o)
+            .filter(|o| {
+                terms.iter().all(|(key, value)| {
+                    let label = o["metadata"]["labels"][*key].as_str();
+                    match value {
+                        Some(v) => label == Some(*v),
+                        None => label.is_some(),
+                    }
+                })
+            })
+            .cloned()
+            .collect();
+        json!({"kind": "List", "apiVersion": "v1",
+            "metadata": {"resourceVersion": self.resource_version.to_string()}, "items": items})
+    }
+
     fn store(&mut self, path: &str, mut object: Value) -> Value {
         self.resource_version += 1;
         let rv = self.resource_version.to_string();
@@ -270,6 +314,75 @@ impl State {
         meta.entry("uid").or_insert(json!(format!("uid-{rv}")));
         self.objects.insert(path.to_string(), object.clone());
         object
+    }
+}
+
+/// `/api/v1/namespaces/{ns}/{plural}` or `/apis/{group}/{version}/namespaces/{ns}/{plural}`.
+fn is_collection(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match segments.first() {
+        Some(&"api") => segments.len() == 5 && segments[2] == "namespaces",
+        Some(&"apis") => segments.len() == 6 && segments[3] == "namespaces",
+        _ => false,
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Strategic merge patch, as far as the operator uses it: objects merge, lists of objects that
+/// all have a `type` (conditions) merge by it, other lists are replaced.
+fn strategic_merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    strategic_merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        (Value::Array(target), Value::Array(patch))
+            if patch.iter().all(|item| item["type"].is_string()) =>
+        {
+            for item in patch {
+                match target.iter_mut().find(|t| t["type"] == item["type"]) {
+                    Some(existing) => strategic_merge(existing, item),
+                    None => target.push(item.clone()),
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
     }
 }
 
