@@ -16,3 +16,7 @@ pub const DESIRED_HASH_ANNOTATION: &str = "kbeast.io/desired-hash";
 pub const CONFIG_HASH_ANNOTATION: &str = "kbeast.io/config-hash";
 /// Hash of the pod template, on the Deployment: names the revision being rolled out.
 pub const REVISION_ANNOTATION: &str = "kbeast.io/revision";
+/// The same revision as a label on query pods, so the pods of one revision can be selected.
+pub const POD_REVISION_LABEL: &str = "kbeast.io/revision";
+/// Readiness gate of query pods: True once the operator's smoke check passed on the pod.
+pub const SMOKE_PASSED_CONDITION: &str = "kbeast.io/smoke-passed";

@@ -490,6 +490,10 @@ pub struct KnowledgeProjectStatus {
     /// Newest revision that was fully rolled out and healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_good_revision: Option<String>,
+    /// Revision whose rollout failed for the current generation; it is not retried until the
+    /// spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_revision: Option<String>,
 }
 
 impl KnowledgeProjectSpec {

@@ -64,6 +64,14 @@ async fn operator_requests() -> Vec<RecordedRequest> {
     let api = FakeApi::new();
     let ctx = context(&api);
     api.insert(PROJECT, project(specs[0].clone(), json!({})));
+    // A query pod whose containers are ready: the health gate smoke-checks it (nothing listens
+    // at that address, so the check fails) and writes its readiness-gate condition.
+    api.insert(
+        "/api/v1/namespaces/tenants/pods/docs-abc-1",
+        json!({"metadata": {"name": "docs-abc-1", "namespace": "tenants",
+            "labels": {"app.kubernetes.io/name": "kbeast-query", "app.kubernetes.io/instance": "docs", "kbeast.io/project": "docs"}},
+            "status": {"podIP": "127.0.0.9", "conditions": [{"type": "ContainersReady", "status": "True"}]}}),
+    );
     reconcile_stored(&api, &ctx).await;
     for spec in &specs {
         let mut stored = api.get(PROJECT).expect("stored");

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -39,6 +39,7 @@ pub const WATCHED_RESOURCES: &[(&str, &str)] = &[
     ("policy", "poddisruptionbudgets"),
     ("networking.k8s.io", "networkpolicies"),
     ("", "secrets"),
+    ("", "pods"),
 ];
 
 /// Runs the controllers until `shutdown` resolves. `namespaces` empty means all namespaces.
@@ -129,6 +130,20 @@ async fn controller_for(
             .default_backoff()
             .touched_objects(),
             secret_mapper,
+        )
+        // Query pods are owned by ReplicaSets; their project label leads back to the project,
+        // so that readiness and crashes of new pods drive the health gate at once.
+        .watches_stream(
+            watcher(
+                api::<PartialObjectMeta<Pod>>(&client, &scope),
+                children.clone(),
+            )
+            .default_backoff()
+            .touched_objects(),
+            |pod: PartialObjectMeta<Pod>| {
+                let project = pod.labels().get(PROJECT_LABEL)?;
+                Some(ObjectRef::<KnowledgeProject>::new(project).within(&pod.namespace()?))
+            },
         )
         .with_config(Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)

@@ -1,7 +1,8 @@
 //! kbeast-operator: reconciles `KnowledgeProject`s into isolated, LanceDB-backed search services.
 //!
 //! The reconcile pipeline, one module per step: [`observe`] → [`validate`] → [`build`] →
-//! [`apply`] → [`status`], driven by [`reconcile`] and wired up in [`controller`].
+//! [`apply`] → [`status`], driven by [`reconcile`] and wired up in [`controller`]. [`rollout`]
+//! gates each new pod-template revision on smoke checks of its pods.
 
 pub mod apply;
 pub mod build;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod observe;
 pub mod reconcile;
 pub mod render;
+pub mod rollout;
 pub mod settings;
 pub mod status;
 pub mod sync_check;

@@ -26,6 +26,12 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// `kbeast_project_condition{namespace,project,condition,reason}`: 1 when the condition is True.
     pub project_condition: IntGaugeVec,
+    /// `kbeast_rollouts_total{result}`: finished rollouts: succeeded, rolled_back or failed.
+    pub rollouts: IntCounterVec,
+    /// `kbeast_rollout_duration_seconds`: from the start of a rollout to its end.
+    pub rollout_duration: Histogram,
+    /// `kbeast_smoke_check_failures_total{reason}`: failed smoke checks of new pods.
+    pub smoke_check_failures: IntCounterVec,
     /// Reason currently exported per (namespace, project, condition), to drop stale series.
     exported_reasons: Mutex<HashMap<(String, String, String), String>>,
 }
@@ -82,6 +88,32 @@ impl Metrics {
             &["namespace", "project", "condition", "reason"],
         )
         .expect("metric definition is valid");
+        let rollouts = IntCounterVec::new(
+            Opts::new(
+                "kbeast_rollouts_total",
+                "Finished rollouts of a new pod-template revision, by result (succeeded, rolled_back, failed)",
+            ),
+            &["result"],
+        )
+        .expect("metric definition is valid");
+        let rollout_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "kbeast_rollout_duration_seconds",
+                "Time from the start of a rollout until it succeeded or failed",
+            )
+            .buckets(vec![
+                5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0,
+            ]),
+        )
+        .expect("metric definition is valid");
+        let smoke_check_failures = IntCounterVec::new(
+            Opts::new(
+                "kbeast_smoke_check_failures_total",
+                "Smoke checks of query pods that failed, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("metric definition is valid");
         for collector in [
             Box::new(reconciliations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_errors.clone()),
@@ -90,6 +122,9 @@ impl Metrics {
             Box::new(child_writes.clone()),
             Box::new(leader.clone()),
             Box::new(project_condition.clone()),
+            Box::new(rollouts.clone()),
+            Box::new(rollout_duration.clone()),
+            Box::new(smoke_check_failures.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry
@@ -105,6 +140,9 @@ impl Metrics {
             child_writes,
             leader,
             project_condition,
+            rollouts,
+            rollout_duration,
+            smoke_check_failures,
             exported_reasons: Mutex::default(),
         }
     }
@@ -156,7 +194,7 @@ impl Metrics {
 
     /// Names of every metric family this process exports, used or not.
     pub fn names(&self) -> Vec<String> {
-        let collectors: [&dyn prometheus::core::Collector; 7] = [
+        let collectors: [&dyn prometheus::core::Collector; 10] = [
             &self.reconciliations,
             &self.reconcile_errors,
             &self.reconcile_duration,
@@ -164,6 +202,9 @@ impl Metrics {
             &self.child_writes,
             &self.leader,
             &self.project_condition,
+            &self.rollouts,
+            &self.rollout_duration,
+            &self.smoke_check_failures,
         ];
         let mut names: Vec<String> = collectors
             .iter()

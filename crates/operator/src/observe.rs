@@ -4,13 +4,13 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kbeast_api::KnowledgeProject;
 use kbeast_api::query_contract::API_KEYS_FILE_KEY;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
@@ -29,6 +29,8 @@ pub struct LiveChildren {
     pub deployment: Option<Deployment>,
     pub pdb: Option<PodDisruptionBudget>,
     pub hpa: Option<HorizontalPodAutoscaler>,
+    /// The durable rollout record (see `rollout::record`).
+    pub rollout_record: Option<ConfigMap>,
 }
 
 /// A Secret the spec names.
@@ -86,6 +88,8 @@ pub struct ReferencedSecret {
 pub struct Observed {
     pub children: LiveChildren,
     pub referenced_secrets: Vec<ReferencedSecret>,
+    /// The project's query pods, of every revision.
+    pub pods: Vec<Pod>,
 }
 
 impl Observed {
@@ -112,6 +116,18 @@ impl Observed {
                 )
             })
         })
+    }
+
+    /// The API-keys file the pods read (`api-keys.json` of the generated or referenced Secret).
+    pub fn api_keys_file(&self) -> Option<String> {
+        let secret = self.children.api_keys_secret.as_ref().or_else(|| {
+            self.referenced_secrets
+                .iter()
+                .find(|r| r.reference.field == "spec.auth.apiKeysSecretRef")
+                .and_then(|r| r.secret.as_ref())
+        })?;
+        let bytes = secret.data.as_ref()?.get(API_KEYS_FILE_KEY)?;
+        String::from_utf8(bytes.0.clone()).ok()
     }
 
     /// The Secrets the query pods read, for the config hash.
@@ -157,6 +173,7 @@ pub async fn observe(client: &Client, project: &KnowledgeProject) -> Result<Obse
         deployment: get(client, &namespace, &workload).await?,
         pdb: get(client, &namespace, &workload).await?,
         hpa: get(client, &namespace, &workload).await?,
+        rollout_record: get(client, &namespace, &names::rollout_record(project)).await?,
     };
 
     let mut referenced_secrets = Vec::new();
@@ -166,9 +183,19 @@ pub async fn observe(client: &Client, project: &KnowledgeProject) -> Result<Obse
             reference,
         });
     }
+    let selector = crate::build::selector_labels(project)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace)
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
     Ok(Observed {
         children,
         referenced_secrets,
+        pods,
     })
 }
 
@@ -209,8 +236,9 @@ pub fn ownership_conflicts(project: &KnowledgeProject, live: &LiveChildren) -> V
         deployment,
         pdb,
         hpa,
+        rollout_record,
     } = live;
-    let children: [(&str, Option<&dyn OwnedObject>); 9] = [
+    let children: [(&str, Option<&dyn OwnedObject>); 10] = [
         ("ServiceAccount", service_account.as_ref().map(|o| o as _)),
         ("NetworkPolicy", network_policy.as_ref().map(|o| o as _)),
         ("ConfigMap", config_map.as_ref().map(|o| o as _)),
@@ -220,6 +248,7 @@ pub fn ownership_conflicts(project: &KnowledgeProject, live: &LiveChildren) -> V
         ("Deployment", deployment.as_ref().map(|o| o as _)),
         ("PodDisruptionBudget", pdb.as_ref().map(|o| o as _)),
         ("HorizontalPodAutoscaler", hpa.as_ref().map(|o| o as _)),
+        ("ConfigMap", rollout_record.as_ref().map(|o| o as _)),
     ];
     children
         .into_iter()

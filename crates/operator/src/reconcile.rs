@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kbeast_api::conditions;
+use kbeast_api::conditions::{self, reason};
 use kbeast_api::{
     DeletionPolicy, FIELD_MANAGER, FINALIZER, KnowledgeProject, KnowledgeProjectStatus,
 };
@@ -23,20 +23,26 @@ use tracing::{info, warn};
 
 use crate::apply::apply_children;
 use crate::build::{
-    ApiKeySet, ObservedFacts, desired_api_keys_secret, desired_children, desired_purge_job, names,
-    secrets_hash,
+    ApiKeySet, DesiredChildren, ObservedFacts, desired_api_keys_secret, desired_children,
+    desired_purge_job, names, secrets_hash, with_pod_template,
 };
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::observe::{is_owned_by, observe, ownership_conflicts};
+use crate::observe::{Observed, is_owned_by, observe, ownership_conflicts};
+use crate::rollout::{
+    Decision, Finished, Phase, PodView, RolloutInput, RolloutRecord, TemplateChoice, decide,
+    desired_record_config_map, gate_pods, record_from, smoke_expectation,
+};
 use crate::settings::OperatorSettings;
-use crate::status::{Outcome, condition, desired_status};
+use crate::status::{Outcome, RolloutState, condition, desired_status};
 use crate::validate::{describe, validate};
 
 /// Re-check a converged project this often, even without events.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(600);
-/// Re-check a project that is still rolling out or blocked this often.
+/// Re-check a project that is blocked, or waits for pods, this often.
 const PENDING_RECHECK: Duration = Duration::from_secs(30);
+/// Re-check a running rollout this often: smoke-check retries and the deadline.
+const ROLLOUT_RECHECK: Duration = Duration::from_secs(5);
 /// First and largest retry delay after a failed reconcile.
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -47,6 +53,8 @@ pub struct Context {
     pub settings: OperatorSettings,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// HTTP client of the smoke checks.
+    pub http: reqwest::Client,
     failures: Mutex<HashMap<ObjectRef<KnowledgeProject>, u32>>,
     managed: Mutex<HashSet<ObjectRef<KnowledgeProject>>>,
 }
@@ -66,11 +74,17 @@ impl Context {
                 instance,
             },
         );
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(crate::rollout::smoke::SMOKE_CHECK_TIMEOUT)
+            .build()
+            .expect("an HTTP client with timeouts only builds");
         Self {
             client,
             settings,
             metrics,
             recorder,
+            http,
             failures: Mutex::default(),
             managed: Mutex::default(),
         }
@@ -168,7 +182,7 @@ pub fn error_policy(project: Arc<KnowledgeProject>, error: &Error, ctx: Arc<Cont
 
 async fn reconcile_project(project: &KnowledgeProject, ctx: &Context) -> Result<Action> {
     ctx.track(project, true);
-    let observed = observe(&ctx.client, project).await?;
+    let observed = Box::pin(observe(&ctx.client, project)).await?;
 
     let problems = validate(project);
     let conflicts = ownership_conflicts(project, &observed.children);
@@ -180,12 +194,13 @@ async fn reconcile_project(project: &KnowledgeProject, ctx: &Context) -> Result<
         observed.missing_secret().map(Outcome::SecretMissing)
     };
 
-    let (outcome, deployment, revision, changed) = match blocked {
+    let (outcome, deployment, revision, changed, decision) = match blocked {
         Some(outcome) => (
             outcome,
             observed.children.deployment.clone(),
             None,
             Vec::new(),
+            None,
         ),
         None => {
             // Keys are generated only when they will be stored: a suspended project must not
@@ -215,17 +230,22 @@ async fn reconcile_project(project: &KnowledgeProject, ctx: &Context) -> Result<
                     observed.children.deployment.clone(),
                     revision,
                     Vec::new(),
+                    None,
                 )
             } else {
-                let applied = apply_children(
+                // Boxed: these futures are large, and a reconcile runs on a task's stack.
+                let (desired, decision, mut changed) =
+                    Box::pin(gate_rollout(ctx, project, &observed, desired)).await?;
+                let applied = Box::pin(apply_children(
                     &ctx.client,
                     project,
                     desired,
                     new_secret,
                     &observed.children,
-                )
+                ))
                 .await?;
-                for change in &applied.changed {
+                changed.extend(applied.changed);
+                for change in &changed {
                     ctx.metrics
                         .child_writes
                         .with_label_values(&[kind_of(change)])
@@ -235,7 +255,8 @@ async fn reconcile_project(project: &KnowledgeProject, ctx: &Context) -> Result<
                     Outcome::Converged,
                     applied.deployment,
                     revision,
-                    applied.changed,
+                    changed,
+                    Some(decision),
                 )
             }
         }
@@ -248,6 +269,7 @@ async fn reconcile_project(project: &KnowledgeProject, ctx: &Context) -> Result<
         &outcome,
         deployment.as_ref(),
         revision.as_deref(),
+        decision.as_ref(),
         &now,
     );
     if !changed.is_empty() {
@@ -273,11 +295,154 @@ async fn reconcile_project(project: &KnowledgeProject, ctx: &Context) -> Result<
     }
 
     let ready = condition(&status, conditions::READY).is_some_and(|c| c.status == "True");
-    Ok(Action::requeue(if ready {
+    let rolling = matches!(
+        decision.as_ref().map(|d| &d.phase),
+        Some(Phase::Progressing(_))
+    );
+    Ok(Action::requeue(if rolling {
+        // Smoke checks are retried and the deadline is checked without waiting for events.
+        ROLLOUT_RECHECK
+    } else if ready {
         RESYNC_INTERVAL
     } else {
         PENDING_RECHECK
     }))
+}
+
+/// Health gating (see `rollout`): smoke-checks new pods, decides whether the desired revision
+/// proceeds, fails or is rolled back, stores the durable record, and returns the children to
+/// apply (with the last good pod template on a rollback) plus what was written.
+async fn gate_rollout(
+    ctx: &Context,
+    project: &KnowledgeProject,
+    observed: &Observed,
+    mut desired: DesiredChildren,
+) -> Result<(DesiredChildren, Decision, Vec<String>)> {
+    let namespace = project
+        .namespace()
+        .ok_or_else(|| Error::MissingNamespace(project.name_any()))?;
+    let now = Time(jiff::Timestamp::now());
+    let mut pods: Vec<PodView> = observed.pods.iter().map(PodView::of).collect();
+    let expected = smoke_expectation(project, observed.api_keys_file().as_deref());
+    gate_pods(
+        &ctx.client,
+        &ctx.metrics,
+        &ctx.http,
+        &namespace,
+        &mut pods,
+        &expected,
+        &now,
+    )
+    .await?;
+
+    let record = record_from(observed.children.rollout_record.as_ref()).unwrap_or_else(|error| {
+        warn!(project = %project.name_any(), "unreadable rollout record, starting afresh: {error}");
+        RolloutRecord::default()
+    });
+    let revision = desired
+        .deployment
+        .annotations()
+        .get(kbeast_api::labels::REVISION_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
+    let live = observed.children.deployment.as_ref().map(RolloutState::of);
+    let desired_template = desired
+        .deployment
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    let rollout = &project.spec.rollout;
+    let decision = decide(&RolloutInput {
+        generation: project.metadata.generation.unwrap_or(0),
+        desired_revision: &revision,
+        desired_template: &desired_template,
+        record: &record,
+        deployment: live.as_ref(),
+        pods: &pods,
+        paused: rollout.paused,
+        auto_rollback: rollout.auto_rollback,
+        progress_deadline_seconds: i64::from(rollout.progress_deadline_seconds),
+        now: now.0,
+    });
+
+    let mut changed = Vec::new();
+    // Stored before the Deployment changes, so a restart resumes from what was decided.
+    if decision.record != record {
+        let config_map = desired_record_config_map(project, &decision.record);
+        let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+        api.patch(
+            &names::rollout_record(project),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&config_map),
+        )
+        .await?;
+        changed.push(format!("ConfigMap/{}", names::rollout_record(project)));
+    }
+    if decision.template == TemplateChoice::LastGood
+        && let (Some(template), Some(good)) = (
+            decision.record.last_good_template.clone(),
+            decision.record.last_good_revision.as_deref(),
+        )
+    {
+        desired.deployment = with_pod_template(desired.deployment, template, good);
+    }
+    if let Some(finished) = &decision.finished {
+        report_finished(ctx, project, finished).await;
+    }
+    Ok((desired, decision, changed))
+}
+
+/// Events and metrics of a rollout that just ended.
+async fn report_finished(ctx: &Context, project: &KnowledgeProject, finished: &Finished) {
+    let metrics = &ctx.metrics;
+    match finished {
+        Finished::Succeeded { revision, seconds } => {
+            metrics.rollouts.with_label_values(&["succeeded"]).inc();
+            if let Some(seconds) = seconds {
+                metrics.rollout_duration.observe(*seconds);
+            }
+            publish(
+                ctx,
+                project,
+                EventType::Normal,
+                "RolloutSucceeded",
+                "Rollout",
+                format!("revision {revision} is rolled out and passed its smoke checks"),
+            )
+            .await;
+        }
+        Finished::Failed {
+            revision,
+            message,
+            rolled_back_to,
+            seconds,
+        } => {
+            let result = if rolled_back_to.is_some() {
+                "rolled_back"
+            } else {
+                "failed"
+            };
+            metrics.rollouts.with_label_values(&[result]).inc();
+            if let Some(seconds) = seconds {
+                metrics.rollout_duration.observe(*seconds);
+            }
+            let outcome = match rolled_back_to {
+                Some(good) => format!("rolling back to revision {good}"),
+                None => "halted; no rollback (autoRollback is off or no revision was good yet)"
+                    .to_string(),
+            };
+            publish(
+                ctx,
+                project,
+                EventType::Warning,
+                reason::ROLLOUT_FAILED,
+                "Rollout",
+                format!("revision {revision} failed: {message}; {outcome}"),
+            )
+            .await;
+        }
+    }
 }
 
 /// Emits an Event when Ready or Degraded changes status or reason.
@@ -313,7 +478,7 @@ async fn announce_condition_changes(
 
 fn is_failure(reason: &str) -> bool {
     use kbeast_api::conditions::reason::*;
-    [INVALID_SPEC, CONFLICT, SECRET_NOT_FOUND, ROLLOUT_STALLED].contains(&reason)
+    [INVALID_SPEC, CONFLICT, SECRET_NOT_FOUND, ROLLOUT_FAILED].contains(&reason)
 }
 
 async fn patch_status(

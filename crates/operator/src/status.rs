@@ -9,6 +9,7 @@ use kbeast_api::{KnowledgeProject, KnowledgeProjectStatus};
 use kube::ResourceExt;
 
 use crate::build::names;
+use crate::rollout::{Decision, Phase};
 use crate::settings::OperatorSettings;
 
 /// What the reconcile did or found, as far as status is concerned.
@@ -36,10 +37,6 @@ pub struct RolloutState {
     pub available: i32,
     /// The Deployment controller has seen the newest spec.
     pub observed: bool,
-    /// The Deployment controller reports ProgressDeadlineExceeded.
-    pub deadline_exceeded: bool,
-    /// Message of the Deployment's Progressing condition.
-    pub progress_message: Option<String>,
     /// The pod-template revision recorded by the operator (`kbeast.io/revision`).
     pub revision: Option<String>,
 }
@@ -52,11 +49,6 @@ impl RolloutState {
             .as_ref()
             .and_then(|s| s.replicas)
             .unwrap_or(1);
-        let progressing = status
-            .conditions
-            .iter()
-            .flatten()
-            .find(|c| c.type_ == "Progressing");
         Self {
             desired,
             replicas: status.replicas.unwrap_or(0),
@@ -65,9 +57,6 @@ impl RolloutState {
             available: status.available_replicas.unwrap_or(0),
             observed: status.observed_generation.unwrap_or(0)
                 >= deployment.metadata.generation.unwrap_or(0),
-            deadline_exceeded: progressing
-                .is_some_and(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded")),
-            progress_message: progressing.and_then(|c| c.message.clone()),
             revision: deployment.annotations().get(REVISION_ANNOTATION).cloned(),
         }
     }
@@ -84,21 +73,32 @@ impl RolloutState {
 /// The status the project should have.
 ///
 /// `deployment` is the live Deployment after apply; `applied_revision` is the revision the
-/// operator wants live (None when nothing could be built).
+/// spec asks for (None when nothing could be built); `decision` is the health gate's verdict
+/// (None when the gate did not run: blocked or suspended).
 pub fn desired_status(
     project: &KnowledgeProject,
     settings: &OperatorSettings,
     outcome: &Outcome,
     deployment: Option<&Deployment>,
     applied_revision: Option<&str>,
+    decision: Option<&Decision>,
     now: &Time,
 ) -> KnowledgeProjectStatus {
     let previous = project.status.clone().unwrap_or_default();
     let generation = project.metadata.generation;
     let rollout = deployment.map(RolloutState::of);
-    let up_to_date = rollout.as_ref().is_some_and(|r| {
-        r.complete() && applied_revision.is_some() && r.revision.as_deref() == applied_revision
-    });
+    let phase = decision.map(|d| &d.phase);
+    // Ready needs the gate's verdict when it ran: the revision rolled out and passed its smoke
+    // checks, with at least one pod serving.
+    let up_to_date = match phase {
+        Some(Phase::Complete) => rollout.as_ref().is_some_and(|r| {
+            r.revision.as_deref() == applied_revision && (r.available > 0 || r.desired == 0)
+        }),
+        Some(_) => false,
+        None => rollout.as_ref().is_some_and(|r| {
+            r.complete() && applied_revision.is_some() && r.revision.as_deref() == applied_revision
+        }),
+    };
 
     let mut status = KnowledgeProjectStatus {
         observed_generation: generation,
@@ -121,11 +121,18 @@ pub fn desired_status(
         update_revision: applied_revision
             .map(str::to_string)
             .or(previous.update_revision.clone()),
-        last_good_revision: previous.last_good_revision.clone(),
+        last_good_revision: decision.map_or(previous.last_good_revision.clone(), |d| {
+            d.record.last_good_revision.clone()
+        }),
+        failed_revision: match phase {
+            Some(Phase::Failed { .. }) => decision.and_then(|d| d.record.failed_revision.clone()),
+            Some(_) => None,
+            None => previous.failed_revision.clone(),
+        },
     };
-    if up_to_date {
-        status.current_revision = status.update_revision.clone();
-        status.last_good_revision = status.update_revision.clone();
+    // The revision serving traffic: the live template once no older pods remain.
+    if let Some(live) = rollout.as_ref().filter(|r| r.complete()) {
+        status.current_revision = live.revision.clone();
     }
 
     let mut set = |type_: &str, is_true: bool, reason: &str, message: String| {
@@ -222,24 +229,29 @@ pub fn desired_status(
             reason::AS_EXPECTED,
             String::new(),
         );
-    } else if rollout.deadline_exceeded {
-        let message = format!(
-            "rollout exceeded spec.rollout.progressDeadlineSeconds: {counts}: {}",
-            rollout.progress_message.clone().unwrap_or_default()
-        );
+    } else if let Some(Phase::Failed {
+        message,
+        rolled_back_to,
+    }) = phase
+    {
+        let action = match rolled_back_to {
+            Some(good) => format!("rolled back to revision {good}"),
+            None => "halted".to_string(),
+        };
+        let message = format!("{message}; {action}. Fix the spec to roll forward: {counts}");
         set(
             conditions::READY,
             false,
-            reason::ROLLOUT_STALLED,
+            reason::ROLLOUT_FAILED,
             message.clone(),
         );
         set(
             conditions::PROGRESSING,
             false,
-            reason::ROLLOUT_STALLED,
+            reason::ROLLOUT_FAILED,
             message.clone(),
         );
-        set(conditions::DEGRADED, true, reason::ROLLOUT_STALLED, message);
+        set(conditions::DEGRADED, true, reason::ROLLOUT_FAILED, message);
     } else if suspended {
         let message = format!("suspended before the spec was fully rolled out: {counts}");
         set(conditions::READY, false, reason::SUSPENDED, message.clone());
@@ -260,14 +272,36 @@ pub fn desired_status(
             reason::AS_EXPECTED,
             String::new(),
         );
+    } else if matches!(phase, Some(Phase::Complete)) {
+        let message = format!("no query pod is available: {counts}");
+        set(
+            conditions::READY,
+            false,
+            reason::PODS_NOT_READY,
+            message.clone(),
+        );
+        set(
+            conditions::PROGRESSING,
+            false,
+            reason::ROLLOUT_COMPLETE,
+            message.clone(),
+        );
+        set(conditions::DEGRADED, true, reason::PODS_NOT_READY, message);
     } else {
+        let detail = match phase {
+            Some(Phase::Progressing(detail)) => detail.clone(),
+            _ => counts,
+        };
         set(
             conditions::READY,
             false,
             reason::ROLLING_OUT,
-            format!("rolling out: {counts}"),
+            format!(
+                "rolling out revision {}: {detail}",
+                applied_revision.unwrap_or("")
+            ),
         );
-        set(conditions::PROGRESSING, true, reason::ROLLING_OUT, counts);
+        set(conditions::PROGRESSING, true, reason::ROLLING_OUT, detail);
         set(
             conditions::DEGRADED,
             false,
@@ -392,6 +426,7 @@ mod tests {
                 &Outcome::Converged,
                 Some(&live),
                 Some(applied),
+                None,
                 &at(0),
             );
             let condition = get(&status, conditions::READY);
@@ -423,6 +458,7 @@ mod tests {
             &Outcome::Converged,
             Some(&deployment(3, 1, 2, "r2")),
             Some("r2"),
+            None,
             &at(0),
         );
         assert_eq!(rolling.update_revision.as_deref(), Some("r2"));
@@ -435,6 +471,7 @@ mod tests {
             &Outcome::Converged,
             Some(&deployment(2, 2, 2, "r2")),
             Some("r2"),
+            Some(&decision(Phase::Complete, "r2", None)),
             &at(5),
         );
         assert_eq!(done.current_revision.as_deref(), Some("r2"));
@@ -456,6 +493,7 @@ mod tests {
             &Outcome::Converged,
             Some(&live),
             Some("r2"),
+            None,
             &at(0),
         );
         let mut p = project(1);
@@ -466,6 +504,7 @@ mod tests {
             &Outcome::Converged,
             Some(&live),
             Some("r2"),
+            None,
             &at(60),
         );
         assert_eq!(
@@ -478,6 +517,7 @@ mod tests {
             &Outcome::Converged,
             Some(&deployment(2, 2, 2, "r2")),
             Some("r2"),
+            None,
             &at(120),
         );
         assert_eq!(get(&done, conditions::READY).last_transition_time, at(120));
@@ -511,6 +551,7 @@ mod tests {
                 &outcome,
                 Some(&deployment(2, 2, 2, "r1")),
                 None,
+                None,
                 &at(0),
             );
             assert_eq!(get(&status, conditions::READY).status, "False");
@@ -520,28 +561,115 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stalled_rollout_is_degraded() {
-        let mut live = deployment(3, 1, 2, "r2");
-        live.status.as_mut().expect("status").conditions =
-            Some(vec![k8s_openapi::api::apps::v1::DeploymentCondition {
-                type_: "Progressing".into(),
-                status: "False".into(),
-                reason: Some("ProgressDeadlineExceeded".into()),
-                message: Some("ReplicaSet \"docs-abc\" has timed out progressing.".into()),
+    fn decision(phase: Phase, last_good: &str, failed: Option<&str>) -> Decision {
+        Decision {
+            template: crate::rollout::TemplateChoice::Desired,
+            record: crate::rollout::RolloutRecord {
+                last_good_revision: Some(last_good.into()),
+                failed_revision: failed.map(str::to_string),
                 ..Default::default()
-            }]);
-        let status = desired_status(
-            &project(1),
-            &OperatorSettings::default(),
+            },
+            phase,
+            finished: None,
+        }
+    }
+
+    #[test]
+    fn the_gates_verdict_decides_ready() {
+        let settings = OperatorSettings::default();
+        let failed = Phase::Failed {
+            message: "revision r2: pod docs-x is crash-looping".into(),
+            rolled_back_to: Some("r1".into()),
+        };
+        let cases = [
+            (
+                "complete and serving",
+                decision(Phase::Complete, "r2", None),
+                deployment(2, 2, 2, "r2"),
+                ("True", reason::AVAILABLE),
+                ("False", reason::AS_EXPECTED),
+            ),
+            (
+                "complete, but every pod is gone",
+                decision(Phase::Complete, "r2", None),
+                deployment(2, 2, 0, "r2"),
+                ("False", reason::PODS_NOT_READY),
+                ("True", reason::PODS_NOT_READY),
+            ),
+            (
+                "progressing, though the Deployment looks complete",
+                decision(Phase::Progressing("waiting".into()), "r1", None),
+                deployment(2, 2, 2, "r2"),
+                ("False", reason::ROLLING_OUT),
+                ("False", reason::AS_EXPECTED),
+            ),
+            (
+                "failed and rolled back",
+                decision(failed, "r1", Some("r2")),
+                deployment(2, 2, 2, "r1"),
+                ("False", reason::ROLLOUT_FAILED),
+                ("True", reason::ROLLOUT_FAILED),
+            ),
+        ];
+        for (case, decision, live, ready, degraded) in cases {
+            let status = desired_status(
+                &project(3),
+                &settings,
+                &Outcome::Converged,
+                Some(&live),
+                Some("r2"),
+                Some(&decision),
+                &at(0),
+            );
+            let r = get(&status, conditions::READY);
+            assert_eq!(
+                (r.status.as_str(), r.reason.as_str()),
+                ready,
+                "{case}: Ready"
+            );
+            let d = get(&status, conditions::DEGRADED);
+            assert_eq!(
+                (d.status.as_str(), d.reason.as_str()),
+                degraded,
+                "{case}: Degraded"
+            );
+            assert_eq!(
+                status.last_good_revision, decision.record.last_good_revision,
+                "{case}"
+            );
+            assert_eq!(status.update_revision.as_deref(), Some("r2"), "{case}");
+        }
+        let rolled_back = desired_status(
+            &project(3),
+            &settings,
             &Outcome::Converged,
-            Some(&live),
+            Some(&deployment(2, 2, 2, "r1")),
             Some("r2"),
+            Some(&decision(
+                Phase::Failed {
+                    message: "pod docs-x is crash-looping".into(),
+                    rolled_back_to: Some("r1".into()),
+                },
+                "r1",
+                Some("r2"),
+            )),
             &at(0),
         );
-        let degraded = get(&status, conditions::DEGRADED);
-        assert_eq!(degraded.status, "True");
-        assert_eq!(degraded.reason, reason::ROLLOUT_STALLED);
-        assert!(degraded.message.contains("timed out progressing"));
+        assert_eq!(
+            rolled_back.current_revision.as_deref(),
+            Some("r1"),
+            "the good revision serves"
+        );
+        assert_eq!(rolled_back.failed_revision.as_deref(), Some("r2"));
+        let message = &get(&rolled_back, conditions::DEGRADED).message;
+        assert!(
+            message.contains("docs-x") && message.contains("rolled back to revision r1"),
+            "{message}"
+        );
+        assert_eq!(
+            get(&rolled_back, conditions::PROGRESSING).status,
+            "False",
+            "a failed rollout is not progressing"
+        );
     }
 }

@@ -94,6 +94,8 @@ async fn first_reconcile_creates_every_child_in_a_fixed_order() {
     assert_eq!(
         writes,
         vec![
+            // The rollout record first: the attempt is durable before the Deployment changes.
+            "PATCH /api/v1/namespaces/tenants/configmaps/docs-rollout",
             "PATCH /api/v1/namespaces/tenants/serviceaccounts/docs",
             "PATCH /apis/networking.k8s.io/v1/namespaces/tenants/networkpolicies/docs",
             "PATCH /api/v1/namespaces/tenants/configmaps/docs-config",
@@ -184,6 +186,7 @@ async fn a_changed_spec_reapplies_only_what_changed() {
     assert_eq!(
         lines(&harness.api.child_writes()),
         vec![
+            "PATCH /api/v1/namespaces/tenants/configmaps/docs-rollout",
             "PATCH /api/v1/namespaces/tenants/configmaps/docs-config",
             "PATCH /apis/apps/v1/namespaces/tenants/deployments/docs",
             "PATCH /apis/kbeast.io/v1alpha1/namespaces/tenants/knowledgeprojects/docs/status",

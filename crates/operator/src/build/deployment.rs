@@ -6,15 +6,17 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, PersistentVolumeClaimVolumeSource,
-    PodAffinity, PodAffinityTerm, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretEnvSource, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
+    PodAffinity, PodAffinityTerm, PodReadinessGate, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SeccompProfile, SecretEnvSource, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kbeast_api::labels::{CONFIG_HASH_ANNOTATION, REVISION_ANNOTATION};
+use kbeast_api::labels::{
+    CONFIG_HASH_ANNOTATION, POD_REVISION_LABEL, REVISION_ANNOTATION, SMOKE_PASSED_CONDITION,
+};
 use kbeast_api::query_contract::{self, HTTP_PORT, HTTP_PORT_NAME, env};
 use kbeast_api::{KnowledgeProject, VolumeAccessMode};
 
@@ -59,7 +61,7 @@ pub fn desired_deployment(
         names::workload(project),
     );
 
-    let template = PodTemplateSpec {
+    let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(pod_labels),
             annotations: Some(pod_annotations),
@@ -67,10 +69,15 @@ pub fn desired_deployment(
         }),
         spec: Some(pod_spec(project, settings)),
     };
+    let revision = template_revision(&template);
+    // Labelled after hashing, so pods of one revision can be selected.
+    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.insert(POD_REVISION_LABEL.to_string(), revision.clone());
+    }
     let mut metadata = child_meta(project, names::workload(project));
     metadata.annotations = Some(BTreeMap::from([(
         REVISION_ANNOTATION.to_string(),
-        template_revision(&template),
+        revision,
     )]));
 
     with_desired_hash(Deployment {
@@ -103,6 +110,22 @@ pub fn desired_deployment(
     })
 }
 
+/// The Deployment with another pod template and its revision: how a rollback is applied.
+pub fn with_pod_template(
+    mut deployment: Deployment,
+    template: PodTemplateSpec,
+    revision: &str,
+) -> Deployment {
+    if let Some(annotations) = deployment.metadata.annotations.as_mut() {
+        annotations.remove(kbeast_api::labels::DESIRED_HASH_ANNOTATION);
+        annotations.insert(REVISION_ANNOTATION.to_string(), revision.to_string());
+    }
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.template = template;
+    }
+    with_desired_hash(deployment)
+}
+
 /// Revision of a pod template: every change to it is a new revision.
 pub fn template_revision(template: &PodTemplateSpec) -> String {
     stable_hash(template)
@@ -131,6 +154,10 @@ fn pod_spec(project: &KnowledgeProject, settings: &OperatorSettings) -> PodSpec 
         topology_spread_constraints: topology_spread(project),
         priority_class_name: spec.priority_class_name.clone(),
         termination_grace_period_seconds: Some(30),
+        // The operator's smoke check decides when a pod may take traffic (see `rollout`).
+        readiness_gates: Some(vec![PodReadinessGate {
+            condition_type: SMOKE_PASSED_CONDITION.to_string(),
+        }]),
         ..PodSpec::default()
     }
 }

@@ -33,6 +33,7 @@ use crate::settings::OperatorSettings;
 pub use config_map::{HASH_MODEL_ID, data_location, desired_config_map, embedding_model};
 pub use deployment::{
     desired_deployment, query_container_name, query_image, secrets_hash, template_revision,
+    with_pod_template,
 };
 pub use hpa::desired_hpa;
 pub use network_policy::{Endpoint, desired_network_policy, parse_endpoint};
@@ -108,6 +109,10 @@ pub mod names {
     }
     pub fn pvc(project: &KnowledgeProject) -> String {
         format!("{}-data", project.name_any())
+    }
+    /// The ConfigMap with the durable rollout record.
+    pub fn rollout_record(project: &KnowledgeProject) -> String {
+        format!("{}-rollout", project.name_any())
     }
     pub fn purge_job(project: &KnowledgeProject) -> String {
         format!("{}-purge", project.name_any())

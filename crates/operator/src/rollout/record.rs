@@ -1,0 +1,106 @@
+//! The durable rollout record: what the gating must remember across operator restarts (the
+//! attempt in progress, the last good pod template, the failed revision). Kept in a ConfigMap
+//! `<project>-rollout` owned by the project, so a rollback never depends on memory.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kbeast_api::KnowledgeProject;
+use serde::{Deserialize, Serialize};
+
+use crate::build::{child_meta, names};
+
+/// Key of the record in the ConfigMap's data.
+pub const RECORD_KEY: &str = "record.json";
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRecord {
+    /// Revision of the current (or last) attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_generation: Option<i64>,
+    /// When the running attempt started; `None` when none runs (or while paused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good_revision: Option<String>,
+    /// The pod template of `lastGoodRevision`, exactly as applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good_template: Option<PodTemplateSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_message: Option<String>,
+}
+
+/// Reads the record from its ConfigMap. A missing or unreadable record starts empty: the
+/// worst case is a rollout without a rollback target, never a wrong rollback.
+pub fn record_from(config_map: Option<&ConfigMap>) -> Result<RolloutRecord, String> {
+    let Some(text) = config_map
+        .and_then(|c| c.data.as_ref())
+        .and_then(|d| d.get(RECORD_KEY))
+    else {
+        return Ok(RolloutRecord::default());
+    };
+    serde_json::from_str(text).map_err(|e| format!("{RECORD_KEY}: {e}"))
+}
+
+/// The ConfigMap holding `record`.
+pub fn desired_record_config_map(project: &KnowledgeProject, record: &RolloutRecord) -> ConfigMap {
+    let text = serde_json::to_string_pretty(record).expect("the rollout record serialises");
+    ConfigMap {
+        metadata: child_meta(project, names::rollout_record(project)),
+        data: Some(BTreeMap::from([(RECORD_KEY.to_string(), text)])),
+        ..ConfigMap::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::test_support::sample;
+
+    #[test]
+    fn the_record_survives_a_round_trip_through_its_config_map() {
+        let project = sample("minimal.yaml");
+        let record = RolloutRecord {
+            update_revision: Some("r2".into()),
+            update_generation: Some(4),
+            started_at: Some(Time(
+                jiff::Timestamp::from_second(1_700_000_000).expect("valid"),
+            )),
+            last_good_revision: Some("r1".into()),
+            last_good_template: Some(PodTemplateSpec::default()),
+            failed_revision: None,
+            failed_generation: None,
+            failure_message: None,
+        };
+        let config_map = desired_record_config_map(&project, &record);
+        assert_eq!(
+            config_map.metadata.name.as_deref(),
+            Some("docs-rollout"),
+            "named after the project"
+        );
+        assert!(
+            config_map.metadata.owner_references.is_some(),
+            "owned, so it goes with the project"
+        );
+        assert_eq!(record_from(Some(&config_map)), Ok(record));
+        assert_eq!(record_from(None), Ok(RolloutRecord::default()));
+    }
+
+    #[test]
+    fn an_unreadable_record_is_reported_with_its_key() {
+        let config_map = ConfigMap {
+            data: Some(BTreeMap::from([(RECORD_KEY.to_string(), "{".to_string())])),
+            ..ConfigMap::default()
+        };
+        let error = record_from(Some(&config_map)).expect_err("not JSON");
+        assert!(error.starts_with("record.json:"), "{error}");
+    }
+}
