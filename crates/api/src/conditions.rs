@@ -10,7 +10,6 @@ pub mod reason {
     pub const AVAILABLE: &str = "Available";
     pub const ROLLING_OUT: &str = "RollingOut";
     pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
-    pub const ROLLOUT_STALLED: &str = "RolloutStalled";
     /// The update revision failed its health gate (deadline, crash loop); see `status.failedRevision`.
     pub const ROLLOUT_FAILED: &str = "RolloutFailed";
     pub const PODS_NOT_READY: &str = "PodsNotReady";

@@ -101,6 +101,19 @@ fn conditions_map_to_argo_cd_health() {
             "Degraded",
         ),
         (
+            "rollout failed and rolled back",
+            project(
+                3,
+                Some(3),
+                json!([
+                    condition("Ready", "False", "RolloutFailed"),
+                    condition("Progressing", "False", "RolloutFailed"),
+                    condition("Degraded", "True", "RolloutFailed")
+                ]),
+            ),
+            "Degraded",
+        ),
+        (
             "suspended",
             project(
                 2,
