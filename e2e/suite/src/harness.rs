@@ -1,0 +1,223 @@
+//! One environment per test: the local control plane (or the cluster of
+//! `KBEAST_E2E_KUBECONFIG`), a client, the CRD, and operator processes started as a user would.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kbeast_api::KnowledgeProject;
+use kbeast_localcluster::{LocalCluster, Options, RequestRecord};
+use kube::Client;
+use kube::api::{Api, PostParams};
+
+use crate::{
+    Operator, create_namespace, install_crd, ready_for_generation, repo_root, start_operator_with,
+    wait_for,
+};
+
+/// Where the test runs.
+pub enum Target {
+    Local(LocalCluster),
+    /// The cluster of `KBEAST_E2E_KUBECONFIG`.
+    Real,
+}
+
+pub struct Env {
+    pub target: Target,
+    pub kubeconfig: PathBuf,
+    pub query_image: String,
+    pub client: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (target, kubeconfig, query_image) = match std::env::var_os("KBEAST_E2E_KUBECONFIG") {
+            Some(path) => (
+                Target::Real,
+                PathBuf::from(path),
+                std::env::var("KBEAST_E2E_IMAGE").expect("KBEAST_E2E_IMAGE names the query image"),
+            ),
+            None => {
+                let kubeconfig = dir.path().join("kubeconfig");
+                let cluster = LocalCluster::start(Options {
+                    kubeconfig_path: Some(kubeconfig.clone()),
+                    ..Options::default()
+                })
+                .await
+                .expect("local cluster starts");
+                (
+                    Target::Local(cluster),
+                    kubeconfig,
+                    "kbeast-query:e2e".to_string(),
+                )
+            }
+        };
+        let client = Client::try_from(
+            kube::Config::from_custom_kubeconfig(
+                kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .expect("kubeconfig loads"),
+        )
+        .expect("client");
+        install_crd(&client).await;
+        create_namespace(&client, "kbeast-system").await;
+        Env {
+            target,
+            kubeconfig,
+            query_image,
+            client,
+            _dir: dir,
+        }
+    }
+
+    pub fn local(&self) -> Option<&LocalCluster> {
+        match &self.target {
+            Target::Local(cluster) => Some(cluster),
+            Target::Real => None,
+        }
+    }
+
+    /// The emulator's request log, or a message saying why the check is skipped.
+    pub fn request_log_or_skip(&self, check: &str) -> Option<&LocalCluster> {
+        let local = self.local();
+        if local.is_none() {
+            eprintln!("skipped on a real cluster: {check} needs the emulator's request log");
+        }
+        local
+    }
+
+    /// `kbeast-operator run` with the e2e query image, metrics on a free port, and `extra`.
+    pub fn operator(&self, extra: &[&str]) -> (Operator, u16) {
+        let port = free_port();
+        let mut args = vec![
+            "run".to_string(),
+            format!("--listen=127.0.0.1:{port}"),
+            "--operator-namespace=kbeast-system".to_string(),
+            format!("--query-image={}", self.query_image),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        (start_operator_with(&self.kubeconfig, &args), port)
+    }
+
+    pub fn projects(&self, namespace: &str) -> Api<KnowledgeProject> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Creates a namespace and, in it, the project of `config/samples/<sample>`, changed by `edit`.
+    pub async fn create_project(
+        &self,
+        namespace: &str,
+        sample: &str,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> KnowledgeProject {
+        create_namespace(&self.client, namespace).await;
+        let text = std::fs::read_to_string(repo_root().join("config/samples").join(sample))
+            .expect("sample");
+        let mut value: serde_json::Value = serde_yaml::from_str(&text).expect("sample parses");
+        edit(&mut value);
+        let project: KnowledgeProject = serde_json::from_value(value).expect("valid project");
+        self.projects(namespace)
+            .create(&PostParams::default(), &project)
+            .await
+            .expect("project created")
+    }
+
+    /// Plays the kubelet where no pod runner runs the query pods: marks them ready.
+    pub fn ready_pods(&self, namespace: &str) {
+        if let Some(cluster) = self.local() {
+            cluster.set_pods_ready(namespace, "app.kubernetes.io/name=kbeast-query", true);
+        }
+    }
+
+    /// Waits for `Ready=True` for the project's current generation.
+    pub async fn wait_ready(&self, namespace: &str, name: &str, timeout: Duration) {
+        let projects = self.projects(namespace);
+        wait_for(
+            &format!("{namespace}/{name} Ready for its generation"),
+            timeout,
+            || async {
+                self.ready_pods(namespace);
+                projects
+                    .get(name)
+                    .await
+                    .is_ok_and(|p| ready_for_generation(&p))
+            },
+        )
+        .await;
+    }
+
+    /// Writes recorded by the emulator since `since_ms`, Lease renewals and Events aside.
+    pub fn writes_since(&self, since_ms: u128) -> Vec<RequestRecord> {
+        self.local()
+            .map(|cluster| {
+                cluster
+                    .requests()
+                    .into_iter()
+                    .filter(|r| {
+                        r.at_ms >= since_ms
+                            && r.is_write()
+                            && r.resource != "leases"
+                            && r.resource != "events"
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
+/// The body of `GET http://127.0.0.1:<port><path>`, if it answers 200.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.starts_with("HTTP/1.1 200").then_some(response)
+}
+
+/// The value of one series in the operator's `/metrics`, e.g. `kbeast_managed_projects`.
+pub fn metric_value(port: u16, series: &str) -> Option<f64> {
+    let text = http_get(port, "/metrics")?;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.trim().parse().ok())?
+        })
+}
+
+/// Sum of every series of a metric family (all label values).
+pub fn metric_sum(port: u16, family: &str) -> Option<f64> {
+    let text = http_get(port, "/metrics")?;
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with(family) && !l.starts_with('#'))
+            .filter(|l| {
+                let rest = &l[family.len()..];
+                rest.starts_with('{') || rest.starts_with(' ')
+            })
+            .filter_map(|l| {
+                l.rsplit_once(' ')
+                    .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+            })
+            .sum(),
+    )
+}
