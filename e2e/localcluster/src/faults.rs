@@ -26,6 +26,9 @@ pub struct Fault {
     pub action: FaultAction,
     /// How many matching requests to affect; `None` = until removed.
     pub remaining: Option<u32>,
+    /// Affect only every n-th matching request (1 = all): a steady, reproducible fault rate.
+    pub every: u32,
+    seen: u32,
 }
 
 impl Fault {
@@ -35,7 +38,14 @@ impl Fault {
             resource: None,
             action,
             remaining: None,
+            every: 1,
+            seen: 0,
         }
+    }
+    /// Fails one in `n` matching requests, e.g. `every(10)` for 10 %.
+    pub fn every(mut self, n: u32) -> Self {
+        self.every = n.max(1);
+        self
     }
     pub fn verb(mut self, verb: &str) -> Self {
         self.verb = Some(verb.to_string());
@@ -72,6 +82,10 @@ impl Faults {
         let mut faults = self.faults.lock().expect("faults lock");
         let mut actions = Vec::new();
         for f in faults.iter_mut().filter(|f| f.matches(verb, resource)) {
+            f.seen = f.seen.wrapping_add(1);
+            if f.seen % f.every != 0 {
+                continue;
+            }
             if let Some(n) = f.remaining.as_mut() {
                 if *n == 0 {
                     continue;

@@ -1,0 +1,259 @@
+//! The operator under stress: API faults and cut watches, the autoscaling hand-over watched
+//! event by event, and 200 projects at once.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Pod;
+use kbeast_api::KnowledgeProject;
+use kbeast_e2e::harness::{Env, metric_sum};
+use kbeast_e2e::{ready_for_generation, wait_for};
+use kbeast_localcluster::{Fault, FaultAction};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+const CONVERGE: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projects_converge_through_api_faults_without_duplicate_children() {
+    let env = Env::start().await;
+    let Some(cluster) = env.request_log_or_skip("fault injection") else {
+        return;
+    };
+    // One in ten writes fails (500 or 429); every watch is cut after 3 s.
+    for (verb, action) in [
+        ("patch", FaultAction::InternalError),
+        (
+            "create",
+            FaultAction::TooManyRequests {
+                retry_after_seconds: 1,
+            },
+        ),
+        ("delete", FaultAction::InternalError),
+        ("update", FaultAction::InternalError),
+    ] {
+        cluster.inject_fault(Fault::new(action).verb(verb).every(10));
+    }
+    cluster.inject_fault(
+        Fault::new(FaultAction::CloseWatchAfter(Duration::from_secs(3))).verb("watch"),
+    );
+    let (_operator, port) = env.operator(&[]);
+    let namespaces: Vec<String> = (0..5).map(|i| format!("e2e-faults-{i}")).collect();
+    for namespace in &namespaces {
+        env.create_project(namespace, "minimal.yaml", |p| {
+            p["spec"]["storage"] = json!({"ephemeral": {}});
+        })
+        .await;
+    }
+    for namespace in &namespaces {
+        env.wait_ready(namespace, "docs", CONVERGE).await;
+    }
+    let failed_writes = cluster
+        .requests()
+        .iter()
+        .filter(|r| r.is_write() && (r.status == 500 || r.status == 429))
+        .count();
+    assert!(failed_writes > 0, "faults were injected");
+    let errors = metric_sum(port, "kbeast_reconcile_errors_total").unwrap_or(0.0);
+    assert!(errors > 0.0, "the operator's error metrics show the faults");
+    for namespace in &namespaces {
+        let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), namespace);
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(env.client.clone(), namespace);
+        let list = deployments
+            .list(&ListParams::default())
+            .await
+            .expect("list");
+        assert_eq!(list.items.len(), 1, "{namespace}: one Deployment");
+        let keys = secrets
+            .list(&ListParams::default().labels("kbeast.io/project=docs"))
+            .await
+            .expect("list");
+        assert_eq!(keys.items.len(), 1, "{namespace}: one generated key Secret");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_autoscaling_on_and_off_never_drops_a_running_pod() {
+    let env = Env::start().await;
+    let (_operator, _) = env.operator(&[]);
+    let namespace = "e2e-autoscaling";
+    env.create_project(namespace, "minimal.yaml", |p| {
+        p["spec"]["storage"] = json!({"ephemeral": {}});
+        p["spec"]["replicas"] = json!(2);
+    })
+    .await;
+    env.wait_ready(namespace, "docs", CONVERGE).await;
+
+    // Count live pods on every watch event.
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), namespace);
+    let lowest = Arc::new(Mutex::new(usize::MAX));
+    let watch_lowest = lowest.clone();
+    let watch = tokio::spawn(async move {
+        let mut live: BTreeMap<String, bool> = BTreeMap::new();
+        let mut initialised = false;
+        let mut events = watcher(pods, watcher::Config::default()).boxed();
+        while let Some(Ok(event)) = events.next().await {
+            match event {
+                watcher::Event::Init => live.clear(),
+                watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
+                    let running = pod.metadata.deletion_timestamp.is_none();
+                    live.insert(pod.metadata.name.clone().unwrap_or_default(), running);
+                }
+                watcher::Event::Delete(pod) => {
+                    live.remove(&pod.metadata.name.clone().unwrap_or_default());
+                }
+                watcher::Event::InitDone => initialised = true,
+            }
+            if initialised {
+                let count = live.values().filter(|running| **running).count();
+                let mut lowest = watch_lowest.lock().expect("lock");
+                *lowest = (*lowest).min(count);
+            }
+        }
+    });
+
+    let projects = env.projects(namespace);
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(env.client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), namespace);
+    projects
+        .patch(
+            "docs",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": null,
+                "autoscaling": {"enabled": true, "minReplicas": 2, "maxReplicas": 4}}})),
+        )
+        .await
+        .expect("autoscaling on");
+    wait_for("the HPA exists", CONVERGE, || async {
+        hpas.get_opt("docs").await.is_ok_and(|h| h.is_some())
+    })
+    .await;
+    env.wait_ready(namespace, "docs", CONVERGE).await;
+    let deployment = deployments.get("docs").await.expect("Deployment");
+    let ours_own_replicas = deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some("kbeast-operator"))
+        .any(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0["f:spec"].get("f:replicas").is_some())
+        });
+    assert!(
+        !ours_own_replicas,
+        "the operator no longer owns spec.replicas"
+    );
+    assert_eq!(
+        deployment.spec.and_then(|s| s.replicas),
+        Some(2),
+        "the count was kept"
+    );
+
+    projects
+        .patch(
+            "docs",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": 2, "autoscaling": null}})),
+        )
+        .await
+        .expect("autoscaling off");
+    wait_for("the HPA is deleted", CONVERGE, || async {
+        hpas.get_opt("docs").await.is_ok_and(|h| h.is_none())
+    })
+    .await;
+    env.wait_ready(namespace, "docs", CONVERGE).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    watch.abort();
+    let lowest = *lowest.lock().expect("lock");
+    assert!(
+        lowest >= 2,
+        "running pods dropped to {lowest} during the switch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_projects_created_at_once_all_become_ready() {
+    let projects_wanted: usize = std::env::var("KBEAST_E2E_SCALE_PROJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    #[allow(non_snake_case)]
+    let PROJECTS = projects_wanted;
+    let env = Env::start().await;
+    let (operator, _) = env.operator(&[]);
+    let namespace = "e2e-scale";
+    kbeast_e2e::create_namespace(&env.client, namespace).await;
+    let projects: Api<KnowledgeProject> = env.projects(namespace);
+    let started = Instant::now();
+    for i in 0..PROJECTS {
+        let project: KnowledgeProject = serde_json::from_value(json!({
+            "apiVersion": "kbeast.io/v1alpha1", "kind": "KnowledgeProject",
+            "metadata": {"name": format!("p{i:03}")},
+            "spec": {"storage": {"ephemeral": {}}},
+        }))
+        .expect("valid project");
+        projects
+            .create(&PostParams::default(), &project)
+            .await
+            .expect("project created");
+    }
+    eprintln!(
+        "scale: {PROJECTS} projects created in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        env.ready_pods(namespace);
+        let list = projects.list(&ListParams::default()).await.expect("list");
+        let waiting: Vec<String> = list
+            .items
+            .iter()
+            .filter(|p| !ready_for_generation(p))
+            .map(|p| {
+                let ready = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                    .map(|c| format!("{}: {}", c.reason, c.message))
+                    .unwrap_or_default();
+                format!("{} ({ready})", p.metadata.name.clone().unwrap_or_default())
+            })
+            .collect();
+        if list.items.len() == PROJECTS && waiting.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {PROJECTS} projects not Ready after 300 s, e.g. {:?}",
+            waiting.len(),
+            waiting.iter().take(3).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let took = started.elapsed();
+    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", operator.0.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+        });
+    eprintln!(
+        "scale: {PROJECTS} projects Ready in {:.1} s; operator RSS {} MiB",
+        took.as_secs_f64(),
+        rss_kib.map_or("unknown".to_string(), |k| format!(
+            "{:.1}",
+            k as f64 / 1024.0
+        ))
+    );
+}
