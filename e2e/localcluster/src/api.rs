@@ -25,6 +25,9 @@ use crate::write::{self, WriteContext};
 pub struct State {
     pub store: Store,
     pub registry: Registry,
+    /// A pod runner (the emulated kubelet) runs: deleting a scheduled pod sets its
+    /// deletionTimestamp and the runner removes it once its processes have stopped.
+    pub graceful_pod_deletion: bool,
 }
 
 /// State shared by all requests.
