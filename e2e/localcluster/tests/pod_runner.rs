@@ -642,3 +642,72 @@ async fn stopping_the_cluster_kills_pod_processes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn rolling_update_with_real_pods_keeps_replicas_ready() {
+    let c = cluster(false).await;
+    let client = c.client().unwrap();
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    // Ready a moment after start, through an exec probe in the pod's own /tmp.
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "roll"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "roll"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": {"app": "roll"}}, "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "sh", "image": "busybox",
+                    "command": ["sh", "-c", "sleep 0.5; touch /tmp/ready; exec sleep 600"],
+                    "env": [{"name": "VERSION", "value": "1"}],
+                    "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1},
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}],
+                "volumes": [{"name": "tmp", "emptyDir": {}}]}}}
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+    let ready_pods = || {
+        let pods = pods.clone();
+        async move {
+            let list = pods.list(&Default::default()).await.unwrap();
+            list.items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
+                .count()
+        }
+    };
+    wait_for("2 ready pods", || async {
+        (ready_pods().await == 2).then_some(())
+    })
+    .await;
+    deployments
+        .patch(
+            "roll",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {
+            "containers": [{"name": "sh", "env": [{"name": "VERSION", "value": "2"}]}]}}}})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let ready = ready_pods().await;
+        assert!(
+            ready >= 2,
+            "maxUnavailable 0 keeps 2 pods ready, saw {ready}"
+        );
+        let d = deployments.get("roll").await.unwrap();
+        let s = d.status.unwrap();
+        if s.observed_generation == d.metadata.generation
+            && s.updated_replicas == Some(2)
+            && s.ready_replicas == Some(2)
+            && s.replicas == Some(2)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rollout did not finish: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -38,6 +38,7 @@ pub enum ContainerState {
         started_at: String,
         finished_at: String,
         container_id: String,
+        message: Option<String>,
     },
 }
 
@@ -262,9 +263,7 @@ async fn run_in_sandbox(
 ) -> Option<&'static str> {
     let volume_dirs = loop {
         let result = {
-            let Some(shared) = ctx.shared.upgrade() else {
-                return None;
-            };
+            let shared = ctx.shared.upgrade()?;
             let state = shared.lock();
             volumes::materialise(
                 &state,
@@ -478,10 +477,11 @@ async fn run_container(
         };
         let started_at = now();
         let container_id = format!("localcluster://{}-{name}-{restarts}", ctx.uid());
-        let (code, reason) = match launch::spawn(&spec) {
+        let (code, reason, message) = match launch::spawn(&spec) {
             Err(e) => {
-                tracing::warn!(pod = ctx.name(), container = %name, "starting {}: {e}", spec.program.display());
-                (128, "StartError".to_string())
+                let message = format!("starting {}: {e}", spec.program.display());
+                tracing::warn!(pod = ctx.name(), container = %name, "{message}");
+                (128, "StartError".to_string(), Some(message))
             }
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
@@ -524,14 +524,8 @@ async fn run_container(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&pid);
-                (
-                    result,
-                    if result == 0 {
-                        "Completed".to_string()
-                    } else {
-                        "Error".to_string()
-                    },
-                )
+                let reason = if result == 0 { "Completed" } else { "Error" };
+                (result, reason.to_string(), None)
             }
         };
         last_exit = Some(code);
@@ -541,6 +535,7 @@ async fn run_container(
             started_at,
             finished_at: now(),
             container_id,
+            message,
         };
         let restart = !stop_requested(&control)
             && match policy.as_str() {

@@ -24,9 +24,14 @@ fn state_json(state: &ContainerState) -> Value {
             started_at,
             finished_at,
             container_id,
+            message,
         } => {
-            json!({"terminated": {"exitCode": exit_code, "reason": reason, "startedAt": started_at,
-            "finishedAt": finished_at, "containerID": container_id}})
+            let mut t = json!({"exitCode": exit_code, "reason": reason, "startedAt": started_at,
+                "finishedAt": finished_at, "containerID": container_id});
+            if let Some(m) = message {
+                t["message"] = json!(m);
+            }
+            json!({"terminated": t})
         }
     }
 }
