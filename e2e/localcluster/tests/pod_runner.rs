@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use kbeast_localcluster::{ControllerSet, KubeletOptions, LocalCluster, Options};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, LogParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -447,6 +447,36 @@ async fn crashing_container_backs_off_with_growing_restart_count() {
     assert!(
         log.matches("started").count() >= 4,
         "every restart ran: {log:?}"
+    );
+    // The same through the API (`kubectl logs`).
+    let api_log = pods.logs("crash", &LogParams::default()).await.unwrap();
+    assert!(api_log.starts_with("started\n"), "{api_log:?}");
+    let tail = pods
+        .logs(
+            "crash",
+            &LogParams {
+                tail_lines: Some(1),
+                container: Some("sh".into()),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(tail, "started\n");
+    let err = pods
+        .logs(
+            "crash",
+            &LogParams {
+                container: Some("nope".into()),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("container nope is not valid for pod crash"),
+        "{err}"
     );
 }
 

@@ -250,6 +250,7 @@ impl Kubelet {
         std::fs::create_dir_all(&work_dir)?;
         let bridge = Bridge::create(port)?;
         shared.lock().graceful_pod_deletion = true;
+        let _ = shared.pod_dirs.set(work_dir.join("pods"));
         let inner = Arc::new(KubeletInner {
             options,
             bridge,
