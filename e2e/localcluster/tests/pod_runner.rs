@@ -534,8 +534,8 @@ async fn deletion_sends_sigterm_then_sigkill_after_the_grace_period() {
     }
     for (name, min, max) in [("graceful", 0.0, 5.0), ("stubborn", 1.0, 6.0)] {
         let start = Instant::now();
-        pods.delete(name, &DeleteParams::default()).await.unwrap();
-        let p = pods.get(name).await.expect("kept while its processes stop");
+        let response = pods.delete(name, &DeleteParams::default()).await.unwrap();
+        let p = response.left().expect("kept (the Pod, not a Status) while it stops");
         assert!(p.metadata.deletion_timestamp.is_some());
         wait_for("the pod to be removed", || async {
             pods.get_opt(name).await.ok()?.is_none().then_some(())
@@ -740,4 +740,42 @@ async fn rolling_update_with_real_pods_keeps_replicas_ready() {
         assert!(Instant::now() < deadline, "rollout did not finish: {s:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_new_cluster_removes_the_pod_network_of_a_dead_one() {
+    // A cluster process (API port 1) was killed and left its bridge and a pod namespace.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let _ = std::process::Command::new("ip")
+        .args(["link", "delete", "kblc1"])
+        .output();
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "delete", "kblc1-1"])
+        .output();
+    ip(&["link", "add", "kblc1", "type", "bridge"]);
+    ip(&["netns", "add", "kblc1-1"]);
+    std::fs::create_dir_all("/run/kbeast-localcluster").unwrap();
+    std::fs::write(
+        "/run/kbeast-localcluster/kblc1.pid",
+        format!("{dead_pid}\n"),
+    )
+    .unwrap();
+    let _c = cluster(false).await;
+    assert!(!ip(&["-o", "link", "show", "type", "bridge"]).contains("kblc1:"));
+    assert!(
+        !ip(&["netns", "list"])
+            .lines()
+            .any(|l| l.starts_with("kblc1-1"))
+    );
+    assert!(!std::path::Path::new("/run/kbeast-localcluster/kblc1.pid").exists());
 }

@@ -192,6 +192,31 @@ impl KubeletInner {
             .join("pods")
             .join(format!("{namespace}_{name}_{uid}"))
     }
+    /// Records a container's process group for shutdown; during shutdown kills it instead.
+    pub fn register_process(&self, pgid: u32) {
+        let mut groups = self
+            .process_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if self.shutting_down.load(Ordering::SeqCst) {
+            launch::signal_group(pgid, libc::SIGKILL);
+        } else {
+            groups.insert(pgid);
+        }
+    }
+
+    /// Records a pod's network namespace for shutdown; during shutdown deletes it instead
+    /// (false).
+    pub fn register_sandbox(&self, sandbox: &Sandbox) -> bool {
+        let mut sandboxes = self.sandboxes.lock().unwrap_or_else(|e| e.into_inner());
+        if self.shutting_down.load(Ordering::SeqCst) {
+            sandbox.delete();
+            return false;
+        }
+        sandboxes.insert(sandbox.netns.clone(), sandbox.clone());
+        true
+    }
+
     fn kill_everything(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         for pgid in self

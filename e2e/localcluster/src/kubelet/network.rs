@@ -28,6 +28,8 @@ pub enum NetworkError {
     Ip { args: String, message: String },
     #[error("no free pod subnet in 10.233.0.0/16")]
     NoSubnet,
+    #[error("the cluster is stopping")]
+    ShuttingDown,
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

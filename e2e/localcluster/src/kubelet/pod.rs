@@ -205,7 +205,16 @@ pub async fn run_pod(ctx: Arc<PodCtx>, mut control: watch::Receiver<Control>) {
     let ip = ctx.ip;
     let bridge_sandbox = {
         let inner = inner.clone();
-        tokio::task::spawn_blocking(move || inner.bridge.create_sandbox(ip)).await
+        tokio::task::spawn_blocking(move || {
+            let sandbox = inner.bridge.create_sandbox(ip)?;
+            // Registered here, not after the await: an aborted task must not leak it.
+            if inner.register_sandbox(&sandbox) {
+                Ok(sandbox)
+            } else {
+                Err(super::network::NetworkError::ShuttingDown)
+            }
+        })
+        .await
     };
     let sandbox = match bridge_sandbox {
         Ok(Ok(s)) => s,
@@ -226,11 +235,6 @@ pub async fn run_pod(ctx: Arc<PodCtx>, mut control: watch::Receiver<Control>) {
         }
         Err(_) => return,
     };
-    inner
-        .sandboxes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(sandbox.netns.clone(), sandbox.clone());
     ctx.update(|rt| {
         rt.ip = Some(ip);
         rt.sandbox_ready = true;
@@ -485,11 +489,7 @@ async fn run_container(
             }
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
-                ctx.kubelet
-                    .process_groups
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(pid);
+                ctx.kubelet.register_process(pid);
                 let has_startup = kind == Kind::App && container["startupProbe"].is_object();
                 let has_readiness = kind == Kind::App && container["readinessProbe"].is_object();
                 ctx.update_container(kind, index, |c| {
