@@ -535,7 +535,9 @@ async fn deletion_sends_sigterm_then_sigkill_after_the_grace_period() {
     for (name, min, max) in [("graceful", 0.0, 5.0), ("stubborn", 1.0, 6.0)] {
         let start = Instant::now();
         let response = pods.delete(name, &DeleteParams::default()).await.unwrap();
-        let p = response.left().expect("kept (the Pod, not a Status) while it stops");
+        let p = response
+            .left()
+            .expect("kept (the Pod, not a Status) while it stops");
         assert!(p.metadata.deletion_timestamp.is_some());
         wait_for("the pod to be removed", || async {
             pods.get_opt(name).await.ok()?.is_none().then_some(())

@@ -177,9 +177,10 @@ async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() 
                 .await
                 .unwrap_or_else(|e| panic!("{} {mode:?} search: {e}", tenant.namespace));
             assert!(!response.degraded, "{mode:?} served as asked");
-            let top = response.hits.first().unwrap_or_else(|| {
-                panic!("{} {mode:?}: no hits", tenant.namespace)
-            });
+            let top = response
+                .hits
+                .first()
+                .unwrap_or_else(|| panic!("{} {mode:?}: no hits", tenant.namespace));
             assert!(
                 top.text.contains("Quarterly report") && top.text.contains(tenant.marker),
                 "{} {mode:?}: best hit is the report, got {:?}",
@@ -194,7 +195,10 @@ async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() 
                     other.namespace,
                     hit.text
                 );
-                assert_eq!(hit.source.as_deref(), Some(&*format!("{}/notes", tenant.namespace)));
+                assert_eq!(
+                    hit.source.as_deref(),
+                    Some(&*format!("{}/notes", tenant.namespace))
+                );
             }
             // The other tenant's unique word finds nothing of theirs here.
             let response = reader
@@ -211,8 +215,7 @@ async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() 
         // The other tenant's keys are not valid here.
         let (_, other_keys) = &services[1 - i];
         for key in ["read-key", "write-key", "admin-key"] {
-            let intruder =
-                kbeast_client::Client::new(url, Some(other_keys[key].clone())).unwrap();
+            let intruder = kbeast_client::Client::new(url, Some(other_keys[key].clone())).unwrap();
             let error = intruder
                 .search(&SearchRequest::new(tenant.marker, SearchMode::Keyword, 5))
                 .await
