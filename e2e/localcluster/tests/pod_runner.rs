@@ -481,29 +481,48 @@ async fn crashing_container_backs_off_with_growing_restart_count() {
 }
 
 #[tokio::test]
-async fn failing_liveness_probe_restarts_the_container() {
+async fn failing_liveness_and_startup_probes_restart_the_container() {
     let c = cluster(true).await;
     let pods: Api<Pod> = Api::default_namespaced(c.client().unwrap());
-    let container = query_container(json!({
-        "livenessProbe": {"httpGet": {"path": "/no-such-path", "port": 8080}, "initialDelaySeconds": 1, "periodSeconds": 1, "failureThreshold": 2}
-    }));
-    let pod = json_pod(
-        "live",
-        json!({"terminationGracePeriodSeconds": 2, "containers": [container],
-        "volumes": [{"name": "data", "emptyDir": {}}]}),
-    );
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-    wait_for("a restart after liveness failures", || async {
-        let s = pods
-            .get("live")
-            .await
-            .ok()?
-            .status?
-            .container_statuses?
-            .remove(0);
-        (s.restart_count >= 1).then_some(())
-    })
+    let probe = |path: &str| json!({"httpGet": {"path": path, "port": 8080}, "periodSeconds": 1, "failureThreshold": 2});
+    for (name, extra) in [
+        ("live", json!({"livenessProbe": probe("/no-such-path")})),
+        ("startup", json!({"startupProbe": probe("/no-such-path")})),
+        // The control: the same server with passing probes is never restarted.
+        (
+            "steady",
+            json!({"livenessProbe": probe("/healthz"), "startupProbe": probe("/healthz")}),
+        ),
+    ] {
+        let pod = json_pod(
+            name,
+            json!({"terminationGracePeriodSeconds": 2, "containers": [query_container(extra)],
+                "volumes": [{"name": "data", "emptyDir": {}}]}),
+        );
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    let status = |name: &'static str| {
+        let pods = pods.clone();
+        async move { pods.get(name).await.ok()?.status?.container_statuses?.pop() }
+    };
+    wait_for(
+        "restarts after liveness and startup probe failures",
+        || async {
+            let live = status("live").await?;
+            let startup = status("startup").await?;
+            let steady = status("steady").await?;
+            (live.restart_count >= 1 && startup.restart_count >= 1 && steady.ready).then_some(())
+        },
+    )
     .await;
+    let startup = status("startup").await.unwrap();
+    assert!(
+        !startup.ready && startup.started != Some(true),
+        "never started: {startup:?}"
+    );
+    let steady = status("steady").await.unwrap();
+    assert_eq!(steady.restart_count, 0);
+    assert!(steady.ready && steady.started == Some(true), "{steady:?}");
 }
 
 #[tokio::test]
