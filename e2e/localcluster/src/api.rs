@@ -25,6 +25,9 @@ use crate::write::{self, WriteContext};
 pub struct State {
     pub store: Store,
     pub registry: Registry,
+    /// A pod runner (the emulated kubelet) runs: deleting a scheduled pod sets its
+    /// deletionTimestamp and the runner removes it once its processes have stopped.
+    pub graceful_pod_deletion: bool,
 }
 
 /// State shared by all requests.
@@ -33,6 +36,9 @@ pub struct Shared {
     pub request_log: RequestLog,
     pub faults: Faults,
     pub bookmark_interval: Duration,
+    /// The pod runner's pod directories (`<ns>_<name>_<uid>/logs/<container>.log`), served
+    /// by `pods/{name}/log`; unset without a pod runner.
+    pub pod_dirs: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl Shared {
@@ -42,6 +48,7 @@ impl Shared {
             request_log: RequestLog::default(),
             faults: Faults::default(),
             bookmark_interval,
+            pod_dirs: std::sync::OnceLock::new(),
         }
     }
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -151,6 +158,56 @@ pub fn json_response(status: u16, body: &Value) -> Response {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// `GET pods/{name}/log`: what the pod runner captured of a container (`container`,
+/// default the first; `tailLines`). Empty without a pod runner.
+fn pod_log(shared: &Shared, request: &Request, pod: &Value) -> Result<Response, ApiError> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let containers: Vec<&str> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .chain(pod["spec"]["initContainers"].as_array())
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let container = request
+        .param("container")
+        .or(containers.first().copied())
+        .unwrap_or("");
+    if !containers.contains(&container) {
+        return Err(ApiError::new(
+            400,
+            "BadRequest",
+            format!("container {container} is not valid for pod {name}"),
+        ));
+    }
+    let path = shared.pod_dirs.get().map(|dir| {
+        dir.join(format!(
+            "{}_{name}_{}",
+            pod["metadata"]["namespace"].as_str().unwrap_or(""),
+            pod["metadata"]["uid"].as_str().unwrap_or("")
+        ))
+        .join("logs")
+        .join(format!("{container}.log"))
+    });
+    let mut text = path
+        .and_then(|p| std::fs::read(p).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    if let Some(n) = request
+        .param("tailLines")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let lines: Vec<&str> = text.lines().collect();
+        let keep = &lines[lines.len().saturating_sub(n)..];
+        text = keep.iter().map(|l| format!("{l}\n")).collect();
+    }
+    let mut response = Response::new(Body::from(text));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(response)
 }
 
 pub fn error_response(e: &ApiError) -> Response {
@@ -365,7 +422,9 @@ pub fn resolve(registry: &Registry, request: &Request) -> Result<Option<Target>,
             let known = rt
                 .subresources
                 .iter()
-                .any(|s| s["name"] == format!("{}/{sub}", rt.resource));
+                .any(|s| s["name"] == format!("{}/{sub}", rt.resource))
+                // Served for the pod runner's logs; not in the recorded discovery subset.
+                || (rt.resource == "pods" && *sub == "log");
             if !known {
                 return Err(ApiError::resource_not_found());
             }
@@ -454,6 +513,9 @@ fn serve_resource(
                 .store
                 .get(&t.rt.key(), ns, name)
                 .ok_or_else(|| ApiError::not_found(&t.subject(name)))?;
+            if t.subresource.as_deref() == Some("log") && t.rt.resource == "pods" {
+                return pod_log(shared, request, object);
+            }
             let body = match t.subresource.as_deref() {
                 Some("scale") => crate::scale::scale_view(&t.rt, object),
                 _ => conversion::to_served(&t.rt, &with_type_meta(object.clone(), &t.rt)),

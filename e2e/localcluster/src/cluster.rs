@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -13,6 +13,7 @@ use crate::api::{self, Shared, State};
 use crate::controllers::{self, ControllerSet};
 use crate::error::Error;
 use crate::faults::Fault;
+use crate::kubelet::{AbortOnDrop, Kubelet, KubeletOptions};
 use crate::registry::Registry;
 use crate::request_log::{RequestFilter, RequestRecord};
 use crate::store::{DEFAULT_HISTORY_LIMIT, Store};
@@ -34,6 +35,8 @@ pub struct Options {
     pub controller_tick: Duration,
     /// Load the state saved here on start and save it on stop (see `persistence`).
     pub data_dir: Option<PathBuf>,
+    /// The pod runner's settings (used when `controllers.kubelet` is on).
+    pub kubelet: KubeletOptions,
 }
 
 impl Default for Options {
@@ -46,6 +49,7 @@ impl Default for Options {
             controllers: ControllerSet::all(),
             controller_tick: Duration::from_millis(200),
             data_dir: None,
+            kubelet: KubeletOptions::default(),
         }
     }
 }
@@ -61,6 +65,9 @@ pub struct LocalCluster {
     /// The temporary directory holding the kubeconfig, when the emulator chose it.
     owned_kubeconfig_dir: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    kubelet: Option<Kubelet>,
+    /// Port-forward listeners, stopped with the cluster.
+    forwards: Mutex<Vec<AbortOnDrop>>,
 }
 
 /// The cluster's initial state: the system namespaces.
@@ -68,6 +75,7 @@ fn bootstrap(history_limit: usize) -> State {
     let mut state = State {
         store: Store::new(history_limit),
         registry: Registry::builtin(),
+        graceful_pod_deletion: false,
     };
     let now = crate::write::now();
     let rt = state
@@ -122,6 +130,16 @@ impl LocalCluster {
                 options.controller_tick,
             ))
         });
+        let kubelet = match options.controllers.kubelet {
+            true => Some(Kubelet::start(
+                &shared,
+                options.kubelet.clone(),
+                options.data_dir.as_deref(),
+                addr.port(),
+                options.controller_tick,
+            )?),
+            false => None,
+        };
         let (kubeconfig_path, owned_kubeconfig_dir) = match options.kubeconfig_path {
             Some(path) => (path, None),
             None => {
@@ -147,7 +165,76 @@ impl LocalCluster {
             kubeconfig_path,
             owned_kubeconfig_dir,
             data_dir: options.data_dir,
+            kubelet,
+            forwards: Mutex::default(),
         })
+    }
+
+    /// Like `kubectl port-forward`: a listener on 127.0.0.1 (a free port) whose connections
+    /// go to `pod/<name>` at `port`, or to a ready endpoint of `svc/<name>` for the Service
+    /// port `port` (round-robin, target ports resolved through the Endpoints).
+    pub async fn port_forward(
+        &self,
+        namespace: &str,
+        target: &str,
+        port: u16,
+    ) -> Result<SocketAddr, Error> {
+        self.port_forward_on(namespace, target, port, 0).await
+    }
+
+    /// [`LocalCluster::port_forward`] on a chosen local port (0 = any free one).
+    pub async fn port_forward_on(
+        &self,
+        namespace: &str,
+        target: &str,
+        port: u16,
+        local_port: u16,
+    ) -> Result<SocketAddr, Error> {
+        let target = crate::portforward::Target::parse(namespace, target, port)?;
+        let (addr, task) = crate::portforward::listen(
+            Arc::downgrade(&self.shared),
+            target,
+            SocketAddr::from(([127, 0, 0, 1], local_port)),
+        )
+        .await?;
+        self.forwards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(AbortOnDrop(task));
+        Ok(addr)
+    }
+
+    /// The pod runner's directory (pod volumes and logs under `pods/`, PVC data under
+    /// `pvc/`), when it runs.
+    pub fn kubelet_dir(&self) -> Option<&Path> {
+        self.kubelet.as_ref().map(|k| k.work_dir())
+    }
+
+    /// What a container of a pod run by the pod runner wrote to stdout and stderr (all its
+    /// restarts, appended).
+    pub fn pod_log(&self, namespace: &str, pod: &str, container: &str) -> Result<String, Error> {
+        let uid = {
+            let state = self.shared.lock();
+            state
+                .registry
+                .find("", "v1", "pods")
+                .and_then(|rt| state.store.get(&rt.key(), namespace, pod).cloned())
+                .and_then(|p| p["metadata"]["uid"].as_str().map(String::from))
+        };
+        let (Some(kubelet), Some(uid)) = (&self.kubelet, uid) else {
+            return Ok(String::new());
+        };
+        let path = kubelet
+            .work_dir()
+            .join("pods")
+            .join(format!("{namespace}_{pod}_{uid}"))
+            .join("logs")
+            .join(format!("{container}.log"));
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -332,7 +419,19 @@ impl LocalCluster {
         changed
     }
 
+    /// Kills every pod process, removes the pod network and the port-forwards.
+    fn stop_pods(&mut self) {
+        self.forwards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        if let Some(mut kubelet) = self.kubelet.take() {
+            kubelet.shutdown();
+        }
+    }
+
     async fn shutdown_now(&mut self) {
+        self.stop_pods();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -348,6 +447,7 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        self.stop_pods();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

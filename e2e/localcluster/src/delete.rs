@@ -14,6 +14,8 @@ pub struct DeleteOptions {
     pub propagation: String,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
+    /// `gracePeriodSeconds` (query or body); pods only.
+    pub grace_period: Option<i64>,
 }
 
 impl DeleteOptions {
@@ -49,8 +51,13 @@ impl DeleteOptions {
                 )],
             ));
         }
+        let grace_period = request
+            .param("gracePeriodSeconds")
+            .and_then(|g| g.parse().ok())
+            .or(body["gracePeriodSeconds"].as_i64());
         Ok(DeleteOptions {
             propagation,
+            grace_period,
             precondition_uid: body["preconditions"]["uid"].as_str().map(String::from),
             precondition_rv: body["preconditions"]["resourceVersion"]
                 .as_str()
@@ -84,7 +91,14 @@ pub fn delete(
     if ctx.dry_run {
         return Ok((200, old));
     }
-    let outcome = gc::delete_object(state, &t.rt, &old, &options.propagation, &ctx.now);
+    let outcome = gc::delete_object_with_grace(
+        state,
+        &t.rt,
+        &old,
+        &options.propagation,
+        options.grace_period,
+        &ctx.now,
+    );
     gc::collect(state, &ctx.now);
     Ok(match outcome {
         gc::Deleted::Terminating(object) => (200, object),
@@ -121,7 +135,14 @@ pub fn delete_collection(
     let mut items = Vec::new();
     for v in victims {
         if !ctx.dry_run {
-            gc::delete_object(state, &t.rt, &v, &options.propagation, &ctx.now);
+            gc::delete_object_with_grace(
+                state,
+                &t.rt,
+                &v,
+                &options.propagation,
+                options.grace_period,
+                &ctx.now,
+            );
         }
         items.push(crate::api::strip_type_meta(v));
     }

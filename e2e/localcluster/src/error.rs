@@ -237,4 +237,8 @@ pub enum Error {
     Kubeconfig(String),
     #[error("kube client error: {0}")]
     Client(#[from] kube::Error),
+    #[error("pod runner: {0}")]
+    Network(#[from] crate::kubelet::network::NetworkError),
+    #[error("port-forward to {target}: {message}")]
+    PortForward { target: String, message: String },
 }

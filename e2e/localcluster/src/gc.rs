@@ -44,7 +44,66 @@ pub fn delete_object(
     propagation: &str,
     now: &str,
 ) -> Deleted {
+    delete_object_with_grace(state, rt, object, propagation, None, now)
+}
+
+/// The grace period of a pod deletion when a pod runner will stop its processes: `None`
+/// deletes at once (unscheduled or finished pods, forced deletes, no runner).
+fn pod_grace_period(state: &State, pod: &Value, requested: Option<i64>) -> Option<i64> {
+    let phase = pod["status"]["phase"].as_str().unwrap_or("");
+    if !state.graceful_pod_deletion
+        || pod["spec"]["nodeName"].is_null()
+        || matches!(phase, "Succeeded" | "Failed")
+    {
+        return None;
+    }
+    let grace = requested
+        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30);
+    (grace > 0).then_some(grace)
+}
+
+/// [`delete_object`] with the `gracePeriodSeconds` of the request (pods only).
+pub fn delete_object_with_grace(
+    state: &mut State,
+    rt: &ResourceType,
+    object: &Value,
+    propagation: &str,
+    grace_period: Option<i64>,
+    now: &str,
+) -> Deleted {
     let key = rt.key();
+    if rt.kind == "Pod"
+        && !object["metadata"]["deletionTimestamp"].is_null()
+        && grace_period == Some(0)
+        && finalizers(object).is_empty()
+    {
+        // A forced delete of a terminating pod removes it without waiting for the kubelet.
+        let ns = object["metadata"]["namespace"].as_str().unwrap_or("");
+        let name = object["metadata"]["name"].as_str().unwrap_or("");
+        let removed = state.store.remove(&key, ns, name);
+        return Deleted::Removed(removed.unwrap_or_else(|| object.clone()));
+    }
+    if rt.kind == "Pod"
+        && object["metadata"]["deletionTimestamp"].is_null()
+        && let Some(grace) = pod_grace_period(state, object, grace_period)
+    {
+        // Graceful pod deletion (as the API server does for a pod on a node): the pod stays
+        // with deletionTimestamp = now + grace until its kubelet reports the processes gone.
+        let mut terminating = object.clone();
+        let deadline = now
+            .parse::<jiff::Timestamp>()
+            .ok()
+            .and_then(|t| t.checked_add(jiff::SignedDuration::from_secs(grace)).ok())
+            .map(crate::controllers::timestamp)
+            .unwrap_or_else(|| now.to_string());
+        terminating["metadata"]["deletionTimestamp"] = json!(deadline);
+        terminating["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        if let Some(g) = terminating["metadata"]["generation"].as_i64() {
+            terminating["metadata"]["generation"] = json!(g + 1);
+        }
+        return Deleted::Terminating(store_update(state, &key, terminating));
+    }
     let ns = object["metadata"]["namespace"]
         .as_str()
         .unwrap_or("")

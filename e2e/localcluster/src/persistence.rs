@@ -41,6 +41,7 @@ pub fn load(dir: &Path, history_limit: usize) -> std::io::Result<Option<State>> 
     let mut state = State {
         store: Store::new(history_limit),
         registry: Registry::builtin(),
+        graceful_pod_deletion: false,
     };
     for entry in snapshot["objects"].as_array().into_iter().flatten() {
         let key = ResourceKey::new(

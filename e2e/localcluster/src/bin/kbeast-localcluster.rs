@@ -1,10 +1,11 @@
-//! `kbeast-localcluster --kubeconfig FILE [--port P] [--data-dir D]`: serve until SIGTERM.
+//! `kbeast-localcluster --kubeconfig FILE [--port P] [--data-dir D] [--kubelet]
+//! [--image-map REPO=PATH]... [--forward NS/KIND/NAME:PORT=LOCALPORT]...`: serve until SIGTERM.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use kbeast_localcluster::{LocalCluster, Options};
+use kbeast_localcluster::{ControllerSet, KubeletOptions, LocalCluster, Options};
 
 #[derive(Parser)]
 #[command(about = "In-memory Kubernetes API server emulator for kbeast end-to-end tests")]
@@ -18,6 +19,37 @@ struct Args {
     /// Keep state across restarts: loaded from here on start, saved here on SIGTERM.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Run pods as local processes (the pod runner; needs root for network namespaces).
+    #[arg(long)]
+    kubelet: bool,
+    /// Image repository → local binary for the pod runner, e.g.
+    /// `ghcr.io/kbeast/kbeast=/path/to/kbeast-query` (repeatable; adds to the defaults).
+    #[arg(long = "image-map", value_name = "REPO=PATH")]
+    image_map: Vec<String>,
+    /// Forward a local port like `kubectl port-forward`, e.g. `default/svc/web:80=8080`
+    /// (repeatable; KIND is `svc` or `pod`).
+    #[arg(long = "forward", value_name = "NS/KIND/NAME:PORT=LOCALPORT")]
+    forward: Vec<String>,
+}
+
+struct Forward {
+    namespace: String,
+    target: String,
+    port: u16,
+    local_port: u16,
+}
+
+fn parse_forward(spec: &str) -> anyhow::Result<Forward> {
+    let bad = || format!("--forward {spec:?}: expected NS/KIND/NAME:PORT=LOCALPORT");
+    let (remote, local) = spec.split_once('=').with_context(bad)?;
+    let (path, port) = remote.rsplit_once(':').with_context(bad)?;
+    let (namespace, target) = path.split_once('/').with_context(bad)?;
+    Ok(Forward {
+        namespace: namespace.to_string(),
+        target: target.to_string(),
+        port: port.parse().with_context(bad)?,
+        local_port: local.parse().with_context(bad)?,
+    })
 }
 
 #[tokio::main]
@@ -29,14 +61,40 @@ async fn main() -> anyhow::Result<()> {
     if let Some(dir) = &args.data_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let mut kubelet = KubeletOptions::default();
+    for entry in &args.image_map {
+        let (repo, path) = entry
+            .split_once('=')
+            .with_context(|| format!("--image-map {entry:?}: expected REPO=PATH"))?;
+        kubelet.images.insert(repo.to_string(), PathBuf::from(path));
+    }
+    let forwards: Vec<Forward> = args
+        .forward
+        .iter()
+        .map(|f| parse_forward(f))
+        .collect::<anyhow::Result<_>>()?;
+    let mut controllers = ControllerSet::all();
+    controllers.kubelet = args.kubelet;
     let cluster = LocalCluster::start(Options {
         port: args.port,
         kubeconfig_path: Some(args.kubeconfig.clone()),
         data_dir: args.data_dir.clone(),
+        controllers,
+        kubelet,
         ..Options::default()
     })
     .await
     .context("starting the local cluster")?;
+    for f in &forwards {
+        let addr = cluster
+            .port_forward_on(&f.namespace, &f.target, f.port, f.local_port)
+            .await
+            .with_context(|| format!("forwarding {}/{}:{}", f.namespace, f.target, f.port))?;
+        eprintln!(
+            "forwarding {addr} -> {}/{}:{}",
+            f.namespace, f.target, f.port
+        );
+    }
     eprintln!(
         "kbeast-localcluster serving on {} (kubeconfig {})",
         cluster.url(),

@@ -514,7 +514,10 @@ fn calculate_status(
     put_nonzero(&mut status, "readyReplicas", ready);
     put_nonzero(&mut status, "availableReplicas", available);
     put_nonzero(&mut status, "unavailableReplicas", unavailable);
-    status.insert("terminatingReplicas".into(), json!(0));
+    status.insert(
+        "terminatingReplicas".into(),
+        json!(sum("terminatingReplicas")),
+    );
     if let Some(c) = old.get("collisionCount") {
         status.insert("collisionCount".into(), c.clone());
     }

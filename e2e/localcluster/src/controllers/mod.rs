@@ -4,7 +4,8 @@
 //!
 //! They run in one background task: after every change (and on a short tick, for
 //! deadlines and minReadySeconds) each controller reconciles everything under the lock.
-//! Pods never run: tests (or the later pod runner) mark them ready through `/status`.
+//! Pods run only with the pod runner (`kubelet`); without it tests mark them ready through
+//! `LocalCluster::set_pods_ready`.
 
 pub mod autoscaler;
 pub mod deployment;
@@ -31,8 +32,11 @@ pub struct ControllerSet {
     pub scheduler: bool,
     pub endpoints: bool,
     pub disruption: bool,
-    /// Binds pending PersistentVolumeClaims (no real storage).
+    /// Binds pending PersistentVolumeClaims.
     pub volumes: bool,
+    /// The pod runner (a local kubelet, see `kubelet`): runs pods as processes. Off in
+    /// `all()`; needs root. Turn it on with [`ControllerSet::with_kubelet`].
+    pub kubelet: bool,
 }
 
 impl ControllerSet {
@@ -43,6 +47,14 @@ impl ControllerSet {
             endpoints: true,
             disruption: true,
             volumes: true,
+            kubelet: false,
+        }
+    }
+    /// These controllers plus the pod runner.
+    pub fn with_kubelet(self) -> Self {
+        ControllerSet {
+            kubelet: true,
+            ..self
         }
     }
     pub fn none() -> Self {
@@ -52,6 +64,7 @@ impl ControllerSet {
             endpoints: false,
             disruption: false,
             volumes: false,
+            kubelet: false,
         }
     }
     pub fn any(&self) -> bool {

@@ -119,7 +119,12 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         if available > 0 {
             status.insert("availableReplicas".into(), json!(available));
         }
-        status.insert("terminatingReplicas".into(), json!(0));
+        // Pods with deletionTimestamp still stopping (only a pod runner keeps them around).
+        let terminating = objects(state, &pod_rt, Some(&ns))
+            .iter()
+            .filter(|p| controller_uid(p) == Some(uid(&rs)) && is_terminating(p))
+            .count();
+        status.insert("terminatingReplicas".into(), json!(terminating));
         status.insert(
             "observedGeneration".into(),
             rs["metadata"]["generation"].clone(),

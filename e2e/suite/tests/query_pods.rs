@@ -1,0 +1,232 @@
+//! The real operator and real query pods: two tenants' projects (from
+//! `config/samples/minimal.yaml`, each in its own namespace) become Ready through the pod
+//! runner's probes with real `kbeast-query` processes; documents are ingested and searched
+//! (vector, keyword, hybrid) through the Services with the generated API keys, and the
+//! tenants stay apart (the other tenant's key gets 401, its documents never show up).
+//!
+//! With `KBEAST_E2E_KUBECONFIG` set, the projects run on that cluster (image
+//! `KBEAST_E2E_IMAGE`); the data-plane part needs the emulator's port-forward and is
+//! skipped there, with a message.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kbeast_api::KnowledgeProject;
+use kbeast_client::{DocumentInput, IngestRequest, SearchMode, SearchRequest};
+use kbeast_e2e::{
+    binary, create_namespace, install_crd, ready_for_generation, repo_root, start_operator,
+    wait_for,
+};
+use kbeast_localcluster::{ControllerSet, KubeletOptions, LocalCluster, Options};
+use kube::Client;
+use kube::api::{Api, PostParams};
+
+/// The query image the operator is told to use; the pod runner maps it to `kbeast-query`.
+const LOCAL_IMAGE: &str = "ghcr.io/kbeast/kbeast:e2e";
+
+struct Tenant {
+    namespace: &'static str,
+    /// A word only this tenant's documents contain.
+    marker: &'static str,
+}
+
+const TENANTS: [Tenant; 2] = [
+    Tenant {
+        namespace: "e2e-tenant-a",
+        marker: "aardvark",
+    },
+    Tenant {
+        namespace: "e2e-tenant-b",
+        marker: "bumblebee",
+    },
+];
+
+async fn api_keys(client: &Client, namespace: &str) -> BTreeMap<String, String> {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get("docs-api-keys")
+        .await
+        .expect("generated API-keys Secret");
+    secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).expect("UTF-8 key")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cluster, kubeconfig, query_image) = match std::env::var_os("KBEAST_E2E_KUBECONFIG") {
+        Some(path) => (
+            None,
+            PathBuf::from(path),
+            std::env::var("KBEAST_E2E_IMAGE").expect("KBEAST_E2E_IMAGE names the query image"),
+        ),
+        None => {
+            let kubeconfig = dir.path().join("kubeconfig");
+            let mut kubelet = KubeletOptions::default();
+            let repo = kbeast_localcluster::kubelet::image_repository(LOCAL_IMAGE);
+            kubelet
+                .images
+                .insert(repo.to_string(), binary("kbeast-query"));
+            let cluster = LocalCluster::start(Options {
+                kubeconfig_path: Some(kubeconfig.clone()),
+                controllers: ControllerSet::all().with_kubelet(),
+                kubelet,
+                ..Options::default()
+            })
+            .await
+            .expect("local cluster with the pod runner starts (needs root)");
+            (Some(cluster), kubeconfig, LOCAL_IMAGE.to_string())
+        }
+    };
+    let client = Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("kubeconfig loads"),
+    )
+    .expect("client");
+    install_crd(&client).await;
+    create_namespace(&client, "kbeast-system").await;
+    let sample: KnowledgeProject = serde_yaml::from_str(
+        &std::fs::read_to_string(repo_root().join("config/samples/minimal.yaml")).expect("sample"),
+    )
+    .expect("sample parses");
+    for tenant in &TENANTS {
+        create_namespace(&client, tenant.namespace).await;
+        Api::<KnowledgeProject>::namespaced(client.clone(), tenant.namespace)
+            .create(&PostParams::default(), &sample)
+            .await
+            .expect("project created");
+    }
+    let _operator = start_operator(&kubeconfig, &query_image);
+    for tenant in &TENANTS {
+        let projects: Api<KnowledgeProject> = Api::namespaced(client.clone(), tenant.namespace);
+        // No `set_pods_ready`: the pods are Ready because kbeast-query answers its probes.
+        wait_for(
+            &format!("{} Ready with real pods", tenant.namespace),
+            Duration::from_secs(120),
+            || async {
+                projects
+                    .get("docs")
+                    .await
+                    .is_ok_and(|p| ready_for_generation(&p))
+            },
+        )
+        .await;
+    }
+
+    let Some(cluster) = &cluster else {
+        eprintln!(
+            "skipped on a real cluster: ingest and search go through the emulator's port-forward"
+        );
+        return;
+    };
+    let mut services = Vec::new();
+    for tenant in &TENANTS {
+        let addr = cluster
+            .port_forward(tenant.namespace, "svc/docs", 8080)
+            .await
+            .expect("port-forward to the Service");
+        let keys = api_keys(&client, tenant.namespace).await;
+        services.push((format!("http://{addr}"), keys));
+    }
+
+    for (tenant, (url, keys)) in TENANTS.iter().zip(&services) {
+        let writer = kbeast_client::Client::new(url, Some(keys["write-key"].clone())).unwrap();
+        let documents = [
+            format!(
+                "The {} tenant keeps its notes about rivers and mountains here.",
+                tenant.marker
+            ),
+            format!(
+                "Quarterly report of the {} team: revenue grew in every region.",
+                tenant.marker
+            ),
+            "A shared phrase about kubernetes operators and vector search.".to_string(),
+        ];
+        let ingested = writer
+            .ingest(&IngestRequest {
+                documents: documents
+                    .iter()
+                    .map(|text| DocumentInput {
+                        text: text.clone(),
+                        source: Some(format!("{}/notes", tenant.namespace)),
+                        ..DocumentInput::default()
+                    })
+                    .collect(),
+            })
+            .await
+            .expect("ingest through the Service");
+        assert_eq!(ingested.documents.len(), 3);
+    }
+
+    for (i, (tenant, (url, keys))) in TENANTS.iter().zip(&services).enumerate() {
+        let reader = kbeast_client::Client::new(url, Some(keys["read-key"].clone())).unwrap();
+        let other = &TENANTS[1 - i];
+        for mode in [SearchMode::Vector, SearchMode::Keyword, SearchMode::Hybrid] {
+            let query = format!("{} quarterly report revenue", tenant.marker);
+            let response = reader
+                .search(&SearchRequest::new(query, mode, 10))
+                .await
+                .unwrap_or_else(|e| panic!("{} {mode:?} search: {e}", tenant.namespace));
+            assert!(!response.degraded, "{mode:?} served as asked");
+            let top = response
+                .hits
+                .first()
+                .unwrap_or_else(|| panic!("{} {mode:?}: no hits", tenant.namespace));
+            assert!(
+                top.text.contains("Quarterly report") && top.text.contains(tenant.marker),
+                "{} {mode:?}: best hit is the report, got {:?}",
+                tenant.namespace,
+                top.text
+            );
+            for hit in &response.hits {
+                assert!(
+                    !hit.text.contains(other.marker),
+                    "{}: {}'s document leaked: {:?}",
+                    tenant.namespace,
+                    other.namespace,
+                    hit.text
+                );
+                assert_eq!(
+                    hit.source.as_deref(),
+                    Some(&*format!("{}/notes", tenant.namespace))
+                );
+            }
+            // The other tenant's unique word finds nothing of theirs here.
+            let response = reader
+                .search(&SearchRequest::new(other.marker, mode, 10))
+                .await
+                .unwrap();
+            assert!(
+                response.hits.iter().all(|h| !h.text.contains(other.marker)),
+                "{mode:?}: {} documents visible in {}",
+                other.namespace,
+                tenant.namespace
+            );
+        }
+        // The other tenant's keys are not valid here.
+        let (_, other_keys) = &services[1 - i];
+        for key in ["read-key", "write-key", "admin-key"] {
+            let intruder = kbeast_client::Client::new(url, Some(other_keys[key].clone())).unwrap();
+            let error = intruder
+                .search(&SearchRequest::new(tenant.marker, SearchMode::Keyword, 5))
+                .await
+                .expect_err("another tenant's key is rejected");
+            assert_eq!(
+                error.status().map(|s| s.as_u16()),
+                Some(401),
+                "{key} of {} against {}: {error}",
+                other.namespace,
+                tenant.namespace
+            );
+        }
+    }
+}
