@@ -178,6 +178,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         check_model(uri, table.schema().await?.as_ref(), model, dimension)?;
+        ensure_primary_key(&table).await?;
         ensure_btree_indices(&table).await?;
         let store = Self {
             table,
@@ -553,9 +554,27 @@ pub async fn create_table(
     if let Some(rows) = rows {
         table.add(rows).execute().await?;
     }
+    ensure_primary_key(&table).await?;
     create_fts_index(&table, false).await?;
     ensure_btree_indices(&table).await?;
     Ok(table)
+}
+
+/// Declares `chunk_id` the table's primary key. Merge-inserts then record
+/// the keys they insert, and two writers that insert the same chunk
+/// concurrently conflict and retry (the loser then updates the winner's row)
+/// instead of both appending it: without this, two replicas ingesting the
+/// same document at once leave duplicate chunks.
+async fn ensure_primary_key(table: &Table) -> Result<()> {
+    match table.set_unenforced_primary_key(["chunk_id"]).await {
+        Ok(()) => {
+            tracing::info!("declared chunk_id the primary key");
+            Ok(())
+        }
+        // Set before (LanceDB refuses to change it), maybe by another replica.
+        Err(lancedb::Error::InvalidInput { message }) if message.contains("already set") => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// The full-text index on `text`. Positions enable phrase queries. Rows
