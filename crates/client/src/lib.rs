@@ -105,6 +105,11 @@ impl Client {
             .await
     }
 
+    pub async fn erase(&self, request: &EraseRequest) -> Result<EraseResponse> {
+        self.send_json(Method::POST, "/v1/documents:erase", Some(request))
+            .await
+    }
+
     pub async fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
         self.send_json(Method::POST, "/v1/search", Some(request))
             .await

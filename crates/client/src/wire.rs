@@ -167,11 +167,50 @@ pub struct StatsResponse {
     pub table_version: u64,
     pub model: String,
     pub dimension: u32,
+    /// The table's indices (full-text, BTree, vector) and their coverage.
+    #[serde(default)]
+    pub indices: Vec<IndexState>,
+    /// LanceDB cache budgets in force; None when LanceDB's defaults are used.
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexState {
+    pub name: String,
+    pub columns: Vec<String>,
+    /// LanceDB's index type, e.g. `BTREE`, `FTS`, `IVF_PQ`.
+    pub index_type: String,
+    pub indexed_rows: Option<u64>,
+    /// Rows written since the index was last updated (searched by a scan).
+    pub unindexed_rows: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub index_cache_bytes: u64,
+    pub metadata_cache_bytes: u64,
+}
+
+/// `POST /v1/documents:erase`: the documents matching the filter are deleted
+/// and physically removed from storage, old versions included.
+pub type EraseRequest = Filter;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EraseResponse {
+    pub erased_documents: u64,
+    pub erased_chunks: u64,
+    /// Data files rewritten without the erased rows.
+    pub fragments_rewritten: u64,
+    /// Table versions removed (they still held the rows).
+    pub versions_removed: u64,
+    pub bytes_removed: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
+    #[default]
     Healthy,
     Degraded,
     Unhealthy,
@@ -189,6 +228,20 @@ pub struct ReadyComponents {
     pub store: StoreHealth,
     pub embedder: EmbedderHealth,
     pub disk: DiskHealth,
+    /// Not ready until the table is open and warm.
+    #[serde(default)]
+    pub warmup: WarmupHealth,
+}
+
+/// Steps a server takes after start before it reports ready.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct WarmupHealth {
+    pub status: HealthStatus,
+    pub table_open: bool,
+    /// Indices loaded into the cache.
+    pub indices_loaded: bool,
+    /// A keyword search and a nearest-neighbour query ran.
+    pub query_path: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

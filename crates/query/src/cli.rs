@@ -67,9 +67,12 @@ impl From<DefaultSearchMode> for kbeast_client::SearchMode {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// LanceDB data directory (created if missing).
+    /// Where the chunks table lives: a local directory (created if missing) or
+    /// `s3://bucket/prefix` (then `--api-keys` is required).
     #[arg(long, env = "KBEAST_DATA")]
-    pub data: PathBuf,
+    pub data: String,
+    #[command(flatten)]
+    pub storage: StorageArgs,
     #[arg(long, env = "KBEAST_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
     /// API keys file (JSON or YAML list of {id, secret, scopes}). Without it,
@@ -120,8 +123,84 @@ pub struct ServeArgs {
     /// Vector dimension (for `openai`, sent as `dimensions`).
     #[arg(long, env = "KBEAST_EMBEDDING_DIM", default_value_t = HashEmbedder::DEFAULT_DIMENSION)]
     pub embedding_dim: usize,
+    /// Byte budget of LanceDB's index cache (index pages kept in memory).
+    /// Suffixes k, M, G (powers of 1024) are accepted.
+    #[arg(long, env = "KBEAST_INDEX_CACHE_BYTES", default_value = "256M", value_parser = parse_bytes)]
+    pub index_cache_bytes: u64,
+    /// Byte budget of LanceDB's metadata cache (manifests, file footers).
+    #[arg(long, env = "KBEAST_METADATA_CACHE_BYTES", default_value = "64M", value_parser = parse_bytes)]
+    pub metadata_cache_bytes: u64,
+    /// How often to look for commits of other processes writing the same
+    /// table, in milliseconds (searches see them at most this late; stats and
+    /// filters too). 0 turns it off: only for a single writer.
+    #[arg(long, env = "KBEAST_REFRESH_INTERVAL_MS", default_value_t = 1000)]
+    pub refresh_interval_ms: u64,
     #[command(flatten)]
     pub openai: OpenAiArgs,
+}
+
+/// Object storage settings, passed to LanceDB as storage options. Unset ones
+/// fall back to the standard `AWS_*` variables (`AWS_ENDPOINT_URL`,
+/// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`)
+/// and then to the usual AWS credential chain (web identity, instance profile).
+#[derive(Debug, Clone, Default, Args)]
+pub struct StorageArgs {
+    /// S3 endpoint, for S3-compatible stores (MinIO, Ceph, moto).
+    #[arg(long, env = "KBEAST_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "KBEAST_S3_REGION")]
+    pub s3_region: Option<String>,
+    #[arg(long, env = "KBEAST_S3_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "KBEAST_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Allow plain-http endpoints (test servers only).
+    #[arg(long, env = "KBEAST_S3_ALLOW_HTTP")]
+    pub s3_allow_http: bool,
+}
+
+impl StorageArgs {
+    /// LanceDB storage options for the flags that are set.
+    pub fn storage_options(&self) -> Vec<(String, String)> {
+        let mut options = Vec::new();
+        let mut set = |key: &str, value: Option<&String>| {
+            if let Some(value) = value {
+                options.push((key.to_string(), value.clone()));
+            }
+        };
+        set("aws_endpoint", self.s3_endpoint.as_ref());
+        set("aws_region", self.s3_region.as_ref());
+        set("aws_access_key_id", self.s3_access_key_id.as_ref());
+        set("aws_secret_access_key", self.s3_secret_access_key.as_ref());
+        if self.s3_allow_http {
+            options.push(("allow_http".into(), "true".into()));
+        }
+        options
+    }
+}
+
+/// Parses `1048576`, `512k`, `256M`, `1G` (binary units) into bytes.
+pub fn parse_bytes(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let (digits, multiplier) = match value.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let multiplier = match c.to_ascii_lowercase() {
+                'k' => 1u64 << 10,
+                'm' => 1 << 20,
+                'g' => 1 << 30,
+                _ => return Err(format!("unknown unit {c:?} in {value:?}; use k, M or G")),
+            };
+            (&value[..i], multiplier)
+        }
+        _ => (value, 1),
+    };
+    let number: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a byte size such as 268435456 or 256M"))?;
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{value:?} is too large"))
 }
 
 #[derive(Debug, Args)]
@@ -167,13 +246,17 @@ pub struct OpenAiArgs {
 
 #[derive(Debug, Args)]
 pub struct PurgeArgs {
-    /// LanceDB data directory (or URI) of the knowledge base to delete.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Data directory or `s3://` URI of the knowledge base to delete.
     #[arg(long, env = "KBEAST_DATA")]
     pub data: String,
 }
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
     /// LanceDB directory (or URI) of the knowledge base.
     #[arg(long, env = "KBEAST_DATA")]
     pub data: String,
@@ -184,6 +267,8 @@ pub struct SnapshotArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
     /// Snapshot directory (or URI) written by `snapshot`.
     #[arg(long, env = "KBEAST_SNAPSHOT")]
     pub from: String,
@@ -197,9 +282,64 @@ pub struct RestoreArgs {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
 
-    use super::Cli;
+    use super::{Cli, Command, parse_bytes};
+
+    #[test]
+    fn byte_sizes_parse_with_binary_units() {
+        for (input, expected) in [
+            ("0", Ok(0)),
+            ("1048576", Ok(1 << 20)),
+            ("512k", Ok(512 << 10)),
+            ("256M", Ok(256 << 20)),
+            ("2g", Ok(2 << 30)),
+            (" 64M ", Ok(64 << 20)),
+        ] {
+            assert_eq!(parse_bytes(input), expected, "{input:?}");
+        }
+        for bad in ["", "M", "lots", "-1", "1.5G", "5T", "99999999999999999999G"] {
+            assert!(parse_bytes(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn s3_flags_become_lancedb_storage_options() {
+        let cli = Cli::try_parse_from([
+            "kbeast-query",
+            "serve",
+            "--data",
+            "s3://bucket/kb",
+            "--s3-endpoint",
+            "http://127.0.0.1:9000",
+            "--s3-region",
+            "eu-west-1",
+            "--s3-access-key-id",
+            "AK",
+            "--s3-secret-access-key",
+            "SK",
+            "--s3-allow-http",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        let mut options = args.storage.storage_options();
+        options.sort();
+        let expected: Vec<(String, String)> = [
+            ("allow_http", "true"),
+            ("aws_access_key_id", "AK"),
+            ("aws_endpoint", "http://127.0.0.1:9000"),
+            ("aws_region", "eu-west-1"),
+            ("aws_secret_access_key", "SK"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(options, expected);
+        // Unset flags add nothing, so LanceDB falls back to the AWS_* variables.
+        assert!(super::StorageArgs::default().storage_options().is_empty());
+    }
 
     /// The operator configures query pods through these variables (kbeast-api's
     /// `query_contract`); every one must be a flag of `serve`.

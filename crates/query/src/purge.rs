@@ -3,11 +3,14 @@
 use anyhow::Context;
 
 use crate::cli::PurgeArgs;
-use crate::store::TABLE_NAME;
+use crate::store::{ConnectOptions, TABLE_NAME, connect, is_object_store};
 
 pub async fn run(args: PurgeArgs) -> anyhow::Result<()> {
-    let connection = lancedb::connect(&args.data)
-        .execute()
+    let options = ConnectOptions {
+        storage_options: args.storage.storage_options(),
+        ..ConnectOptions::default()
+    };
+    let connection = connect(&args.data, &options)
         .await
         .with_context(|| format!("connecting to {}", args.data))?;
     let tables = connection.table_names().execute().await?;
@@ -19,6 +22,10 @@ pub async fn run(args: PurgeArgs) -> anyhow::Result<()> {
         tracing::info!(data = %args.data, "dropped the chunks table");
     } else {
         tracing::info!(data = %args.data, "no chunks table; nothing to drop");
+    }
+    if is_object_store(&args.data) {
+        // Keys of object-store deployments live in a Secret, never with the data.
+        return Ok(());
     }
     // A generated keys file belongs to the knowledge base too.
     let keys = std::path::Path::new(&args.data).join("api-keys.yaml");

@@ -1,6 +1,7 @@
 //! `kbeast-query serve`: wires the store, writer, keys and HTTP server
 //! together, and shuts down in order on SIGTERM.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -13,21 +14,47 @@ use crate::http::auth::{KeyStore, generate_keys_file};
 use crate::http::{AppState, HttpLimits, router};
 use crate::ingest::chunking::ChunkConfig;
 use crate::ingest::writer::{Maintenance, Quotas, Writer, update_gauges};
-use crate::store::Store;
+use crate::search;
+use crate::store::{CacheSizes, ConnectOptions, Store, is_object_store};
 use crate::telemetry::Metrics;
+use kbeast_client::{SearchMode, SearchRequest};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let chunking = ChunkConfig::new(args.chunk_size, args.chunk_overlap)
         .map_err(anyhow::Error::msg)
         .context("invalid --chunk-size/--chunk-overlap")?;
     anyhow::ensure!(args.embedding_dim > 0, "--embedding-dim must be positive");
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("creating data directory {}", args.data.display()))?;
-    let data_dir = args.data.canonicalize()?;
+    // Object storage has no local directory: keys must come from a file, and
+    // there is no disk to watch.
+    let (uri, data_dir) = if is_object_store(&args.data) {
+        anyhow::ensure!(
+            args.api_keys.is_some(),
+            "--api-keys is required when --data is an object store URI ({})",
+            args.data
+        );
+        (args.data.clone(), None)
+    } else {
+        std::fs::create_dir_all(&args.data)
+            .with_context(|| format!("creating data directory {}", args.data))?;
+        let dir = std::path::Path::new(&args.data).canonicalize()?;
+        (dir.to_string_lossy().to_string(), Some(dir))
+    };
+    let cache = CacheSizes {
+        index_bytes: args.index_cache_bytes,
+        metadata_bytes: args.metadata_cache_bytes,
+    };
+    let refresh_interval =
+        (args.refresh_interval_ms > 0).then(|| Duration::from_millis(args.refresh_interval_ms));
+    let connect_options = ConnectOptions {
+        storage_options: args.storage.storage_options(),
+        cache: Some(cache),
+        read_consistency: refresh_interval,
+    };
 
-    let keys_path = match &args.api_keys {
-        Some(path) => path.clone(),
-        None => {
+    let keys_path = match (&args.api_keys, &data_dir) {
+        (Some(path), _) => path.clone(),
+        (None, None) => unreachable!("checked above: object stores need --api-keys"),
+        (None, Some(data_dir)) => {
             let path = data_dir.join("api-keys.yaml");
             if generate_keys_file(&path).context("generating the API keys file")? {
                 tracing::info!(path = %path.display(), "generated an API keys file with one admin key");
@@ -67,7 +94,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         data_dir: data_dir.clone(),
         default_mode: args.default_search_mode.into(),
+        warmup: Default::default(),
     });
+    metrics
+        .cache_capacity_bytes
+        .with_label_values(&["index"])
+        .set(cache.index_bytes as i64);
+    metrics
+        .cache_capacity_bytes
+        .with_label_values(&["metadata"])
+        .set(cache.metadata_bytes as i64);
     metrics
         .quota_max_documents
         .set(args.max_documents.unwrap_or(0) as i64);
@@ -90,11 +126,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .into_future(),
     );
 
-    let uri = data_dir.to_string_lossy().to_string();
     let store = Arc::new(
-        Store::open(&uri, embedder.model_id(), embedder.dimension())
-            .await
-            .with_context(|| format!("opening the store at {uri}"))?,
+        Store::open(
+            &uri,
+            embedder.model_id(),
+            embedder.dimension(),
+            &connect_options,
+        )
+        .await
+        .with_context(|| format!("opening the store at {uri}"))?,
     );
     let quotas = Quotas {
         max_documents: args.max_documents,
@@ -105,11 +145,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         index_every_chunks: args.index_every_chunks,
         vector_index_min_rows: (args.vector_index_min_rows > 0)
             .then_some(args.vector_index_min_rows),
+        refresh_interval,
     };
     let writer = Writer::spawn(store.clone(), quotas, maintenance, metrics.clone());
     update_gauges(&store, &metrics).await;
     let _ = state.writer.set(writer.handle.clone());
     let _ = state.store.set(store.clone());
+    state.warmup.table_open.store(true, Ordering::SeqCst);
+    warm_up(&state, &store).await;
     {
         let index = store.docs();
         tracing::info!(
@@ -126,6 +169,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     writer.shutdown().await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Loads the indices and runs a keyword search through the search path and a
+/// nearest-neighbour query on the table, so the first real requests do not
+/// pay for cold caches; /readyz waits for it. The embedder is left out: a
+/// slow or absent embedding service must not keep the pod unready (searches
+/// degrade instead). A failure is logged and the server becomes ready anyway.
+async fn warm_up(state: &AppState, store: &Arc<Store>) {
+    let started = std::time::Instant::now();
+    match store.prewarm().await {
+        Ok(names) => tracing::info!(indices = ?names, "indices loaded"),
+        Err(error) => tracing::warn!(error = %error, "loading the indices failed"),
+    }
+    state.warmup.indices_loaded.store(true, Ordering::SeqCst);
+    let request = SearchRequest::new("warm up", SearchMode::Keyword, 1);
+    // A throwaway registry: warm-up queries are not user traffic.
+    let scratch = Metrics::new();
+    if let Err(error) = search::search(store, state.embedder.as_ref(), &scratch, &request).await {
+        tracing::warn!(error = %error, "warm-up keyword search failed");
+    }
+    if let Err(error) = store.warm_vector_path().await {
+        tracing::warn!(error = %error, "warm-up vector query failed");
+    }
+    state.warmup.query_path.store(true, Ordering::SeqCst);
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "warm");
 }
 
 async fn shutdown_signal() {

@@ -8,25 +8,42 @@
 use anyhow::{Context, bail};
 use lancedb::query::ExecutableQuery;
 
-use crate::cli::{RestoreArgs, SnapshotArgs};
-use crate::store::{TABLE_NAME, create_table};
+use crate::cli::{RestoreArgs, SnapshotArgs, StorageArgs};
+use crate::store::{ConnectOptions, TABLE_NAME, connect, create_table};
+
+/// Both ends may be object storage (the same endpoint and credentials) or local.
+fn options(storage: &StorageArgs) -> ConnectOptions {
+    ConnectOptions {
+        storage_options: storage.storage_options(),
+        ..ConnectOptions::default()
+    }
+}
 
 pub async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
-    let (rows, version) = copy_table(&args.data, &args.out, false).await?;
+    let options = options(&args.storage);
+    let (rows, version) = copy_table(&args.data, &args.out, false, &options).await?;
     tracing::info!(from = %args.data, to = %args.out, rows, version, "snapshot written");
     Ok(())
 }
 
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let (rows, version) = copy_table(&args.from, &args.data, args.force).await?;
+    let options = options(&args.storage);
+    let (rows, version) = copy_table(&args.from, &args.data, args.force, &options).await?;
     tracing::info!(from = %args.from, to = %args.data, rows, snapshot_version = version, "restored");
     Ok(())
 }
 
 /// Copies the current version of the chunks table at `from` to `to`.
 /// Returns the number of rows and the source version copied.
-async fn copy_table(from: &str, to: &str, replace: bool) -> anyhow::Result<(usize, u64)> {
-    let source = lancedb::connect(from).execute().await?;
+async fn copy_table(
+    from: &str,
+    to: &str,
+    replace: bool,
+    options: &ConnectOptions,
+) -> anyhow::Result<(usize, u64)> {
+    let source = connect(from, options)
+        .await
+        .with_context(|| format!("connecting to {from}"))?;
     let table = source
         .open_table(TABLE_NAME)
         .execute()
@@ -38,7 +55,9 @@ async fn copy_table(from: &str, to: &str, replace: bool) -> anyhow::Result<(usiz
     let schema = table.schema().await?;
     let rows = table.count_rows(None).await?;
 
-    let target = lancedb::connect(to).execute().await?;
+    let target = connect(to, options)
+        .await
+        .with_context(|| format!("connecting to {to}"))?;
     if target
         .table_names()
         .execute()

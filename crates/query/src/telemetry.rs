@@ -1,8 +1,8 @@
 //! JSON logging and Prometheus metrics.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -38,6 +38,8 @@ pub struct Metrics {
     pub quota_max_bytes: IntGauge,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
+    /// LanceDB Session cache budgets (`--index-cache-bytes`, `--metadata-cache-bytes`).
+    pub cache_capacity_bytes: IntGaugeVec,
 }
 
 impl Metrics {
@@ -123,6 +125,14 @@ impl Metrics {
                 &["method", "route"],
             )
             .expect("valid histogram"),
+            cache_capacity_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "kb_cache_capacity_bytes",
+                    "Byte budget of LanceDB's caches, by cache (index, metadata)",
+                ),
+                &["cache"],
+            )
+            .expect("valid gauge"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -142,6 +152,7 @@ impl Metrics {
             Box::new(metrics.quota_max_bytes.clone()),
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_duration.clone()),
+            Box::new(metrics.cache_capacity_bytes.clone()),
         ];
         for collector in collectors {
             metrics

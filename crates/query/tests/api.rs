@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, doc, ingest_request, write_keys};
+use common::{Backend, Server, doc, ingest_request, write_keys};
 use kbeast_client::{
     ClientError, DocumentInput, ErrorBody, Filter, HealthStatus, SearchMode, SearchRequest,
 };
@@ -41,9 +41,40 @@ async fn api_error(result: Result<impl std::fmt::Debug, ClientError>) -> (Status
     }
 }
 
-#[tokio::test]
-async fn ingest_get_search_and_replace() {
-    let server = Server::start(&["--chunk-size", "80", "--chunk-overlap", "10"]).await;
+/// Runs each named `async fn(Backend)` once on local disk and once on S3
+/// (a moto server): the same suite on both storage backends.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod local {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::Local).await
+            })*
+        }
+        mod s3 {
+            $(#[tokio::test]
+            async fn $test() {
+                if let Some(backend) = super::Backend::s3() {
+                    super::$test(backend).await
+                }
+            })*
+        }
+    };
+}
+
+on_every_backend!(
+    ingest_get_search_and_replace,
+    delete_by_id_and_by_filter,
+    stats_report_counts_model_and_version,
+    readyz_and_metrics,
+    erase_removes_the_documents_for_good,
+    restart_keeps_every_document,
+    default_search_mode_applies_when_mode_is_omitted,
+    two_writers_on_one_table_lose_nothing,
+);
+
+async fn ingest_get_search_and_replace(backend: Backend) {
+    let server = Server::start_on(backend, &["--chunk-size", "80", "--chunk-overlap", "10"]).await;
     let client = server.admin();
     let response = client
         .ingest(&ingest_request(vec![
@@ -205,9 +236,8 @@ async fn ingest_get_search_and_replace() {
     assert_eq!(client.get_document(odd).await.unwrap().id, odd);
 }
 
-#[tokio::test]
-async fn delete_by_id_and_by_filter() {
-    let server = Server::start(&[]).await;
+async fn delete_by_id_and_by_filter(backend: Backend) {
+    let server = Server::start_on(backend, &[]).await;
     let client = server.admin();
     client
         .ingest(&ingest_request(vec![
@@ -274,9 +304,8 @@ async fn delete_by_id_and_by_filter() {
     assert_eq!(body.error.field.as_deref(), Some("ids"));
 }
 
-#[tokio::test]
-async fn stats_report_counts_model_and_version() {
-    let server = Server::start(&["--embedding-dim", "64"]).await;
+async fn stats_report_counts_model_and_version(backend: Backend) {
+    let server = Server::start_on(backend, &["--embedding-dim", "64"]).await;
     let client = server.admin();
     let empty = client.stats().await.unwrap();
     assert_eq!((empty.documents, empty.chunks, empty.bytes), (0, 0, 0));
@@ -605,16 +634,28 @@ async fn quotas_reject_without_writing() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn readyz_and_metrics() {
-    let server = Server::start(&[]).await;
+async fn readyz_and_metrics(backend: Backend) {
+    let server = Server::start_on(backend, &[]).await;
     let (status, ready) = server.ready().await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ready.status, HealthStatus::Healthy);
     assert_eq!(ready.components.store.status, HealthStatus::Healthy);
     assert!(ready.components.store.latency_ms.is_some());
     assert_eq!(ready.components.embedder.model, "hash-v1");
-    assert!(ready.components.disk.available_bytes.unwrap() > 0);
+    match server.backend {
+        Backend::Local => assert!(ready.components.disk.available_bytes.unwrap() > 0),
+        // No local disk holds the data.
+        Backend::S3(_) => assert_eq!(ready.components.disk.available_bytes, None),
+    }
+    assert_eq!(
+        ready.components.warmup,
+        kbeast_client::WarmupHealth {
+            status: HealthStatus::Healthy,
+            table_open: true,
+            indices_loaded: true,
+            query_path: true,
+        }
+    );
     let raw: serde_json::Value = server
         .http()
         .get(server.url("/readyz"))
@@ -625,6 +666,8 @@ async fn readyz_and_metrics() {
         .await
         .unwrap();
     assert_eq!(raw["components"]["store"]["status"], "healthy");
+    assert_eq!(raw["components"]["warmup"]["status"], "healthy");
+    assert_eq!(raw["components"]["warmup"]["query_path"], true);
 
     let client = server.admin();
     client
@@ -662,7 +705,463 @@ async fn readyz_and_metrics() {
         "kb_degraded 0",
         "kb_http_requests_total{method=\"POST\",route=\"/v1/search\",status=\"200\"} 1",
         "kb_http_request_duration_seconds_bucket",
+        "kb_cache_capacity_bytes{cache=\"index\"} 268435456",
+        "kb_cache_capacity_bytes{cache=\"metadata\"} 67108864",
     ] {
         assert!(metrics.contains(name), "missing {name:?} in\n{metrics}");
+    }
+}
+
+/// A word no other text in these tests contains, to look for in storage.
+const SECRET_WORD: &str = "zanzibarquokkaflux";
+
+/// Files under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if std::fs::read(&path)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+async fn erase_removes_the_documents_for_good(backend: Backend) {
+    let server = Server::start_on(backend, &[]).await;
+    let client = server.admin();
+    let secret = format!("The patient record mentions {SECRET_WORD} twice: {SECRET_WORD}.");
+    client
+        .ingest(&ingest_request(vec![
+            doc("keep", "an ordinary document about bread"),
+            sourced("forget-me", &secret, "crm", json!({"subject": "42"})),
+        ]))
+        .await
+        .unwrap();
+    // Overwrite once more so an older version also holds the text.
+    client
+        .ingest(&ingest_request(vec![sourced(
+            "forget-me",
+            &secret,
+            "crm",
+            json!({"subject": "42"}),
+        )]))
+        .await
+        .unwrap();
+    if let Backend::Local = server.backend {
+        // Otherwise the check after the erasure would prove nothing.
+        assert!(
+            !files_containing(&server.data_dir(), SECRET_WORD).is_empty(),
+            "the text is stored verbatim before the erasure"
+        );
+    }
+
+    // Erasure is an admin action and needs a filter.
+    let (status, body) = api_error(client.erase(&Filter::default()).await).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body.error.field.as_deref(), Some("ids"));
+
+    let erased = client
+        .erase(&Filter {
+            metadata: Some(json!({"subject": "42"}).as_object().unwrap().clone()),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((erased.erased_documents, erased.erased_chunks), (1, 1));
+    assert!(erased.versions_removed > 0, "{erased:?}");
+    assert!(erased.bytes_removed > 0, "{erased:?}");
+
+    assert_eq!(
+        api_error(client.get_document("forget-me").await).await.0,
+        StatusCode::NOT_FOUND
+    );
+    for mode in [SearchMode::Keyword, SearchMode::Hybrid, SearchMode::Vector] {
+        let hits = client
+            .search(&SearchRequest::new(SECRET_WORD, mode, 10))
+            .await
+            .unwrap()
+            .hits;
+        assert!(
+            hits.iter().all(|h| h.doc_id == "keep"),
+            "{mode:?}: {hits:?}"
+        );
+    }
+    let stats = client.stats().await.unwrap();
+    assert_eq!((stats.documents, stats.chunks), (1, 1));
+    if let Backend::Local = server.backend {
+        let left = files_containing(&server.data_dir(), SECRET_WORD);
+        assert!(left.is_empty(), "erased text still on disk in {left:?}");
+    }
+    // The rest still works after the rewrite.
+    assert_eq!(
+        client.get_document("keep").await.unwrap().chunks[0].text,
+        "an ordinary document about bread"
+    );
+}
+
+async fn restart_keeps_every_document(backend: Backend) {
+    let mut server = Server::start_on(backend, &[]).await;
+    let client = server.admin();
+    let docs: Vec<DocumentInput> = (0..30)
+        .map(|i| {
+            doc(
+                &format!("doc-{i}"),
+                &format!("document number {i} about topic{i}"),
+            )
+        })
+        .collect();
+    for batch in docs.chunks(7) {
+        client
+            .ingest(&ingest_request(batch.to_vec()))
+            .await
+            .unwrap();
+    }
+    client.delete_document("doc-3").await.unwrap();
+    let before = client.stats().await.unwrap();
+    assert_eq!(before.documents, 29);
+
+    assert!(server.terminate().success(), "{}", server.log());
+    server.restart().await;
+    let client = server.admin();
+    let after = client.stats().await.unwrap();
+    assert_eq!(
+        (
+            after.documents,
+            after.chunks,
+            after.bytes,
+            after.table_version
+        ),
+        (
+            before.documents,
+            before.chunks,
+            before.bytes,
+            before.table_version
+        )
+    );
+    assert_eq!(
+        client.get_document("doc-17").await.unwrap().chunks[0].text,
+        "document number 17 about topic17"
+    );
+    assert!(client.get_document("doc-3").await.is_err());
+    for mode in [SearchMode::Keyword, SearchMode::Vector, SearchMode::Hybrid] {
+        let result = client
+            .search(&SearchRequest::new("topic21", mode, 3))
+            .await
+            .unwrap();
+        assert_eq!(top_doc(&result.hits), "doc-21", "{mode:?}");
+    }
+}
+
+async fn default_search_mode_applies_when_mode_is_omitted(backend: Backend) {
+    for (flag, expected) in [
+        (None, "hybrid"),
+        (Some("vector"), "vector"),
+        (Some("keyword"), "keyword"),
+        (Some("hybrid"), "hybrid"),
+    ] {
+        let args: Vec<&str> = match flag {
+            Some(mode) => vec!["--default-search-mode", mode],
+            None => vec![],
+        };
+        let server = Server::start_on(backend.clone(), &args).await;
+        server
+            .admin()
+            .ingest(&ingest_request(vec![doc("d", "default modes")]))
+            .await
+            .unwrap();
+        let search = |body: serde_json::Value| {
+            let request = server
+                .http()
+                .post(server.url("/v1/search"))
+                .bearer_auth(server.admin_key())
+                .json(&body);
+            async move {
+                let response = request.send().await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                response.json::<serde_json::Value>().await.unwrap()
+            }
+        };
+        let response = search(json!({"query": "default modes"})).await;
+        assert_eq!(response["mode"], expected, "flag {flag:?}");
+        assert_eq!(response["hits"][0]["doc_id"], "d", "flag {flag:?}");
+        // An explicit mode still wins.
+        let response = search(json!({"query": "default modes", "mode": "keyword"})).await;
+        assert_eq!(response["mode"], "keyword");
+    }
+}
+
+#[tokio::test]
+async fn stats_show_indices_and_cache_budgets() {
+    let mut server = Server::start(&[
+        "--index-cache-bytes",
+        "32M",
+        "--metadata-cache-bytes",
+        "1048576",
+    ])
+    .await;
+    let client = server.admin();
+    client
+        .ingest(&ingest_request(vec![doc("a", "alpha"), doc("b", "beta")]))
+        .await
+        .unwrap();
+    let stats = client.stats().await.unwrap();
+    assert_eq!(
+        stats.cache,
+        Some(kbeast_client::CacheConfig {
+            index_cache_bytes: 32 << 20,
+            metadata_cache_bytes: 1 << 20,
+        })
+    );
+    let index_on = |stats: &kbeast_client::StatsResponse, column: &str| {
+        stats
+            .indices
+            .iter()
+            .find(|i| i.columns == [column])
+            .cloned()
+            .unwrap_or_else(|| panic!("no index on {column}: {:?}", stats.indices))
+    };
+    for column in ["doc_id", "chunk_id"] {
+        let index = index_on(&stats, column);
+        assert_eq!(index.index_type, "BTREE", "{index:?}");
+        // Two rows written after the (empty) table was indexed.
+        assert_eq!(
+            index.indexed_rows.unwrap() + index.unindexed_rows.unwrap(),
+            2
+        );
+    }
+    assert_eq!(index_on(&stats, "text").index_type, "FTS");
+    let metrics = server
+        .http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("kb_cache_capacity_bytes{cache=\"index\"} 33554432"));
+    assert!(metrics.contains("kb_cache_capacity_bytes{cache=\"metadata\"} 1048576"));
+
+    // A table from before the BTree indices gets them when it is opened.
+    assert!(server.terminate().success());
+    {
+        let db = lancedb::connect(server.data_dir().to_str().unwrap())
+            .execute()
+            .await
+            .unwrap();
+        let table = db.open_table("chunks").execute().await.unwrap();
+        for index in table.list_indices().await.unwrap() {
+            if index.index_type.to_string() == "BTREE" {
+                table.drop_index(&index.name).await.unwrap();
+            }
+        }
+        assert_eq!(
+            table.list_indices().await.unwrap().len(),
+            1,
+            "only FTS left"
+        );
+    }
+    server.restart().await;
+    let stats = server.admin().stats().await.unwrap();
+    for column in ["doc_id", "chunk_id"] {
+        assert_eq!(index_on(&stats, column).indexed_rows, Some(2));
+    }
+}
+
+#[test]
+fn bad_cache_sizes_are_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for (args, env, flag) in [
+        (
+            vec!["--index-cache-bytes", "lots"],
+            None,
+            "--index-cache-bytes",
+        ),
+        (
+            vec!["--index-cache-bytes", "5T"],
+            None,
+            "--index-cache-bytes",
+        ),
+        (
+            vec![],
+            Some(("KBEAST_METADATA_CACHE_BYTES", "-1")),
+            "--metadata-cache-bytes",
+        ),
+    ] {
+        let mut command = std::process::Command::new(common::BIN);
+        command
+            .args(["serve", "--data", data, "--listen", "127.0.0.1:0"])
+            .args(&args);
+        if let Some((name, value)) = env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} {env:?} was accepted");
+        assert!(stderr.contains(flag), "{args:?} {env:?}: {stderr}");
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing written"
+    );
+}
+
+#[tokio::test]
+async fn readyz_fails_until_warm_while_healthz_answers() {
+    let root = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let log = std::fs::File::create(root.path().join("server.log")).unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["serve", "--data"])
+        .arg(root.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut not_ready_seen = 0;
+    loop {
+        assert!(Instant::now() < deadline, "never ready");
+        assert!(child.try_wait().unwrap().is_none(), "server exited");
+        let Ok(response) = http.get(format!("{base}/readyz")).send().await else {
+            continue; // not listening yet
+        };
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap();
+        let warmup = &body["components"]["warmup"];
+        let warm = warmup["table_open"] == true
+            && warmup["indices_loaded"] == true
+            && warmup["query_path"] == true;
+        if status == StatusCode::OK {
+            assert!(warm, "ready before warm: {body}");
+            assert_eq!(warmup["status"], "healthy");
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(!warm, "warm but not ready: {body}");
+        assert_eq!(body["status"], "unhealthy");
+        assert_eq!(warmup["status"], "unhealthy");
+        // Liveness does not wait for warmth.
+        let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        not_ready_seen += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    // Creating the table and its three indices takes far longer than a poll.
+    assert!(
+        not_ready_seen > 0,
+        "never saw the server before it was warm"
+    );
+}
+
+/// Two server processes write the same table at once, with ids of their own
+/// and ids both write. Every acknowledged document must be there, and both
+/// processes must report the exact counts.
+async fn two_writers_on_one_table_lose_nothing(backend: Backend) {
+    let args = ["--refresh-interval-ms", "200", "--chunk-size", "400"];
+    let first = Server::start_on(backend.clone(), &args).await;
+    let second = Server::start_with(
+        backend,
+        tempfile::tempdir().unwrap(),
+        Some(first.data.clone()),
+        args.iter().map(|s| s.to_string()).collect(),
+    )
+    .await;
+    const PER_CLIENT: usize = 6;
+    const CLIENTS_PER_SERVER: usize = 3;
+    let mut tasks = Vec::new();
+    for (name, server) in [("one", &first), ("two", &second)] {
+        for client_no in 0..CLIENTS_PER_SERVER {
+            let client = server.admin();
+            tasks.push(tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0..PER_CLIENT {
+                    let own = format!("{name}-{client_no}-{i}");
+                    // Both servers write these, with the same text.
+                    let shared = format!("shared-{client_no}-{i}");
+                    let batch = vec![
+                        doc(&own, &format!("written by {name} as {own}")),
+                        doc(&shared, &format!("written by both as {shared}")),
+                    ];
+                    let response = client
+                        .ingest(&ingest_request(batch))
+                        .await
+                        .unwrap_or_else(|e| panic!("{name} {own}: {e}"));
+                    acknowledged.extend(response.documents.into_iter().map(|d| d.id));
+                }
+                acknowledged
+            }));
+        }
+    }
+    let started = Instant::now();
+    let mut expected = std::collections::BTreeSet::new();
+    for task in tasks {
+        expected.extend(task.await.unwrap());
+    }
+    assert_eq!(
+        expected.len(),
+        2 * CLIENTS_PER_SERVER * PER_CLIENT + CLIENTS_PER_SERVER * PER_CLIENT
+    );
+
+    eprintln!(
+        "{} writes took {:?}",
+        first.backend.name(),
+        started.elapsed()
+    );
+
+    for server in [&first, &second] {
+        let client = server.admin();
+        // Each process picks up the other's last commits within the refresh interval.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stats = client.stats().await.unwrap();
+            if stats.documents == expected.len() as u64 {
+                assert_eq!(
+                    stats.chunks,
+                    expected.len() as u64,
+                    "one chunk per document"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} documents on {}:\n{}",
+                stats.documents,
+                expected.len(),
+                server.base_url,
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for id in &expected {
+            let document = client
+                .get_document(id)
+                .await
+                .unwrap_or_else(|e| panic!("{id} missing on {}: {e}", server.base_url));
+            assert_eq!(document.chunks.len(), 1, "{id}");
+        }
+        // Searches see the other process's documents too.
+        let hits = client
+            .search(&SearchRequest::new("two-2-5", SearchMode::Keyword, 3))
+            .await
+            .unwrap()
+            .hits;
+        assert_eq!(top_doc(&hits), "two-2-5");
     }
 }

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Json;
@@ -12,6 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use kbeast_client::{
     DiskHealth, EmbedderHealth, HealthStatus, ReadyComponents, ReadyResponse, StoreHealth,
+    WarmupHealth,
 };
 
 use super::AppState;
@@ -57,17 +59,45 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         },
         model: state.embedder.model_id().to_string(),
     };
-    let available = available_bytes(&state.data_dir);
-    let disk = DiskHealth {
-        status: match available {
-            Some(bytes) if bytes < DISK_UNHEALTHY_BYTES => HealthStatus::Unhealthy,
-            Some(bytes) if bytes < DISK_DEGRADED_BYTES => HealthStatus::Degraded,
-            Some(_) => HealthStatus::Healthy,
-            None => HealthStatus::Degraded,
+    let disk = match &state.data_dir {
+        Some(dir) => {
+            let available = available_bytes(dir);
+            DiskHealth {
+                status: match available {
+                    Some(bytes) if bytes < DISK_UNHEALTHY_BYTES => HealthStatus::Unhealthy,
+                    Some(bytes) if bytes < DISK_DEGRADED_BYTES => HealthStatus::Degraded,
+                    Some(_) => HealthStatus::Healthy,
+                    None => HealthStatus::Degraded,
+                },
+                available_bytes: available,
+            }
+        }
+        // Object storage: no local disk holds the data.
+        None => DiskHealth {
+            status: HealthStatus::Healthy,
+            available_bytes: None,
         },
-        available_bytes: available,
     };
-    let status = [store.status, embedder.status, disk.status]
+    let warmup = {
+        let w = &state.warmup;
+        let (table_open, indices_loaded, query_path) = (
+            w.table_open.load(Ordering::SeqCst),
+            w.indices_loaded.load(Ordering::SeqCst),
+            w.query_path.load(Ordering::SeqCst),
+        );
+        WarmupHealth {
+            // Not warm yet: not ready, so no traffic is routed to a cold pod.
+            status: if table_open && indices_loaded && query_path {
+                HealthStatus::Healthy
+            } else {
+                HealthStatus::Unhealthy
+            },
+            table_open,
+            indices_loaded,
+            query_path,
+        }
+    };
+    let status = [store.status, embedder.status, disk.status, warmup.status]
         .into_iter()
         .max_by_key(|s| match s {
             HealthStatus::Healthy => 0,
@@ -86,6 +116,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             store,
             embedder,
             disk,
+            warmup,
         },
     };
     (code, Json(body))

@@ -6,6 +6,7 @@ mod health;
 mod routes;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -38,9 +39,19 @@ pub struct AppState {
     pub chunking: ChunkConfig,
     pub keys: Arc<KeyStore>,
     pub metrics: Arc<Metrics>,
-    pub data_dir: PathBuf,
+    /// Local data directory, for the disk check; None on object storage.
+    pub data_dir: Option<PathBuf>,
     /// Mode of searches that name none.
     pub default_mode: kbeast_client::SearchMode,
+    pub warmup: Warmup,
+}
+
+/// Start-up progress reported by /readyz.
+#[derive(Debug, Default)]
+pub struct Warmup {
+    pub table_open: AtomicBool,
+    pub indices_loaded: AtomicBool,
+    pub query_path: AtomicBool,
 }
 
 impl AppState {
@@ -68,6 +79,7 @@ pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
             get(routes::get_document).delete(routes::delete_document),
         )
         .route("/v1/documents:delete", post(routes::delete_by_filter))
+        .route("/v1/documents:erase", post(routes::erase))
         .route("/v1/search", post(routes::search))
         .route("/v1/stats", get(routes::stats))
         .route("/healthz", get(health::healthz))

@@ -7,8 +7,9 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::{Path, State};
 use kbeast_client::{
-    DeleteByFilterRequest, DeleteResponse, DocumentResponse, Filter, IngestRequest, IngestResponse,
-    IngestedDocument, MAX_TOP_K, Scope, SearchRequest, SearchResponse, StatsResponse,
+    CacheConfig, DeleteByFilterRequest, DeleteResponse, DocumentResponse, EraseRequest,
+    EraseResponse, Filter, IngestRequest, IngestResponse, IngestedDocument, MAX_TOP_K, Scope,
+    SearchRequest, SearchResponse, StatsResponse,
 };
 
 use super::AppState;
@@ -99,6 +100,38 @@ pub async fn delete_by_filter(
     Ok(Json(
         delete(&state, &principal, filter, "delete_by_filter").await?,
     ))
+}
+
+/// Right-to-be-forgotten: delete, then remove the rows from storage for good.
+pub async fn erase(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    JsonBody(filter): JsonBody<EraseRequest>,
+) -> Result<Json<EraseResponse>, ApiError> {
+    principal.require(Scope::Admin)?;
+    if filter.is_empty() {
+        return Err(ApiError::invalid(
+            "ids",
+            "give at least one of ids, source or metadata (erasing everything needs `purge`)",
+        ));
+    }
+    let outcome = state.writer()?.erase(filter).await?;
+    tracing::info!(
+        target: "audit",
+        key_id = %principal.key_id,
+        action = "erase",
+        documents = outcome.deleted.documents,
+        chunks = outcome.deleted.chunks,
+        versions_removed = outcome.erased.versions_removed,
+        bytes_removed = outcome.erased.bytes_removed,
+    );
+    Ok(Json(EraseResponse {
+        erased_documents: outcome.deleted.documents,
+        erased_chunks: outcome.deleted.chunks,
+        fragments_rewritten: outcome.erased.fragments_rewritten,
+        versions_removed: outcome.erased.versions_removed,
+        bytes_removed: outcome.erased.bytes_removed,
+    }))
 }
 
 async fn delete(
@@ -193,5 +226,10 @@ pub async fn stats(
         table_version: store.version().await.map_err(ApiError::internal)?,
         model: store.model().to_string(),
         dimension: store.dimension() as u32,
+        indices: store.index_states().await.map_err(ApiError::internal)?,
+        cache: store.cache_sizes().map(|c| CacheConfig {
+            index_cache_bytes: c.index_bytes,
+            metadata_cache_bytes: c.metadata_bytes,
+        }),
     }))
 }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kbeast_client::Filter;
 use tokio::sync::{mpsc, oneshot};
@@ -29,6 +30,8 @@ pub struct Maintenance {
     pub index_every_chunks: u64,
     /// Build the vector index once the table has this many chunks; None = never.
     pub vector_index_min_rows: Option<u64>,
+    /// How often to look for other processes' commits; None = never (single writer).
+    pub refresh_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -62,6 +65,12 @@ pub struct DeleteOutcome {
     pub chunks: u64,
 }
 
+#[derive(Debug, Clone, Copy)]
+pub struct EraseOutcome {
+    pub deleted: DeleteOutcome,
+    pub erased: crate::store::EraseStats,
+}
+
 enum Command {
     Upsert {
         documents: Vec<PreparedDocument>,
@@ -70,6 +79,10 @@ enum Command {
     Delete {
         filter: Filter,
         reply: oneshot::Sender<Result<DeleteOutcome, WriteError>>,
+    },
+    Erase {
+        filter: Filter,
+        reply: oneshot::Sender<Result<EraseOutcome, WriteError>>,
     },
     Shutdown,
 }
@@ -92,6 +105,12 @@ impl WriterHandle {
     pub async fn delete(&self, filter: Filter) -> Result<DeleteOutcome, WriteError> {
         let (reply, response) = oneshot::channel();
         self.send(Command::Delete { filter, reply }).await?;
+        response.await.map_err(|_| WriteError::ShuttingDown)?
+    }
+
+    pub async fn erase(&self, filter: Filter) -> Result<EraseOutcome, WriteError> {
+        let (reply, response) = oneshot::channel();
+        self.send(Command::Erase { filter, reply }).await?;
         response.await.map_err(|_| WriteError::ShuttingDown)?
     }
 
@@ -141,13 +160,36 @@ async fn run(
     let mut held_back: Option<Command> = None;
     let mut commits_since_optimize = 0u64;
     let mut unindexed_chunks = 0u64;
+    // Other replicas may write the same table: their commits must reach the
+    // document index (counts, quotas, filters) even while this one is idle.
+    let mut refresh = maintenance.refresh_interval.map(|period| {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
     loop {
         let command = match held_back.take() {
             Some(command) => command,
-            None => match receiver.recv().await {
-                Some(command) => command,
-                None => break,
-            },
+            None => {
+                let tick = async {
+                    match refresh.as_mut() {
+                        Some(interval) => {
+                            interval.tick().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    command = receiver.recv() => match command {
+                        Some(command) => command,
+                        None => break,
+                    },
+                    () = tick => {
+                        refresh_from_other_writers(&store, &metrics).await;
+                        continue;
+                    }
+                }
+            }
         };
         match command {
             Command::Shutdown => {
@@ -157,6 +199,9 @@ async fn run(
             Command::Delete { filter, reply } => {
                 let _ = reply.send(delete(&store, &metrics, &filter).await);
                 commits_since_optimize += 1;
+            }
+            Command::Erase { filter, reply } => {
+                let _ = reply.send(erase(&store, &metrics, &filter).await);
             }
             Command::Upsert { documents, reply } => {
                 let mut chunks: usize = documents.iter().map(|d| d.chunks.len()).sum();
@@ -192,9 +237,48 @@ async fn run(
                 Ok(()) => tracing::info!("updated the indices"),
                 Err(error) => tracing::warn!(error = %error, "updating the indices failed"),
             }
+            settle(&store).await;
         }
     }
     tracing::info!("writer stopped");
+}
+
+async fn refresh_from_other_writers(store: &Store, metrics: &Metrics) {
+    match store.refresh_if_changed().await {
+        Ok(true) => {
+            tracing::info!(
+                documents = store.docs().documents(),
+                "reloaded the document index after commits of another writer"
+            );
+            update_gauges(store, metrics).await;
+        }
+        Ok(false) => {}
+        Err(error) => tracing::warn!(error = %error, "checking for other writers' commits failed"),
+    }
+}
+
+/// After this process's own upkeep commits: see `Store::settle_after_maintenance`.
+async fn settle(store: &Store) {
+    if let Err(error) = store.settle_after_maintenance().await {
+        tracing::warn!(error = %error, "refreshing the document index failed");
+    }
+}
+
+/// Brings the document index up to a commit of this process at `version`,
+/// or reloads it when other writers committed in between.
+async fn after_own_commit(store: &Store, version: u64, apply: impl FnOnce(&Store)) {
+    if store.advance_indexed_version(version) {
+        apply(store);
+    } else if let Err(error) = store.reload_doc_index().await {
+        // The periodic refresh retries.
+        store.invalidate_doc_index();
+        tracing::warn!(error = %error, "reloading the document index failed");
+    } else {
+        tracing::info!(
+            version,
+            "other writers committed; reloaded the document index"
+        );
+    }
 }
 
 /// Failures are logged and retried at the next round: upkeep must not stop writes.
@@ -225,6 +309,7 @@ async fn maintain(store: &Store, metrics: &Metrics, maintenance: Maintenance) {
         }
         Err(error) => tracing::warn!(error = %error, "optimizing the table failed"),
     }
+    settle(store).await;
     update_gauges(store, metrics).await;
 }
 
@@ -321,7 +406,7 @@ async fn upsert_batch(
 
     match store.replace_documents(&to_write).await {
         Ok(version) => {
-            {
+            after_own_commit(store, version, |store| {
                 let mut index = store.docs_mut();
                 for doc in &to_write {
                     index.insert(
@@ -334,7 +419,8 @@ async fn upsert_batch(
                         },
                     );
                 }
-            }
+            })
+            .await;
             let chunks: usize = to_write.iter().map(|d| d.chunks.len()).sum();
             metrics.ingest_documents.inc_by(to_write.len() as u64);
             metrics.ingest_chunks.inc_by(chunks as u64);
@@ -371,21 +457,38 @@ async fn delete(
         });
     }
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let chunks = store
+    let (chunks, version) = store
         .delete_documents(&id_refs)
         .await
         .map_err(|e| WriteError::Store(e.to_string()))?;
-    {
+    after_own_commit(store, version, |store| {
         let mut index = store.docs_mut();
         for id in &ids {
             index.remove(id);
         }
-    }
+    })
+    .await;
     update_gauges(store, metrics).await;
     Ok(DeleteOutcome {
         documents: ids.len() as u64,
         chunks,
     })
+}
+
+/// Deletes, then removes the deleted rows physically. The delete is
+/// acknowledged only once the erasure finished.
+async fn erase(
+    store: &Store,
+    metrics: &Metrics,
+    filter: &Filter,
+) -> Result<EraseOutcome, WriteError> {
+    let deleted = delete(store, metrics, filter).await?;
+    let erased = store.erase_deleted().await.map_err(|e| {
+        WriteError::Store(format!("documents deleted, but erasing them failed: {e}"))
+    })?;
+    settle(store).await;
+    update_gauges(store, metrics).await;
+    Ok(EraseOutcome { deleted, erased })
 }
 
 pub async fn update_gauges(store: &Store, metrics: &Metrics) {

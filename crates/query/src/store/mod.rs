@@ -5,8 +5,9 @@ mod doc_index;
 pub use doc_index::{DocEntry, DocIndex};
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt;
 use kbeast_client::{ChunkView, DocumentResponse, Metadata};
@@ -18,11 +19,12 @@ use lancedb::arrow::arrow_array::{
 use lancedb::arrow::arrow_cast::cast;
 use lancedb::arrow::arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use lancedb::index::Index;
-use lancedb::index::scalar::FtsIndexBuilder;
+use lancedb::index::scalar::{BTreeIndexBuilder, FtsIndexBuilder};
 use lancedb::index::vector::IvfPqIndexBuilder;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::table::optimize::{CompactionOptions, Duration as ChronoDuration};
 use lancedb::table::{OptimizeAction, OptimizeOptions, OptimizeStats};
-use lancedb::{Connection, DistanceType, Table};
+use lancedb::{Connection, DistanceType, ObjectStoreRegistry, Session, Table};
 
 pub const TABLE_NAME: &str = "chunks";
 const META_MODEL: &str = "kbeast.embedding_model";
@@ -89,39 +91,163 @@ pub const ROW_COLUMNS: [&str; 6] = [
     "metadata",
 ];
 
+/// How to reach the table: storage options (S3 endpoint, credentials) and
+/// the bounds of LanceDB's caches.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    pub storage_options: Vec<(String, String)>,
+    /// LanceDB Session cache budgets; None keeps LanceDB's defaults.
+    pub cache: Option<CacheSizes>,
+    /// How stale reads may be with respect to other processes' commits.
+    /// None: never look (a single writer).
+    pub read_consistency: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSizes {
+    pub index_bytes: u64,
+    pub metadata_bytes: u64,
+}
+
+/// Connects to the LanceDB database at `uri` (a directory or `s3://…`).
+pub async fn connect(uri: &str, options: &ConnectOptions) -> Result<Connection> {
+    let mut builder = lancedb::connect(uri).storage_options(options.storage_options.clone());
+    if let Some(cache) = options.cache {
+        builder = builder.session(Arc::new(Session::new(
+            cache.index_bytes as usize,
+            cache.metadata_bytes as usize,
+            Arc::new(ObjectStoreRegistry::default()),
+        )));
+    }
+    if let Some(interval) = options.read_consistency {
+        builder = builder.read_consistency_interval(interval);
+    }
+    Ok(builder.execute().await?)
+}
+
+/// True for URIs LanceDB reaches through an object store rather than the
+/// local filesystem.
+pub fn is_object_store(uri: &str) -> bool {
+    uri.split_once("://")
+        .is_some_and(|(scheme, _)| !scheme.is_empty() && scheme != "file")
+}
+
+/// Scalar indices every chunks table has, by column.
+pub const BTREE_COLUMNS: [&str; 2] = ["doc_id", "chunk_id"];
+
 pub struct Store {
     table: Table,
     schema: SchemaRef,
     model: String,
     dimension: usize,
-    /// Per-document summary, kept in step with the table by the single writer.
+    cache: Option<CacheSizes>,
+    /// Per-document summary, kept in step with the table by the writer.
     docs: RwLock<DocIndex>,
+    /// Table version that `docs` reflects. When the table is at another
+    /// version that this process did not write, another process committed.
+    indexed_version: AtomicU64,
+    /// Set once a commit of another process was seen: from then on the
+    /// document index is reloaded after maintenance too.
+    shared: AtomicBool,
 }
 
 impl Store {
-    /// Opens the chunks table at `uri`, creating it (with its full-text index)
-    /// on first use. Refuses a table built with another model or dimension.
-    pub async fn open(uri: &str, model: &str, dimension: usize) -> Result<Self> {
-        let connection = lancedb::connect(uri).execute().await?;
+    /// Opens the chunks table at `uri`, creating it (with its full-text and
+    /// BTree indices) on first use, and adds missing BTree indices to older
+    /// tables. Refuses a table built with another model or dimension.
+    pub async fn open(
+        uri: &str,
+        model: &str,
+        dimension: usize,
+        options: &ConnectOptions,
+    ) -> Result<Self> {
+        let connection = connect(uri, options).await?;
         let schema = chunk_schema(model, dimension);
         let table = match connection.open_table(TABLE_NAME).execute().await {
             Ok(table) => table,
             Err(lancedb::Error::TableNotFound { .. }) => {
-                create_table(&connection, schema.clone(), None).await?
+                match create_table(&connection, schema.clone(), None).await {
+                    Ok(table) => table,
+                    // Another replica created it first.
+                    Err(StoreError::Lance(lancedb::Error::TableAlreadyExists { .. })) => {
+                        connection.open_table(TABLE_NAME).execute().await?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Err(e) => return Err(e.into()),
         };
         check_model(uri, table.schema().await?.as_ref(), model, dimension)?;
+        ensure_primary_key(&table).await?;
+        ensure_btree_indices(&table).await?;
         let store = Self {
             table,
             schema,
             model: model.to_string(),
             dimension,
+            cache: options.cache,
             docs: RwLock::new(DocIndex::default()),
+            indexed_version: AtomicU64::new(0),
+            shared: AtomicBool::new(false),
         };
-        let index = store.load_doc_index().await?;
-        *store.docs.write().expect("doc index lock") = index;
+        store.reload_doc_index().await?;
         Ok(store)
+    }
+
+    pub fn cache_sizes(&self) -> Option<CacheSizes> {
+        self.cache
+    }
+
+    /// Rebuilds the document index from the table at its latest version.
+    pub async fn reload_doc_index(&self) -> Result<()> {
+        let version = self.table.version().await?;
+        let index = self.load_doc_index().await?;
+        *self.docs.write().expect("doc index lock") = index;
+        self.indexed_version.store(version, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Records that this process committed `version` and updated the
+    /// document index for it. Returns false when other commits came in
+    /// between (the version skipped): the index must then be reloaded.
+    pub fn advance_indexed_version(&self, version: u64) -> bool {
+        let previous = self.indexed_version.swap(version, Ordering::SeqCst);
+        let own = version == previous + 1;
+        if !own {
+            self.shared.store(true, Ordering::SeqCst);
+        }
+        own
+    }
+
+    /// Makes the next `refresh_if_changed` reload the document index.
+    pub fn invalidate_doc_index(&self) {
+        self.indexed_version.store(0, Ordering::SeqCst);
+    }
+
+    /// After this process's own multi-commit operations (optimize): takes
+    /// the new version as indexed, unless another process was ever seen
+    /// writing, in which case the index is reloaded to be sure.
+    pub async fn settle_after_maintenance(&self) -> Result<()> {
+        if self.shared.load(Ordering::SeqCst) {
+            self.reload_doc_index().await
+        } else {
+            let version = self.table.version().await?;
+            self.indexed_version.store(version, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    /// Reloads the document index if the table moved past the indexed
+    /// version without this process (another writer). Returns whether it did.
+    pub async fn refresh_if_changed(&self) -> Result<bool> {
+        self.table.checkout_latest().await?;
+        let version = self.table.version().await?;
+        if version == self.indexed_version.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        self.shared.store(true, Ordering::SeqCst);
+        self.reload_doc_index().await?;
+        Ok(true)
     }
 
     pub fn table(&self) -> &Table {
@@ -165,10 +291,51 @@ impl Store {
         Ok(result.version)
     }
 
-    /// Deletes all chunks of the given documents in one commit.
-    pub async fn delete_documents(&self, ids: &[&str]) -> Result<u64> {
+    /// Deletes all chunks of the given documents in one commit. Returns the
+    /// rows deleted and the version of the commit.
+    pub async fn delete_documents(&self, ids: &[&str]) -> Result<(u64, u64)> {
         let result = self.table.delete(doc_id_in(ids).as_str()).await?;
-        Ok(result.num_deleted_rows)
+        Ok((result.num_deleted_rows, result.version))
+    }
+
+    /// Makes deleted rows physically gone: rewrites every fragment holding
+    /// deletions, rebuilds the full-text index from the remaining rows (so no
+    /// token of a deleted text survives in it), and removes every older
+    /// version with its files. Readers pinned to an older version (a running
+    /// snapshot) lose it.
+    pub async fn erase_deleted(&self) -> Result<EraseStats> {
+        let compaction = self
+            .table
+            .optimize(OptimizeAction::Compact {
+                options: CompactionOptions {
+                    materialize_deletions: true,
+                    materialize_deletions_threshold: 0.0,
+                    ..CompactionOptions::default()
+                },
+                remap_options: None,
+            })
+            .await?
+            .compaction
+            .unwrap_or_default();
+        create_fts_index(&self.table, true).await?;
+        self.update_indices().await?;
+        let prune = self
+            .table
+            .optimize(OptimizeAction::Prune {
+                older_than: Some(ChronoDuration::zero()),
+                // Files not referenced by any version may belong to another
+                // writer's commit in progress: left alone.
+                delete_unverified: Some(false),
+                error_if_tagged_old_versions: Some(false),
+            })
+            .await?
+            .prune
+            .unwrap_or_default();
+        Ok(EraseStats {
+            fragments_rewritten: compaction.fragments_removed as u64,
+            versions_removed: prune.old_versions,
+            bytes_removed: prune.bytes_removed,
+        })
     }
 
     /// The chunks of one document in order, or None if it does not exist.
@@ -226,6 +393,52 @@ impl Store {
     pub async fn update_indices(&self) -> Result<()> {
         self.table
             .optimize(OptimizeAction::Index(OptimizeOptions::default()))
+            .await?;
+        Ok(())
+    }
+
+    /// The table's indices with their coverage, for stats.
+    pub async fn index_states(&self) -> Result<Vec<kbeast_client::IndexState>> {
+        let mut states = Vec::new();
+        for index in self.table.list_indices().await? {
+            let stats = self.table.index_stats(&index.name).await?;
+            states.push(kbeast_client::IndexState {
+                name: index.name.clone(),
+                columns: index.columns.clone(),
+                index_type: index.index_type.to_string(),
+                indexed_rows: stats.as_ref().map(|s| s.num_indexed_rows as u64),
+                unindexed_rows: stats.as_ref().map(|s| s.num_unindexed_rows as u64),
+            });
+        }
+        states.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(states)
+    }
+
+    /// Loads every index into the cache, so the first searches do not pay
+    /// for reading them. Returns the names of the indices warmed.
+    pub async fn prewarm(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for index in self.table.list_indices().await? {
+            self.table.prewarm_index(&index.name).await?;
+            names.push(index.name);
+        }
+        Ok(names)
+    }
+
+    /// One nearest-neighbour query with a fixed unit vector: loads the vector
+    /// column (or index) the way searches read it, without the embedder.
+    pub async fn warm_vector_path(&self) -> Result<()> {
+        let unit = vec![1.0 / (self.dimension as f32).sqrt(); self.dimension];
+        let _: Vec<RecordBatch> = self
+            .table
+            .query()
+            .nearest_to(unit)?
+            .distance_type(DistanceType::Cosine)
+            .limit(1)
+            .select(Select::columns(&ROW_COLUMNS))
+            .execute()
+            .await?
+            .try_collect()
             .await?;
         Ok(())
     }
@@ -341,16 +554,74 @@ pub async fn create_table(
     if let Some(rows) = rows {
         table.add(rows).execute().await?;
     }
-    // Positions enable phrase queries. Rows added later are searched
-    // unindexed (flat) until the index is optimised, so results stay exact.
+    ensure_primary_key(&table).await?;
+    create_fts_index(&table, false).await?;
+    ensure_btree_indices(&table).await?;
+    Ok(table)
+}
+
+/// Declares `chunk_id` the table's primary key. Merge-inserts then record
+/// the keys they insert, and two writers that insert the same chunk
+/// concurrently conflict and retry (the loser then updates the winner's row)
+/// instead of both appending it: without this, two replicas ingesting the
+/// same document at once leave duplicate chunks.
+async fn ensure_primary_key(table: &Table) -> Result<()> {
+    match table.set_unenforced_primary_key(["chunk_id"]).await {
+        Ok(()) => {
+            tracing::info!("declared chunk_id the primary key");
+            Ok(())
+        }
+        // Set before (LanceDB refuses to change it), maybe by another replica.
+        Err(lancedb::Error::InvalidInput { message }) if message.contains("already set") => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The full-text index on `text`. Positions enable phrase queries. Rows
+/// added later are searched unindexed (flat) until the index is optimised,
+/// so results stay exact.
+async fn create_fts_index(table: &Table, replace: bool) -> Result<()> {
     table
         .create_index(
             &["text"],
             Index::FTS(FtsIndexBuilder::default().with_position(true)),
         )
+        .replace(replace)
         .execute()
         .await?;
-    Ok(table)
+    Ok(())
+}
+
+/// BTree indices on `doc_id` (document reads, deletes and the
+/// merge-insert's delete filter) and `chunk_id` (the merge-insert key).
+/// Tables created before they existed get them on first open.
+async fn ensure_btree_indices(table: &Table) -> Result<()> {
+    let existing = table.list_indices().await?;
+    for column in BTREE_COLUMNS {
+        if existing.iter().any(|i| i.columns == [column]) {
+            continue;
+        }
+        match table
+            .create_index(&[column], Index::BTree(BTreeIndexBuilder::default()))
+            .replace(false)
+            .execute()
+            .await
+        {
+            Ok(()) => tracing::info!(column, "created a BTree index"),
+            // Another replica created it at the same moment.
+            Err(error) if error.to_string().contains("already exists") => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
+}
+
+/// What `erase_deleted` removed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EraseStats {
+    pub fragments_rewritten: u64,
+    pub versions_removed: u64,
+    pub bytes_removed: u64,
 }
 
 /// The chunks table schema; the embedding model and dimension live in the
