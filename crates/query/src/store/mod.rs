@@ -96,6 +96,8 @@ pub struct Store {
     dimension: usize,
     /// Per-document summary, kept in step with the table by the single writer.
     docs: RwLock<DocIndex>,
+    /// In-memory exact vector index of small tables (`search::exact`).
+    exact_index: Arc<crate::search::ExactIndex>,
 }
 
 impl Store {
@@ -118,6 +120,7 @@ impl Store {
             model: model.to_string(),
             dimension,
             docs: RwLock::new(DocIndex::default()),
+            exact_index: Arc::default(),
         };
         let index = store.load_doc_index().await?;
         *store.docs.write().expect("doc index lock") = index;
@@ -134,6 +137,10 @@ impl Store {
 
     pub fn dimension(&self) -> usize {
         self.dimension
+    }
+
+    pub fn exact_index(&self) -> &Arc<crate::search::ExactIndex> {
+        &self.exact_index
     }
 
     pub fn docs(&self) -> std::sync::RwLockReadGuard<'_, DocIndex> {
