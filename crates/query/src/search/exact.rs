@@ -399,4 +399,99 @@ mod tests {
             );
         }
     }
+
+    /// Waits (bounded) for the background reload to serve `version`.
+    async fn served(
+        index: &Arc<ExactIndex>,
+        store: &crate::store::Store,
+        query: &[f32],
+    ) -> Vec<ScoredRow> {
+        let version = store.version().await.unwrap();
+        for _ in 0..500 {
+            if let Some(rows) = index.search(version, query, 10, None) {
+                return rows;
+            }
+            index.refresh_in_background(store.table(), version);
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the in-memory index never loaded version {version}");
+    }
+
+    #[tokio::test]
+    async fn agrees_with_lancedb_and_follows_the_table_version() {
+        use crate::embed::HashEmbedder;
+        use crate::store::{PreparedDocument, Store};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap(), "hash-v1", 16)
+            .await
+            .unwrap();
+        let embedder = HashEmbedder::new(16);
+        let texts = ["red apples", "green apples", "blue sky", "red sky at night"];
+        let docs: Vec<PreparedDocument> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| PreparedDocument {
+                id: format!("d{i}"),
+                source: None,
+                metadata: Default::default(),
+                chunks: vec![t.to_string()],
+                vectors: vec![embedder.embed_one(t)],
+            })
+            .collect();
+        store.replace_documents(&docs).await.unwrap();
+        let query = embedder.embed_one("red apples");
+        let index = store.exact_index().clone();
+        let from_memory = served(&index, &store, &query).await;
+        let from_lance = super::super::vector::search(&store, query.clone(), 10, None)
+            .await
+            .unwrap();
+        assert_eq!(doc_ids(&from_memory), doc_ids(&from_lance));
+        for (m, l) in from_memory.iter().zip(&from_lance) {
+            assert!(
+                (m.score - l.score).abs() < 1e-5,
+                "{} vs {}",
+                m.score,
+                l.score
+            );
+        }
+
+        // A commit makes the snapshot stale: it is not served, and a reload sees the delete.
+        let old_version = store.version().await.unwrap();
+        store.delete_documents(&["d0"]).await.unwrap();
+        let version = store.version().await.unwrap();
+        assert!(version > old_version);
+        assert!(index.search(version, &query, 10, None).is_none());
+        let after = served(&index, &store, &query).await;
+        assert_eq!(after.len(), 3);
+        assert!(!doc_ids(&after).contains(&"d0"));
+    }
+
+    #[tokio::test]
+    async fn a_table_over_the_budget_is_not_loaded() {
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap(), "hash-v1", 16)
+            .await
+            .unwrap();
+        let doc = crate::store::PreparedDocument {
+            id: "a".into(),
+            source: None,
+            metadata: Default::default(),
+            chunks: vec!["text".into()],
+            vectors: vec![vec![0.25; 16]],
+        };
+        store.replace_documents(&[doc]).await.unwrap();
+        let index = ExactIndex::new(100);
+        let loaded = index.load(store.table()).await.unwrap();
+        assert!(loaded.is_none());
+        let version = store.version().await.unwrap();
+        assert_eq!(index.too_large_at.load(Ordering::Relaxed), version);
+        assert!(
+            ExactIndex::new(DEFAULT_BUDGET_BYTES)
+                .load(store.table())
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
 }
