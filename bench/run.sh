@@ -3,6 +3,12 @@
 # deterministic corpus, driven by the same load generator (bench/loadgen).
 #
 #   bench/run.sh [--sizes 10000,100000] [--skip-chroma] [--out DIR]
+#                [--profile release|dev] [--cargo-config KEY=VALUE]...
+#
+# --profile dev builds the workspace's debug binaries instead (minutes when the
+# CI build is warm, but the numbers are not comparable); --cargo-config passes
+# e.g. 'profile.dev.package.kbeast-query.opt-level=3' to cargo.
+# KBEAST_BENCH_LOADGEN=path uses a prebuilt load generator.
 #
 # It installs what it needs (protoc for the build, ChromaDB pinned in a venv
 # under ~/.cache/kbeast), builds kbeast-query and the load generator in
@@ -19,12 +25,16 @@ cd "$root"
 sizes="10000,100000"
 skip_chroma=false
 out=""
+profile=release
+cargo_config=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --sizes) sizes="$2"; shift 2 ;;
         --skip-chroma) skip_chroma=true; shift ;;
         --out) out="$2"; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        --profile) profile="$2"; shift 2 ;;
+        --cargo-config) cargo_config+=(--config "$2"); shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -50,12 +60,21 @@ if ! "$venv/bin/python" -c "import chromadb, sys; sys.exit(chromadb.__version__ 
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet "chromadb==$CHROMA_VERSION"
 fi
-log "building kbeast-query and kbeast-loadgen (release, $CARGO_TARGET_DIR)"
-# One cargo call: the load generator's dependency features are a subset of the
-# server's, so it reuses the server's artefacts.
-cargo build --release --locked -p kbeast-query -p kbeast-loadgen
-server="$CARGO_TARGET_DIR/release/kbeast-query"
-loadgen="$CARGO_TARGET_DIR/release/kbeast-loadgen"
+log "building kbeast-query and kbeast-loadgen ($profile, $CARGO_TARGET_DIR)"
+case "$profile" in
+    # One cargo call: the load generator's dependency features are a subset of
+    # the server's, so it reuses the server's artefacts.
+    release) cargo "${cargo_config[@]}" build --release --locked -p kbeast-query -p kbeast-loadgen
+             bin_dir="$CARGO_TARGET_DIR/release" ;;
+    # The same package selection as CI's build, so its artefacts are reused.
+    dev) cargo "${cargo_config[@]}" build --locked --workspace --bins
+         bin_dir="$CARGO_TARGET_DIR/debug" ;;
+    *) echo "--profile must be release or dev" >&2; exit 2 ;;
+esac
+server="$bin_dir/kbeast-query"
+loadgen="${KBEAST_BENCH_LOADGEN:-$bin_dir/kbeast-loadgen}"
+server_profile="$profile${cargo_config[*]:+ (${cargo_config[*]})}"
+export KBEAST_BENCH_SERVER_PROFILE="$server_profile"
 
 # --- processes ---------------------------------------------------------------
 pids=()

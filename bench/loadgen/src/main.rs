@@ -513,6 +513,9 @@ async fn startup(args: StartupArgs) -> anyhow::Result<()> {
             .arg("--api-keys")
             .arg(&args.api_keys)
             .env("KBEAST_LOG", "warn")
+            // Its 503s while starting are expected; keep them out of the report.
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", args.bin.display()))?;
         let pid = child.id();
