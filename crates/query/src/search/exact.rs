@@ -26,7 +26,8 @@ use super::{ScoredRow, SearchError};
 use crate::store::{ChunkRow, ROW_COLUMNS, StoreError, decode_rows};
 
 /// Memory the snapshot may take (vectors plus row texts); above it, vector
-/// search stays on LanceDB. 64 MiB holds about 35k chunks of 384 dimensions.
+/// search stays on LanceDB. 64 MiB holds about 30k chunks of 384 dimensions
+/// with texts of a few hundred bytes (fewer with longer texts).
 pub const DEFAULT_BUDGET_BYTES: usize = 64 << 20;
 
 /// Rough per-row cost besides the vector and the text: ids, metadata, the Vec slots.
@@ -159,8 +160,9 @@ impl ExactIndex {
         let version = pinned.version().await?;
         let rows = pinned.count_rows(None).await?;
         let dimension = vector_dimension(&pinned).await?;
-        // Texts are unknown before reading; assume 1 KiB (the default chunk size) to decide early.
-        if rows * (dimension * 4 + 1024 + ROW_OVERHEAD_BYTES) > self.budget_bytes {
+        // Texts are unknown before reading: decide early on the vectors alone,
+        // and again on the real sizes while reading.
+        if rows * (dimension * 4 + ROW_OVERHEAD_BYTES) > self.budget_bytes {
             self.too_large(version);
             return Ok(None);
         }
