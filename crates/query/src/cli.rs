@@ -112,6 +112,10 @@ pub struct ServeArgs {
     /// (below it, vector search is exact). 0 disables.
     #[arg(long, env = "KBEAST_VECTOR_INDEX_MIN_ROWS", default_value_t = 100_000)]
     pub vector_index_min_rows: u64,
+    /// After SIGTERM, keep serving this long, answering with `Connection: close` and a
+    /// failing /readyz, so clients move to other pods before this one stops accepting.
+    #[arg(long, env = "KBEAST_SHUTDOWN_DELAY_MS", default_value_t = 3000)]
+    pub shutdown_delay_ms: u64,
     /// Mode of searches that name none.
     #[arg(long, env = "KBEAST_DEFAULT_SEARCH_MODE", value_enum, default_value_t = DefaultSearchMode::Hybrid)]
     pub default_search_mode: DefaultSearchMode,

@@ -95,6 +95,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         default_mode: args.default_search_mode.into(),
         warmup: Default::default(),
+        draining: Default::default(),
     });
     metrics
         .cache_capacity_bytes
@@ -122,7 +123,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, project = args.project.as_deref().unwrap_or(""), "listening");
     let server = tokio::spawn(
         axum::serve(listener, router(state.clone(), &limits))
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(drain_then_stop(
+                state.clone(),
+                Duration::from_millis(args.shutdown_delay_ms),
+            ))
             .into_future(),
     );
 
@@ -194,6 +198,15 @@ async fn warm_up(state: &AppState, store: &Arc<Store>) {
     }
     state.warmup.query_path.store(true, Ordering::SeqCst);
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "warm");
+}
+
+/// Resolves when the server should stop accepting: after SIGTERM plus the drain delay, during
+/// which clients are told to reconnect elsewhere.
+async fn drain_then_stop(state: Arc<AppState>, delay: Duration) {
+    shutdown_signal().await;
+    state.draining.store(true, Ordering::SeqCst);
+    tracing::info!(delay_ms = delay.as_millis() as u64, "draining");
+    tokio::time::sleep(delay).await;
 }
 
 async fn shutdown_signal() {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kbeast_api::KnowledgeProject;
-use kbeast_localcluster::{LocalCluster, Options, RequestRecord};
+use kbeast_localcluster::{ControllerSet, KubeletOptions, LocalCluster, Options, RequestRecord};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
@@ -169,6 +169,31 @@ impl Env {
             })
             .unwrap_or_default()
     }
+}
+
+/// A local control plane whose pod runner runs `images` (repository → program) as real
+/// processes; the kubeconfig is written to `kubeconfig`. Needs root.
+pub async fn cluster_with_pod_runner(
+    kubeconfig: &std::path::Path,
+    images: &[(&str, PathBuf)],
+    backoff_base: Option<Duration>,
+) -> LocalCluster {
+    let mut kubelet = KubeletOptions::default();
+    if let Some(base) = backoff_base {
+        kubelet.backoff_base = base;
+    }
+    for (image, program) in images {
+        let repo = kbeast_localcluster::kubelet::image_repository(image);
+        kubelet.images.insert(repo.to_string(), program.clone());
+    }
+    LocalCluster::start(Options {
+        kubeconfig_path: Some(kubeconfig.to_path_buf()),
+        controllers: ControllerSet::all().with_kubelet(),
+        kubelet,
+        ..Options::default()
+    })
+    .await
+    .expect("local cluster with the pod runner starts (needs root)")
 }
 
 pub fn free_port() -> u16 {

@@ -19,7 +19,6 @@ use kbeast_e2e::{
     binary, create_namespace, install_crd, ready_for_generation, repo_root, start_operator,
     wait_for,
 };
-use kbeast_localcluster::{ControllerSet, KubeletOptions, LocalCluster, Options};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
@@ -67,19 +66,12 @@ async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() 
         ),
         None => {
             let kubeconfig = dir.path().join("kubeconfig");
-            let mut kubelet = KubeletOptions::default();
-            let repo = kbeast_localcluster::kubelet::image_repository(LOCAL_IMAGE);
-            kubelet
-                .images
-                .insert(repo.to_string(), binary("kbeast-query"));
-            let cluster = LocalCluster::start(Options {
-                kubeconfig_path: Some(kubeconfig.clone()),
-                controllers: ControllerSet::all().with_kubelet(),
-                kubelet,
-                ..Options::default()
-            })
-            .await
-            .expect("local cluster with the pod runner starts (needs root)");
+            let cluster = kbeast_e2e::harness::cluster_with_pod_runner(
+                &kubeconfig,
+                &[(LOCAL_IMAGE, binary("kbeast-query"))],
+                None,
+            )
+            .await;
             (Some(cluster), kubeconfig, LOCAL_IMAGE.to_string())
         }
     };

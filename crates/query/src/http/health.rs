@@ -86,8 +86,12 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             w.query_path.load(Ordering::SeqCst),
         );
         WarmupHealth {
-            // Not warm yet: not ready, so no traffic is routed to a cold pod.
-            status: if table_open && indices_loaded && query_path {
+            // Not warm yet (or draining after SIGTERM): not ready, so no traffic is routed here.
+            status: if table_open
+                && indices_loaded
+                && query_path
+                && !state.draining.load(Ordering::SeqCst)
+            {
                 HealthStatus::Healthy
             } else {
                 HealthStatus::Unhealthy

@@ -44,6 +44,8 @@ pub struct AppState {
     /// Mode of searches that name none.
     pub default_mode: kbeast_client::SearchMode,
     pub warmup: Warmup,
+    /// Set on SIGTERM: responses carry `Connection: close` and /readyz fails.
+    pub draining: AtomicBool,
 }
 
 /// Start-up progress reported by /readyz.
@@ -121,6 +123,10 @@ pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
         state.clone(),
         count_requests,
     ))
+    .layer(middleware::map_response_with_state(
+        state.clone(),
+        close_while_draining,
+    ))
     // The tower-http limit above is the single body limit.
     .layer(DefaultBodyLimit::disable())
     .layer(layers)
@@ -151,5 +157,20 @@ async fn count_requests(
         .http_duration
         .with_label_values(&[method.as_str(), route.as_str()])
         .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// While draining, every response asks the client to close the connection, so keep-alive
+/// clients reconnect (through the Service, to another pod) before this one stops accepting.
+async fn close_while_draining(
+    State(state): State<Arc<AppState>>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     response
 }

@@ -7,6 +7,16 @@ use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use super::{ScoredRow, SearchError, collect_scored};
 use crate::store::{ROW_COLUMNS, Store};
 
+const SCORED_COLUMNS: [&str; 7] = [
+    ROW_COLUMNS[0],
+    ROW_COLUMNS[1],
+    ROW_COLUMNS[2],
+    ROW_COLUMNS[3],
+    ROW_COLUMNS[4],
+    ROW_COLUMNS[5],
+    "_score",
+];
+
 pub async fn search(
     store: &Store,
     text: &str,
@@ -24,7 +34,9 @@ pub async fn search(
         .query()
         .full_text_search(fts)
         .limit(limit)
-        .select(Select::columns(&ROW_COLUMNS));
+        // Naming `_score` explicitly: without it LanceDB logs a deprecation
+        // warning on every query, which costs more than the search itself.
+        .select(Select::columns(&SCORED_COLUMNS));
     if let Some(filter) = filter {
         query = query.only_if(filter);
     }

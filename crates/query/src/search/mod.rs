@@ -1,10 +1,14 @@
 //! Search over the chunks table: vector (cosine), keyword (BM25 full-text) and
 //! hybrid (reciprocal-rank fusion of both).
 
+mod exact;
 mod hybrid;
 mod keyword;
 mod vector;
 
+pub use exact::ExactIndex;
+
+use std::collections::HashSet;
 use std::time::Instant;
 
 use futures::TryStreamExt;
@@ -44,7 +48,7 @@ pub async fn search(
     metrics: &Metrics,
     request: &SearchRequest,
 ) -> Result<SearchOutcome, SearchError> {
-    let filter = match &request.filter {
+    let ids = match &request.filter {
         Some(filter) if !filter.is_empty() => {
             let ids = store.docs().matching(filter);
             if ids.is_empty() {
@@ -53,12 +57,22 @@ pub async fn search(
                     degraded: false,
                 });
             }
-            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-            Some(doc_id_in(&refs))
+            Some(ids)
         }
         _ => None,
     };
-    let filter = filter.as_deref();
+    let allowed: Option<HashSet<&str>> = ids
+        .as_ref()
+        .map(|ids| ids.iter().map(String::as_str).collect());
+    let filter = ids.as_ref().map(|ids| {
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        doc_id_in(&refs)
+    });
+    let prefilter = Prefilter {
+        sql: filter.as_deref(),
+        docs: allowed.as_ref(),
+    };
+    let filter = prefilter.sql;
     let top_k = request.top_k as usize;
     let query = request.query.as_str();
 
@@ -69,12 +83,13 @@ pub async fn search(
             match embed_query(embedder, metrics, query).await {
                 Ok(vector) => {
                     let rows = if mode == SearchMode::Vector {
-                        timed_vector(store, metrics, vector, top_k, filter).await?
+                        timed_vector(store, metrics, vector, top_k, &prefilter).await?
                     } else {
                         // Fuse deeper candidate lists than asked for, so documents ranked
                         // moderately by both searches can still surface.
                         let depth = (top_k * 2).max(20);
-                        let by_vector = timed_vector(store, metrics, vector, depth, filter).await?;
+                        let by_vector =
+                            timed_vector(store, metrics, vector, depth, &prefilter).await?;
                         let by_keyword = keyword::search(store, query, depth, filter).await?;
                         hybrid::reciprocal_rank_fusion(&[by_keyword, by_vector], top_k)
                     };
@@ -131,15 +146,31 @@ async fn embed_query(
     }
 }
 
+/// A document pre-filter in both forms: SQL for LanceDB, a set for the in-memory index.
+struct Prefilter<'a> {
+    sql: Option<&'a str>,
+    docs: Option<&'a HashSet<&'a str>>,
+}
+
+/// Vector search from the in-memory exact index when it holds the current
+/// table version, else from LanceDB (and the index is refreshed behind).
 async fn timed_vector(
     store: &Store,
     metrics: &Metrics,
     vector: Vec<f32>,
     limit: usize,
-    filter: Option<&str>,
+    prefilter: &Prefilter<'_>,
 ) -> Result<Vec<ScoredRow>, SearchError> {
     let started = Instant::now();
-    let rows = vector::search(store, vector, limit, filter).await;
+    let version = store.version().await?;
+    let exact = store.exact_index();
+    let rows = match exact.search(version, &vector, limit, prefilter.docs) {
+        Some(rows) => Ok(rows),
+        None => {
+            exact.refresh_in_background(store.table(), version);
+            vector::search(store, vector, limit, prefilter.sql).await
+        }
+    };
     metrics
         .vector_search_duration
         .observe(started.elapsed().as_secs_f64());

@@ -149,6 +149,8 @@ pub struct Store {
     /// Set once a commit of another process was seen: from then on the
     /// document index is reloaded after maintenance too.
     shared: AtomicBool,
+    /// In-memory exact vector index of small tables (`search::exact`).
+    exact_index: Arc<crate::search::ExactIndex>,
 }
 
 impl Store {
@@ -189,6 +191,7 @@ impl Store {
             docs: RwLock::new(DocIndex::default()),
             indexed_version: AtomicU64::new(0),
             shared: AtomicBool::new(false),
+            exact_index: Arc::default(),
         };
         store.reload_doc_index().await?;
         Ok(store)
@@ -260,6 +263,10 @@ impl Store {
 
     pub fn dimension(&self) -> usize {
         self.dimension
+    }
+
+    pub fn exact_index(&self) -> &Arc<crate::search::ExactIndex> {
+        &self.exact_index
     }
 
     pub fn docs(&self) -> std::sync::RwLockReadGuard<'_, DocIndex> {
