@@ -186,18 +186,7 @@ impl Drop for QueryPod {
 }
 
 fn query_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("kbeast-query");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/build-binaries.sh (scripts/test.sh does)",
-        path.display()
-    );
-    path
+    kbeast_testkit::workspace_binary("kbeast-query")
 }
 
 /// A loopback address no other test process uses.

@@ -21,4 +21,21 @@ pub fn tool(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// A binary of this workspace (`kbeast-query`, `kbeast-operator`), from the target folder of
+/// the running test: `scripts/build-binaries.sh` (run by `scripts/test.sh`) builds it there.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-binaries.sh (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
 pub use fake_api::{Failure, FakeApi, RecordedRequest};

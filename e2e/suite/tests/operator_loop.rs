@@ -5,88 +5,25 @@
 //! `KBEAST_E2E_IMAGE` as the query image; checks that need the emulator's request log are
 //! skipped there, with a message.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kbeast_api::KnowledgeProject;
-use kbeast_e2e::{
-    create_namespace, install_crd, ready_for_generation, repo_root, start_operator, wait_for,
-};
-use kbeast_localcluster::{LocalCluster, Options, RequestFilter};
-use kube::api::{Api, PostParams};
-use kube::{Client, ResourceExt};
-
-/// Where the test runs: the local control plane, or the cluster of `KBEAST_E2E_KUBECONFIG`.
-enum Target {
-    Local(LocalCluster),
-    Real,
-}
+use kbeast_e2e::harness::Env;
+use kbeast_localcluster::RequestFilter;
+use kube::ResourceExt;
+use kube::api::Api;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_project_converges_and_then_costs_no_writes() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (target, kubeconfig, query_image) = match std::env::var_os("KBEAST_E2E_KUBECONFIG") {
-        Some(path) => (
-            Target::Real,
-            PathBuf::from(path),
-            std::env::var("KBEAST_E2E_IMAGE").expect("KBEAST_E2E_IMAGE names the query image"),
-        ),
-        None => {
-            let kubeconfig = dir.path().join("kubeconfig");
-            let cluster = LocalCluster::start(Options {
-                kubeconfig_path: Some(kubeconfig.clone()),
-                ..Options::default()
-            })
-            .await
-            .expect("local cluster starts");
-            (
-                Target::Local(cluster),
-                kubeconfig,
-                "kbeast-query:e2e".to_string(),
-            )
-        }
-    };
-    let client = Client::try_from(
-        kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .expect("kubeconfig loads"),
-    )
-    .expect("client");
-    install_crd(&client).await;
-    create_namespace(&client, "kbeast-system").await;
+    let env = Env::start().await;
     let namespace = "e2e-converge";
-    create_namespace(&client, namespace).await;
-    let _operator = start_operator(&kubeconfig, &query_image);
-
-    let projects: Api<KnowledgeProject> = Api::namespaced(client.clone(), namespace);
-    let sample: KnowledgeProject = serde_yaml::from_str(
-        &std::fs::read_to_string(repo_root().join("config/samples/minimal.yaml")).expect("sample"),
-    )
-    .expect("sample parses");
-    projects
-        .create(&PostParams::default(), &sample)
-        .await
-        .expect("project created");
-
-    wait_for(
-        "Ready=True for the current generation",
-        Duration::from_secs(120),
-        || async {
-            // The emulator runs no processes: play the kubelet and mark the query pods ready.
-            if let Target::Local(cluster) = &target {
-                cluster.set_pods_ready(namespace, "app.kubernetes.io/instance=docs", true);
-            }
-            projects
-                .get("docs")
-                .await
-                .is_ok_and(|p| ready_for_generation(&p))
-        },
-    )
-    .await;
+    let (_operator, _) = env.operator(&[]);
+    env.create_project(namespace, "minimal.yaml", |_| {}).await;
+    // Locally no pod runner runs here: `wait_ready` plays the kubelet and marks pods ready.
+    env.wait_ready(namespace, "docs", Duration::from_secs(120))
+        .await;
+    let projects = env.projects(namespace);
+    let client = env.client.clone();
 
     let project = projects.get("docs").await.expect("project");
     let deployment: Deployment = Api::namespaced(client.clone(), namespace)
@@ -100,10 +37,7 @@ async fn a_project_converges_and_then_costs_no_writes() {
     assert_eq!(status.replica_summary.as_deref(), Some("1/1"));
     assert_eq!(status.api_keys_secret.as_deref(), Some("docs-api-keys"));
 
-    let Target::Local(cluster) = &target else {
-        eprintln!(
-            "skipped on a real cluster: the steady-state check needs the emulator's request log"
-        );
+    let Some(cluster) = env.request_log_or_skip("the steady-state check") else {
         return;
     };
     // Steady state: no writes for 30 s (Lease renewals aside: leader election is a heartbeat).
