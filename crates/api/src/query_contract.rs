@@ -16,6 +16,14 @@ pub const READ_TOKEN_KEY: &str = "read-key";
 pub const WRITE_TOKEN_KEY: &str = "write-key";
 pub const ADMIN_TOKEN_KEY: &str = "admin-key";
 
+/// Model id the built-in hash embedder reports in `/v1/stats` and stores with its table.
+pub const HASH_MODEL_ID: &str = "hash-v1";
+
+/// Model id an OpenAI-compatible embedder serving `model` reports.
+pub fn openai_model_id(model: &str) -> String {
+    format!("openai:{model}")
+}
+
 /// Environment variables understood by `kbeast-query serve`.
 pub mod env {
     pub const DATA: &str = "KBEAST_DATA";

@@ -130,16 +130,14 @@ impl Observed {
         String::from_utf8(bytes.0.clone()).ok()
     }
 
-    /// The Secrets the query pods read, for the config hash.
-    pub fn pod_secrets(&self) -> Vec<&Secret> {
-        let referenced = self
-            .referenced_secrets
+    /// The Secrets the query pods read as environment variables (embedder key, object-store
+    /// credentials), for the config hash. The API-keys file is mounted and reloaded by the
+    /// pods, so rotating keys restarts nothing.
+    pub fn env_secrets(&self) -> Vec<&Secret> {
+        self.referenced_secrets
             .iter()
-            .filter_map(|r| r.secret.as_ref());
-        self.children
-            .api_keys_secret
-            .iter()
-            .chain(referenced)
+            .filter(|r| r.reference.field != "spec.auth.apiKeysSecretRef")
+            .filter_map(|r| r.secret.as_ref())
             .collect()
     }
 }

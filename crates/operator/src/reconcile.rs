@@ -211,12 +211,8 @@ async fn reconcile_project(project: &KnowledgeProject, ctx: &Context) -> Result<
                 }
                 _ => None,
             };
-            let pod_secrets = observed
-                .pod_secrets()
-                .into_iter()
-                .chain(new_secret.as_ref());
             let facts = ObservedFacts {
-                secrets_hash: secrets_hash(pod_secrets),
+                secrets_hash: secrets_hash(observed.env_secrets()),
             };
             let desired = desired_children(project, &ctx.settings, &facts);
             let revision = desired

@@ -68,8 +68,9 @@ pub fn render_children(
         .auth
         .is_none()
         .then(|| desired_api_keys_secret(&project, keys));
+    // Referenced Secrets are not read by `render`; the generated one is mounted, not hashed.
     let facts = ObservedFacts {
-        secrets_hash: secrets_hash(secret.iter()),
+        secrets_hash: secrets_hash([]),
     };
     let children = desired_children(&project, settings, &facts);
     let mut out = String::new();

@@ -641,7 +641,10 @@ async fn readyz_and_metrics(backend: Backend) {
     assert_eq!(ready.status, HealthStatus::Healthy);
     assert_eq!(ready.components.store.status, HealthStatus::Healthy);
     assert!(ready.components.store.latency_ms.is_some());
-    assert_eq!(ready.components.embedder.model, "hash-v1");
+    assert_eq!(
+        ready.components.embedder.model,
+        kbeast_api::query_contract::HASH_MODEL_ID
+    );
     match server.backend {
         Backend::Local => assert!(ready.components.disk.available_bytes.unwrap() > 0),
         // No local disk holds the data.

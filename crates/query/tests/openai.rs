@@ -158,9 +158,11 @@ async fn openai_embedder_batches_retries_breaks_and_degrades() {
         "model, dimensions and key sent"
     );
     let stats = client.stats().await.unwrap();
+    // The operator's smoke check expects the id of the query contract.
+    let model = kbeast_api::query_contract::openai_model_id("text-embedding-3-small");
     assert_eq!(
         (stats.model.as_str(), stats.dimension, stats.documents),
-        ("openai:text-embedding-3-small", 32, 10)
+        (model.as_str(), 32, 10)
     );
 
     let query = SearchRequest::new(

@@ -4,6 +4,8 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kbeast_api::KnowledgeProject;
@@ -245,4 +247,101 @@ pub fn metric_sum(port: u16, family: &str) -> Option<f64> {
             })
             .sum(),
     )
+}
+
+/// A client that searches without pause, as a tenant would during a change, and counts the
+/// answers. Every failure is printed.
+pub struct QueryLoop {
+    stop: Arc<AtomicBool>,
+    succeeded: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl QueryLoop {
+    /// Keyword searches for `query`, one every 50 ms. Only the call's success counts: pods on
+    /// ephemeral storage each hold their own data.
+    pub fn start(client: kbeast_client::Client, query: &str) -> QueryLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (succeeded, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let request =
+            kbeast_client::SearchRequest::new(query, kbeast_client::SearchMode::Keyword, 3);
+        let task = {
+            let (stop, succeeded, failed) = (stop.clone(), succeeded.clone(), failed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match client.search(&request).await {
+                        Ok(_) => succeeded.fetch_add(1, Ordering::Relaxed),
+                        Err(error) => {
+                            eprintln!("query failed: {error}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        QueryLoop {
+            stop,
+            succeeded,
+            failed,
+            task,
+        }
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Stops the loop; returns (succeeded, failed).
+    pub async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("query loop");
+        (
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The generated API keys of `project` (Secret `<project>-api-keys`): key name → secret.
+pub async fn api_keys(
+    client: &Client,
+    namespace: &str,
+    project: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace)
+        .get(&format!("{project}-api-keys"))
+        .await
+        .expect("generated API-keys Secret");
+    secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).expect("UTF-8 key")))
+        .collect()
+}
+
+/// SIGKILLs the process `program` (file name) of the pod runner's pod `pod`, found by the
+/// `HOSTNAME` every container gets; returns its pid. Local control plane only.
+pub fn kill_pod_process(pod: &str, program: &str) -> u32 {
+    let hostname = format!("HOSTNAME={pod}");
+    let pid = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            exe.is_some_and(|e| e.file_name().is_some_and(|n| n == program))
+                && environ
+                    .split(|b| *b == 0)
+                    .any(|var| var == hostname.as_bytes())
+        })
+        .unwrap_or_else(|| panic!("no {program} process of pod {pod}"));
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "SIGKILL to {pid}");
+    pid
 }

@@ -55,18 +55,42 @@ pub fn start_operator(kubeconfig: &std::path::Path, query_image: &str) -> Operat
     )
 }
 
-/// Starts `kbeast-operator` with exactly these arguments, plus `--kubeconfig`.
+/// Starts `kbeast-operator` with exactly these arguments, plus `--kubeconfig`. Its JSON log
+/// goes to a file in `$KBEAST_E2E_OPERATOR_LOGS` when that is set, else nowhere.
 pub fn start_operator_with(kubeconfig: &std::path::Path, args: &[&str]) -> Operator {
     Operator(
         Command::new(binary("kbeast-operator"))
             .args(args)
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .stdout(Stdio::null())
+            .stdout(operator_log())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("kbeast-operator starts"),
     )
+}
+
+fn operator_log() -> Stdio {
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let Some(dir) = std::env::var_os("KBEAST_E2E_OPERATOR_LOGS") else {
+        return Stdio::null();
+    };
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = PathBuf::from(dir).join(format!(
+        "{}-{}-operator-{n}.log",
+        std::env::current_exe()
+            .ok()
+            .and_then(|e| e.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    match std::fs::File::create(&path) {
+        Ok(file) => {
+            eprintln!("operator log: {}", path.display());
+            file.into()
+        }
+        Err(error) => panic!("KBEAST_E2E_OPERATOR_LOGS: {}: {error}", path.display()),
+    }
 }
 
 pub async fn install_crd(client: &Client) {

@@ -8,13 +8,12 @@
 //! `KBEAST_E2E_IMAGE`); the data-plane part needs the emulator's port-forward and is
 //! skipped there, with a message.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use kbeast_api::KnowledgeProject;
 use kbeast_client::{DocumentInput, IngestRequest, SearchMode, SearchRequest};
+use kbeast_e2e::harness::api_keys;
 use kbeast_e2e::{
     binary, create_namespace, install_crd, ready_for_generation, repo_root, start_operator,
     wait_for,
@@ -41,19 +40,6 @@ const TENANTS: [Tenant; 2] = [
         marker: "bumblebee",
     },
 ];
-
-async fn api_keys(client: &Client, namespace: &str) -> BTreeMap<String, String> {
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-        .get("docs-api-keys")
-        .await
-        .expect("generated API-keys Secret");
-    secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8(v.0).expect("UTF-8 key")))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() {
@@ -126,7 +112,7 @@ async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() 
             .port_forward(tenant.namespace, "svc/docs", 8080)
             .await
             .expect("port-forward to the Service");
-        let keys = api_keys(&client, tenant.namespace).await;
+        let keys = api_keys(&client, tenant.namespace, "docs").await;
         services.push((format!("http://{addr}"), keys));
     }
 

@@ -4,15 +4,13 @@
 //!
 //! Runs on the emulator only: the crashing image is a pod-runner image mapping.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kbeast_api::KnowledgeProject;
-use kbeast_client::{DocumentInput, IngestRequest, SearchMode, SearchRequest};
-use kbeast_e2e::harness::cluster_with_pod_runner;
+use kbeast_client::{DocumentInput, IngestRequest};
+use kbeast_e2e::harness::{QueryLoop, api_keys, cluster_with_pod_runner};
 use kbeast_e2e::{
     binary, create_namespace, install_crd, ready_for_generation, start_operator, wait_for,
 };
@@ -102,19 +100,14 @@ async fn good_updates_roll_without_failed_queries_and_crashing_ones_roll_back() 
     .await;
 
     // Keys, one document, and a client that searches without pause through the Service.
-    let secret = Api::<Secret>::namespaced(client.clone(), NAMESPACE)
-        .get("docs-api-keys")
-        .await
-        .expect("keys Secret");
-    let key = |name: &str| {
-        String::from_utf8(secret.data.as_ref().expect("data")[name].0.clone()).expect("UTF-8")
-    };
+    let keys = api_keys(&client, NAMESPACE, "docs").await;
     let address = cluster
         .port_forward(NAMESPACE, "svc/docs", 8080)
         .await
         .expect("port-forward");
-    let writer = kbeast_client::Client::new(format!("http://{address}"), Some(key("write-key")))
-        .expect("client");
+    let writer =
+        kbeast_client::Client::new(format!("http://{address}"), Some(keys["write-key"].clone()))
+            .expect("client");
     writer
         .ingest(&IngestRequest {
             documents: vec![DocumentInput {
@@ -126,29 +119,10 @@ async fn good_updates_roll_without_failed_queries_and_crashing_ones_roll_back() 
         })
         .await
         .expect("ingested");
-    let stop = Arc::new(AtomicBool::new(false));
-    let (succeeded, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let reader = kbeast_client::Client::new(format!("http://{address}"), Some(key("read-key")))
-        .expect("client");
-    let querying = {
-        let (stop, succeeded, failed) = (stop.clone(), succeeded.clone(), failed.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                // Ephemeral storage: each pod has its own data, so only the call's success counts.
-                match reader
-                    .search(&SearchRequest::new("aardvark", SearchMode::Keyword, 3))
-                    .await
-                {
-                    Ok(_) => succeeded.fetch_add(1, Ordering::Relaxed),
-                    Err(error) => {
-                        eprintln!("query failed: {error}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let reader =
+        kbeast_client::Client::new(format!("http://{address}"), Some(keys["read-key"].clone()))
+            .expect("client");
+    let querying = QueryLoop::start(reader, "aardvark");
 
     // 1. A good update: every new pod passes its smoke check; status ends on one revision.
     let first = status_of(&projects.get("docs").await.expect("project"));
@@ -177,7 +151,7 @@ async fn good_updates_roll_without_failed_queries_and_crashing_ones_roll_back() 
     let good = status_of(&projects.get("docs").await.expect("project"));
     let good_revision = good.update_revision.clone().expect("revision");
     assert_eq!(
-        failed.load(Ordering::Relaxed),
+        querying.failed(),
         0,
         "no query failed during the good update"
     );
@@ -253,7 +227,7 @@ async fn good_updates_roll_without_failed_queries_and_crashing_ones_roll_back() 
     )
     .await;
     assert_eq!(
-        failed.load(Ordering::Relaxed),
+        querying.failed(),
         0,
         "no query failed during the bad rollout"
     );
@@ -274,11 +248,7 @@ async fn good_updates_roll_without_failed_queries_and_crashing_ones_roll_back() 
             .is_ok_and(|p| ready_for_generation(&p) && status_of(&p).failed_revision.is_none())
     })
     .await;
-    stop.store(true, Ordering::Relaxed);
-    querying.await.expect("query loop");
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "no query failed at all");
-    assert!(
-        succeeded.load(Ordering::Relaxed) > 20,
-        "the client kept querying"
-    );
+    let (succeeded, failed) = querying.finish().await;
+    assert_eq!(failed, 0, "no query failed at all");
+    assert!(succeeded > 20, "the client kept querying");
 }

@@ -8,9 +8,6 @@ use kube::ResourceExt;
 
 use super::{child_meta, names, with_desired_hash};
 
-/// Model id the hash embedder reports.
-pub const HASH_MODEL_ID: &str = "hash-v1";
-
 /// Query configuration, as the environment variables `kbeast-query serve` reads.
 pub fn desired_config_map(project: &KnowledgeProject) -> ConfigMap {
     let spec = &project.spec;
@@ -46,7 +43,8 @@ pub fn desired_config_map(project: &KnowledgeProject) -> ConfigMap {
     ]);
     // The hash embedder has no model or endpoint; only openai takes them.
     if spec.embedding.provider == EmbeddingProvider::Openai {
-        data.insert(env::EMBEDDING_MODEL, embedding_model(project));
+        let model = spec.embedding.model.clone().unwrap_or_default();
+        data.insert(env::EMBEDDING_MODEL, model);
         if let Some(endpoint) = &spec.embedding.endpoint {
             data.insert(env::EMBEDDING_ENDPOINT, endpoint.clone());
         }
@@ -86,10 +84,12 @@ pub fn data_location(project: &KnowledgeProject) -> String {
     }
 }
 
-/// The model id the pods must report.
+/// The model id the pods must report in `/v1/stats` (the query contract's naming).
 pub fn embedding_model(project: &KnowledgeProject) -> String {
     match project.spec.embedding.provider {
-        EmbeddingProvider::Hash => HASH_MODEL_ID.to_string(),
-        EmbeddingProvider::Openai => project.spec.embedding.model.clone().unwrap_or_default(),
+        EmbeddingProvider::Hash => query_contract::HASH_MODEL_ID.to_string(),
+        EmbeddingProvider::Openai => {
+            query_contract::openai_model_id(project.spec.embedding.model.as_deref().unwrap_or(""))
+        }
     }
 }

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use crate::settings::OperatorSettings;
 
-pub use config_map::{HASH_MODEL_ID, data_location, desired_config_map, embedding_model};
+pub use config_map::{data_location, desired_config_map, embedding_model};
 pub use deployment::{
     desired_deployment, query_container_name, query_image, secrets_hash, template_revision,
     with_pod_template,
@@ -47,8 +47,9 @@ pub use service_account::desired_service_account;
 /// Facts from the cluster that the builders need.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ObservedFacts {
-    /// Hash of the data of every Secret the pods read (API keys, embedder key, object-store
-    /// credentials), so that rotating one rolls the pods.
+    /// Hash of the data of the Secrets the pods read as environment variables (embedder key,
+    /// object-store credentials), so that rotating one rolls the pods. API keys are not in
+    /// it: the pods reload their mounted keys file.
     pub secrets_hash: String,
 }
 

@@ -485,6 +485,18 @@ fn pod_views_read_the_gate_restarts_and_container_problems() {
 }
 
 #[test]
+fn an_openai_project_expects_the_model_id_the_query_server_reports() {
+    let mut project = crate::build::test_support::sample("minimal.yaml");
+    project.spec.embedding.provider = kbeast_api::EmbeddingProvider::Openai;
+    project.spec.embedding.model = Some("e5-small".into());
+    project.spec.embedding.dimension = 768;
+    let expected = smoke_expectation(&project, None);
+    // kbeast-query's openai embedder names itself `openai:<model>` (crates/query/src/embed).
+    assert_eq!(expected.model, "openai:e5-small");
+    assert_eq!(expected.dimension, 768);
+}
+
+#[test]
 fn the_smoke_key_is_the_first_key_that_may_search() {
     let keys = r#"[{"id": "w", "secret": "kb_w", "scopes": ["write"]},
                    {"id": "r", "secret": "kb_r", "scopes": ["read"]}]"#;
