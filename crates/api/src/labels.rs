@@ -12,7 +12,8 @@ pub const PROJECT_LABEL: &str = "kbeast.io/project";
 
 /// Hash of the desired object, so an unchanged child is never re-applied.
 pub const DESIRED_HASH_ANNOTATION: &str = "kbeast.io/desired-hash";
-/// Hash of the query configuration and API keys, on the pod template: a change rolls the pods.
+/// Hash of the query configuration and the Secrets read as environment, on the pod template: a
+/// change rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "kbeast.io/config-hash";
 /// Hash of the pod template, on the Deployment: names the revision being rolled out.
 pub const REVISION_ANNOTATION: &str = "kbeast.io/revision";

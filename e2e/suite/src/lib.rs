@@ -1,6 +1,7 @@
 //! Shared steps of the end-to-end tests in `tests/`: they start the real `kbeast-operator`
 //! against the local control plane (`kbeast-localcluster`), or a real cluster.
 
+pub mod children;
 pub mod harness;
 
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! The real operator binary against the local control plane: a project converges, its
-//! children are correct, and a converged project costs no writes.
+//! children are correct (owner, labels, PDB, Service and NetworkPolicy rules), and a converged
+//! project costs no writes.
 //!
 //! With `KBEAST_E2E_KUBECONFIG` set, the same test runs against that cluster instead, with
 //! `KBEAST_E2E_IMAGE` as the query image; checks that need the emulator's request log are
@@ -7,11 +8,10 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use kbeast_e2e::children::assert_children;
 use kbeast_e2e::harness::Env;
 use kbeast_localcluster::RequestFilter;
 use kube::ResourceExt;
-use kube::api::Api;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_project_converges_and_then_costs_no_writes() {
@@ -26,12 +26,8 @@ async fn a_project_converges_and_then_costs_no_writes() {
     let client = env.client.clone();
 
     let project = projects.get("docs").await.expect("project");
-    let deployment: Deployment = Api::namespaced(client.clone(), namespace)
-        .get("docs")
-        .await
-        .expect("Deployment");
-    let owner = &deployment.owner_references()[0];
-    assert_eq!(Some(owner.uid.as_str()), project.metadata.uid.as_deref());
+    // Every child: owned by the project, labelled, and the PDB, Service and NetworkPolicy rules.
+    assert_children(&client, &project, &[]).await;
     assert_eq!(project.finalizers(), ["kbeast.io/cleanup"]);
     let status = project.status.expect("status");
     assert_eq!(status.replica_summary.as_deref(), Some("1/1"));

@@ -2,17 +2,21 @@
 //! `config/samples/minimal.yaml`, each in its own namespace) become Ready through the pod
 //! runner's probes with real `kbeast-query` processes; documents are ingested and searched
 //! (vector, keyword, hybrid) through the Services with the generated API keys, and the
-//! tenants stay apart (the other tenant's key gets 401, its documents never show up).
+//! tenants stay apart (each NetworkPolicy admits only its own namespace and the operator's, the
+//! other tenant's key gets 401, its documents never show up).
 //!
 //! With `KBEAST_E2E_KUBECONFIG` set, the projects run on that cluster (image
 //! `KBEAST_E2E_IMAGE`); the data-plane part needs the emulator's port-forward and is
 //! skipped there, with a message.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kbeast_api::KnowledgeProject;
 use kbeast_client::{DocumentInput, IngestRequest, SearchMode, SearchRequest};
+use kbeast_e2e::children::assert_network_policy;
 use kbeast_e2e::harness::api_keys;
 use kbeast_e2e::{
     binary, create_namespace, install_crd, ready_for_generation, repo_root, start_operator,
@@ -98,6 +102,22 @@ async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() 
             },
         )
         .await;
+    }
+    // Isolation as rendered: each tenant's NetworkPolicy admits its own namespace and the
+    // operator's, never the other tenant's.
+    for tenant in &TENANTS {
+        let policy: NetworkPolicy = Api::namespaced(client.clone(), tenant.namespace)
+            .get("docs")
+            .await
+            .expect("NetworkPolicy");
+        let labels = BTreeMap::from([
+            ("app.kubernetes.io/instance".to_string(), "docs".to_string()),
+            (
+                "app.kubernetes.io/name".to_string(),
+                "kbeast-query".to_string(),
+            ),
+        ]);
+        assert_network_policy(&policy, &labels, &[]);
     }
 
     let Some(cluster) = &cluster else {

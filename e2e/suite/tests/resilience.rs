@@ -13,6 +13,7 @@ use kbeast_api::KnowledgeProject;
 use kbeast_e2e::harness::{Env, metric_sum};
 use kbeast_e2e::{ready_for_generation, wait_for};
 use kbeast_localcluster::{Fault, FaultAction};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -135,6 +136,24 @@ async fn switching_autoscaling_on_and_off_never_drops_a_running_pod() {
     })
     .await;
     env.wait_ready(namespace, "docs", CONVERGE).await;
+    let hpa = hpas.get("docs").await.expect("HPA");
+    let project = projects.get("docs").await.expect("project");
+    assert_eq!(
+        hpa.owner_references().first().map(|o| o.uid.as_str()),
+        project.metadata.uid.as_deref(),
+        "the HPA is the project's"
+    );
+    let rules = hpa.spec.expect("HPA spec");
+    assert_eq!(
+        (
+            rules.scale_target_ref.kind.as_str(),
+            rules.scale_target_ref.name.as_str(),
+            rules.min_replicas,
+            rules.max_replicas
+        ),
+        ("Deployment", "docs", Some(2), 4),
+        "the HPA scales the Deployment within the spec's bounds"
+    );
     let deployment = deployments.get("docs").await.expect("Deployment");
     let ours_own_replicas = deployment
         .metadata
