@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The zero-cluster tour, in one command (`make sandbox`): starts the local control plane with its
+# pod runner, installs the CRD, starts the operator, creates config/samples/minimal.yaml, ingests
+# this repository's docs/ as a sample corpus through the project's Service, and prints a search
+# command that works. Ctrl-C stops everything.
+#
+#   scripts/sandbox.sh [--port 18080] [--check]
+#
+# --check runs the printed search itself and exits (used by the e2e test). Needs root (the pod
+# runner puts each pod in its own network namespace). State lives in $KBEAST_SANDBOX_DIR
+# (default ~/.cache/kbeast/sandbox, wiped at each start).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+port=18080
+check=false
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --port) port="$2"; shift 2 ;;
+        --check) check=true; shift ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kbeast/target}"
+if [ "${KBEAST_SANDBOX_SKIP_BUILD:-}" != "1" ]; then
+    "$root/scripts/install-build-deps.sh"
+    "$root/scripts/install-test-tools.sh" >/dev/null
+    "$root/scripts/build-binaries.sh"
+fi
+bin="$CARGO_TARGET_DIR/debug"
+kubectl="${KBEAST_TOOLS_DIR:-$HOME/.cache/kbeast/tools}/bin/kubectl"
+dir="${KBEAST_SANDBOX_DIR:-$HOME/.cache/kbeast/sandbox}"
+rm -rf "$dir"
+mkdir -p "$dir"
+export KUBECONFIG="$dir/kubeconfig"
+image=ghcr.io/kbeast/kbeast
+
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step() { echo "== $*"; }
+# The emulator serves no OpenAPI documents for kubectl's client-side validation.
+
+step "local control plane with the pod runner (log: $dir/localcluster.log)"
+"$bin/kbeast-localcluster" --kubeconfig "$KUBECONFIG" --kubelet \
+    --image-map "$image=$bin/kbeast-query" \
+    --forward "default/svc/docs:8080=$port" >"$dir/localcluster.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$KUBECONFIG" ] && break; sleep 0.1; done
+[ -s "$KUBECONFIG" ] || { echo "the local control plane did not start; see $dir/localcluster.log" >&2; exit 1; }
+
+step "CRD and operator namespace"
+"$kubectl" apply --server-side --validate=false -f crds/ >/dev/null
+"$kubectl" wait --for=condition=Established crd/knowledgeprojects.kbeast.io --timeout=30s >/dev/null
+"$kubectl" apply --server-side --validate=false -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: kbeast-system
+EOF
+
+step "kbeast-operator (log: $dir/operator.log)"
+"$bin/kbeast-operator" run --kubeconfig "$KUBECONFIG" --operator-namespace kbeast-system \
+    --query-image "$image:sandbox" --listen 127.0.0.1:0 >"$dir/operator.log" 2>&1 &
+pids+=($!)
+
+step "KnowledgeProject default/docs from config/samples/minimal.yaml"
+"$kubectl" apply --server-side --validate=false -n default -f config/samples/minimal.yaml >/dev/null
+"$kubectl" wait -n default --for=condition=Ready kp/docs --timeout=300s
+"$kubectl" get -n default kp/docs
+
+read_secret() {
+    "$kubectl" get -n default secret docs-api-keys -o "jsonpath={.data.$1}" | base64 -d
+}
+write_key=$(read_secret write-key)
+read_key=$(read_secret read-key)
+url="http://127.0.0.1:$port"
+
+step "ingesting docs/*.md through the Service ($url)"
+python3 - "$url" "$write_key" docs/*.md <<'EOF'
+import json, sys, urllib.request
+url, key, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
+documents = [{"id": p.split("/")[-1][:-3], "text": open(p, encoding="utf-8").read(), "source": p}
+             for p in paths]
+request = urllib.request.Request(
+    url + "/v1/documents", data=json.dumps({"documents": documents}).encode(), method="POST",
+    headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+with urllib.request.urlopen(request, timeout=120) as response:
+    body = json.load(response)
+chunks = sum(d["chunks"] for d in body["documents"])
+print(f"   {len(body['documents'])} documents, {chunks} chunks")
+EOF
+
+search="curl -s -H 'Authorization: Bearer $read_key' -H 'Content-Type: application/json' \\
+  -d '{\"query\": \"how does a failed rollout roll back\", \"mode\": \"hybrid\", \"top_k\": 3}' \\
+  $url/v1/search"
+echo
+echo "Search the sample corpus:"
+echo
+echo "$search"
+echo
+echo "kubectl: export KUBECONFIG=$KUBECONFIG   (kubectl: $kubectl)"
+
+if $check; then
+    step "running the search"
+    eval "$search" | python3 -c '
+import json, sys
+body = json.load(sys.stdin)
+hits = body["hits"]
+assert hits, "no hits"
+for hit in hits:
+    print("   %.4f  %s" % (hit["score"], hit["doc_id"]))
+assert hits[0]["doc_id"] == "rollouts", "the rollouts page answers a question about rollbacks"
+'
+    exit 0
+fi
+echo "Ctrl-C stops the sandbox."
+wait
