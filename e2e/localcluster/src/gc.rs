@@ -201,6 +201,43 @@ fn collect_once(state: &mut State, now: &str) -> bool {
         .list(&namespaces, None)
         .iter()
         .any(|n| !n["metadata"]["deletionTimestamp"].is_null());
+    // Dependents whose owners are all gone, or whose owner is being deleted in the foreground.
+    // Found on references: this runs after every write, over every object.
+    let mut uids: HashSet<&str> = HashSet::new();
+    let mut foreground: HashSet<&str> = HashSet::new();
+    let mut any_deleting = false;
+    for (_, object) in state.store.all() {
+        uids.insert(uid(object));
+        if !object["metadata"]["deletionTimestamp"].is_null() {
+            any_deleting = true;
+            if finalizers(object).iter().any(|f| f == "foregroundDeletion") {
+                foreground.insert(uid(object));
+            }
+        }
+    }
+    let orphan = state
+        .store
+        .all()
+        .find(|(_, object)| {
+            let owners = owner_uids(object);
+            !owners.is_empty()
+                && object["metadata"]["deletionTimestamp"].is_null()
+                && (owners.iter().all(|u| !uids.contains(u.as_str()))
+                    || owners.iter().any(|u| foreground.contains(u.as_str())))
+                && find_type(state, object).is_some()
+        })
+        .map(|(_, object)| object.clone());
+    if let Some(object) = orphan
+        && let Some(rt) = find_type(state, &object)
+    {
+        delete_object(state, &rt, &object, "Background", now);
+        return true;
+    }
+    if !any_deleting && !emptying_namespace {
+        return false;
+    }
+
+    // Objects being deleted: finalizers the collector owns, and namespaces being emptied.
     let objects: Vec<(ResourceKey, Value)> = state
         .store
         .all()
@@ -211,29 +248,6 @@ fn collect_once(state: &mut State, now: &str) -> bool {
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if objects.is_empty() {
-        return false;
-    }
-    let uids: HashSet<String> = state.store.all().map(|(_, o)| uid(o).to_string()).collect();
-
-    // Dependents whose owners are all gone, or whose owner is being deleted in the foreground.
-    for (_, object) in &objects {
-        let owners = owner_uids(object);
-        if owners.is_empty() || !object["metadata"]["deletionTimestamp"].is_null() {
-            continue;
-        }
-        let foreground_owner = objects.iter().any(|(_, o)| {
-            owners.iter().any(|u| u == uid(o))
-                && !o["metadata"]["deletionTimestamp"].is_null()
-                && finalizers(o).iter().any(|f| f == "foregroundDeletion")
-        });
-        if (owners.iter().all(|u| !uids.contains(u)) || foreground_owner)
-            && let Some(rt) = find_type(state, object)
-        {
-            delete_object(state, &rt, object, "Background", now);
-            return true;
-        }
-    }
 
     for (key, object) in &objects {
         if object["metadata"]["deletionTimestamp"].is_null() {

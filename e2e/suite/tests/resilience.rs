@@ -209,7 +209,7 @@ async fn many_projects_created_at_once_all_become_ready() {
     #[allow(non_snake_case)]
     let PROJECTS = projects_wanted;
     let env = Env::start().await;
-    let (operator, _) = env.operator(&[]);
+    let (operator, metrics_port) = env.operator(&[]);
     let namespace = "e2e-scale";
     kbeast_e2e::create_namespace(&env.client, namespace).await;
     let projects: Api<KnowledgeProject> = env.projects(namespace);
@@ -276,5 +276,11 @@ async fn many_projects_created_at_once_all_become_ready() {
             "{:.1}",
             k as f64 / 1024.0
         ))
+    );
+    let reconciles = metric_sum(metrics_port, "kbeast_reconciliations_total").unwrap_or(0.0);
+    let busy = metric_sum(metrics_port, "kbeast_reconcile_duration_seconds_sum").unwrap_or(0.0);
+    eprintln!(
+        "scale: {reconciles} reconciles, {busy:.1} s spent reconciling ({:.0} ms each)",
+        1000.0 * busy / reconciles.max(1.0)
     );
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{
     MANAGER, controller_uid, is_terminating, label_selector, name, namespace, objects,
-    owner_reference, resource, scaled_value, timestamp, uid,
+    objects_where, owner_reference, resource, scaled_value, timestamp, uid,
 };
 use crate::api::State;
 use crate::system::{record_event, write_as};
@@ -166,10 +166,9 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp) {
     if label_selector(&d["spec"]["selector"]).is_none() {
         return;
     }
-    let mut all: Vec<Value> = objects(s.state, &rs_rt, Some(&ns))
-        .into_iter()
-        .filter(|rs| controller_uid(rs) == Some(uid(&d)) && !is_terminating(rs))
-        .collect();
+    let mut all: Vec<Value> = objects_where(s.state, &rs_rt, Some(&ns), |rs| {
+        controller_uid(rs) == Some(uid(&d)) && !is_terminating(rs)
+    });
     all.sort_by_key(creation);
     let replicas = int(&d["spec"]["replicas"]);
     let template = &d["spec"]["template"];
@@ -307,10 +306,9 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp) {
     }
 
     // Re-read what the sync wrote, then compute status.
-    let all: Vec<Value> = objects(s.state, &rs_rt, Some(&ns))
-        .into_iter()
-        .filter(|rs| controller_uid(rs) == Some(uid(&d)) && !is_terminating(rs))
-        .collect();
+    let all: Vec<Value> = objects_where(s.state, &rs_rt, Some(&ns), |rs| {
+        controller_uid(rs) == Some(uid(&d)) && !is_terminating(rs)
+    });
     let new = new_rs.and_then(|n| all.iter().find(|rs| uid(rs) == uid(&n)).cloned());
     cleanup_history(&mut s, &deployment, &all, new.as_ref());
     let current = s

@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, controller_uid, is_terminating, label_selector, namespace, objects, pod_ready,
-    resource, scaled_value, timestamp, uid,
+    MANAGER, controller_uid, is_terminating, label_selector, namespace, objects, objects_where,
+    pod_ready, resource, scaled_value, timestamp, uid,
 };
 use crate::api::State;
 use crate::system::write_as;
@@ -53,10 +53,9 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         let Some(selector) = label_selector(&pdb["spec"]["selector"]) else {
             continue;
         };
-        let pods: Vec<Value> = objects(state, &pod_rt, Some(&ns))
-            .into_iter()
-            .filter(|p| selector.matches(p) && !is_terminating(p))
-            .collect();
+        let pods: Vec<Value> = objects_where(state, &pod_rt, Some(&ns), |p| {
+            selector.matches(p) && !is_terminating(p)
+        });
         let healthy = pods.iter().filter(|p| pod_ready(p)).count() as i64;
         let spec = &pdb["spec"];
         // Integer minAvailable counts pods; percentages and maxUnavailable use controller scale.

@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, is_terminating, label_selector, name, namespace, objects, pod_ready, resource,
-    timestamp,
+    MANAGER, is_terminating, label_selector, name, namespace, objects, objects_where, pod_ready,
+    resource, timestamp,
 };
 use crate::api::State;
 use crate::system::write_as;
@@ -44,12 +44,9 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         let Some(selector) = label_selector(&json!({"matchLabels": selector_map})) else {
             continue;
         };
-        let pods: Vec<Value> = objects(state, &pod_rt, Some(&ns))
-            .into_iter()
-            .filter(|p| {
-                selector.matches(p) && !is_terminating(p) && p["status"]["podIP"].is_string()
-            })
-            .collect();
+        let pods: Vec<Value> = objects_where(state, &pod_rt, Some(&ns), |p| {
+            selector.matches(p) && !is_terminating(p) && p["status"]["podIP"].is_string()
+        });
         let mut subsets = Vec::new();
         if let Some(first) = pods.first() {
             let ports: Vec<Value> = svc["spec"]["ports"]

@@ -146,6 +146,23 @@ pub fn objects(state: &State, rt: &ResourceType, namespace: Option<&str>) -> Vec
         .collect()
 }
 
+/// The objects of `rt` in `namespace` that `keep` accepts, cloned. Filters before cloning: the
+/// per-owner lookups run for every owner on every pass.
+pub fn objects_where(
+    state: &State,
+    rt: &ResourceType,
+    namespace: Option<&str>,
+    keep: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    state
+        .store
+        .list(&rt.key(), namespace)
+        .into_iter()
+        .filter(|object| keep(object))
+        .cloned()
+        .collect()
+}
+
 pub fn uid(object: &Value) -> &str {
     object["metadata"]["uid"].as_str().unwrap_or("")
 }
