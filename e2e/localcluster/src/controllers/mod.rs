@@ -76,6 +76,9 @@ pub const NODE_NAME: &str = "localcluster-node";
 pub const MANAGER: &str = "kube-controller-manager";
 
 /// Runs the controllers until the shared state is dropped.
+/// Shortest pause between two controller passes; bursts of changes coalesce into one pass.
+const MIN_PASS_GAP: Duration = Duration::from_millis(20);
+
 pub async fn run(shared: std::sync::Weak<Shared>, set: ControllerSet, tick: Duration) {
     let mut changes = match shared.upgrade() {
         Some(s) => s.lock().store.subscribe(),
@@ -85,8 +88,12 @@ pub async fn run(shared: std::sync::Weak<Shared>, set: ControllerSet, tick: Dura
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        let pass = std::time::Instant::now();
         reconcile_all(&shared, set);
         drop(shared);
+        // A pass holds the store's lock and costs O(objects): leave the API at least as much
+        // time as the pass took, so that many objects do not starve requests.
+        tokio::time::sleep(pass.elapsed().max(MIN_PASS_GAP)).await;
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             r = changes.recv() => {
