@@ -224,9 +224,10 @@ async fn many_projects_created_at_once_all_become_ready() {
             .await
             .expect("project created");
     }
+    let created = started.elapsed();
     eprintln!(
         "scale: {PROJECTS} projects created in {:.1} s",
-        started.elapsed().as_secs_f64()
+        created.as_secs_f64()
     );
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -281,4 +282,53 @@ async fn many_projects_created_at_once_all_become_ready() {
         "scale: {reconciles} reconciles, {busy:.1} s spent reconciling ({:.0} ms each)",
         1000.0 * busy / reconciles.max(1.0)
     );
+
+    // Steady state: once everything is Ready, the operator writes nothing.
+    let steady_seconds: u64 = std::env::var("KBEAST_E2E_SCALE_STEADY_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let steady_writes = match env.request_log_or_skip("the steady-state write count") {
+        Some(cluster) => {
+            // Let the last status writes and rollout records land first.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let since = cluster.elapsed_ms();
+            tokio::time::sleep(Duration::from_secs(steady_seconds)).await;
+            let by_operator = |r: &kbeast_localcluster::RequestRecord| {
+                r.user_agent.contains("kbeast-operator") || r.client.contains("kbeast-operator")
+            };
+            assert!(
+                env.writes_since(0).iter().any(by_operator),
+                "the operator's writes are recognised in the request log"
+            );
+            let writes: Vec<String> = env
+                .writes_since(since)
+                .into_iter()
+                .filter(by_operator)
+                .map(|r| format!("{} {} {:?}/{:?}", r.verb, r.resource, r.namespace, r.name))
+                .collect();
+            assert!(
+                writes.is_empty(),
+                "{} operator writes in {steady_seconds} s of steady state, e.g. {:?}",
+                writes.len(),
+                writes.iter().take(5).collect::<Vec<_>>()
+            );
+            Some(writes.len())
+        }
+        None => None,
+    };
+    if let Some(path) = std::env::var_os("KBEAST_E2E_SCALE_REPORT") {
+        let report = json!({
+            "projects": PROJECTS,
+            "create_seconds": created.as_secs_f64(),
+            "ready_seconds": took.as_secs_f64(),
+            "operator_rss_mib": rss_kib.map(|k| k as f64 / 1024.0),
+            "reconciles": reconciles,
+            "reconcile_seconds": busy,
+            "steady_state_seconds": steady_seconds,
+            "steady_state_operator_writes": steady_writes,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&report).expect("JSON"))
+            .expect("report written");
+    }
 }
