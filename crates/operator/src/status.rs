@@ -234,11 +234,12 @@ pub fn desired_status(
         rolled_back_to,
     }) = phase
     {
+        // `counts` describe the Deployment as it is now: the good revision after a rollback.
         let action = match rolled_back_to {
-            Some(good) => format!("rolled back to revision {good}"),
-            None => "halted".to_string(),
+            Some(good) => format!("rolled back to revision {good}, which serves ({counts})"),
+            None => format!("halted ({counts})"),
         };
-        let message = format!("{message}; {action}. Fix the spec to roll forward: {counts}");
+        let message = format!("{message}; {action}. Fix the spec to roll forward.");
         set(
             conditions::READY,
             false,
@@ -663,7 +664,9 @@ mod tests {
         assert_eq!(rolled_back.failed_revision.as_deref(), Some("r2"));
         let message = &get(&rolled_back, conditions::DEGRADED).message;
         assert!(
-            message.contains("docs-x") && message.contains("rolled back to revision r1"),
+            message.contains("docs-x")
+                && message.contains("rolled back to revision r1, which serves (2 of 2 pods")
+                && message.ends_with("Fix the spec to roll forward."),
             "{message}"
         );
         assert_eq!(
