@@ -345,3 +345,87 @@ pub fn kill_pod_process(pod: &str, program: &str) -> u32 {
     assert!(status.success(), "SIGKILL to {pid}");
     pid
 }
+
+/// The local control plane with the pod runner, the CRD, and the operator's namespace: the
+/// set-up of the tests that run real query pods. Emulator only.
+pub struct PodCluster {
+    pub cluster: LocalCluster,
+    pub kubeconfig: PathBuf,
+    pub client: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl PodCluster {
+    /// `images` maps image repositories to local programs; `backoff_base` shortens the
+    /// CrashLoopBackOff delays.
+    pub async fn start(images: &[(&str, PathBuf)], backoff_base: Option<Duration>) -> PodCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let cluster = cluster_with_pod_runner(&kubeconfig, images, backoff_base).await;
+        let client = cluster.client().expect("client");
+        install_crd(&client).await;
+        create_namespace(&client, "kbeast-system").await;
+        PodCluster {
+            cluster,
+            kubeconfig,
+            client,
+            _dir: dir,
+        }
+    }
+
+    /// Creates `project` (a KnowledgeProject as JSON) in `namespace` and waits until it is
+    /// Ready for its generation through real probes and smoke checks.
+    pub async fn create_ready_project(
+        &self,
+        namespace: &str,
+        project: serde_json::Value,
+    ) -> Api<KnowledgeProject> {
+        create_namespace(&self.client, namespace).await;
+        let project: KnowledgeProject = serde_json::from_value(project).expect("valid project");
+        let name = project.metadata.name.clone().expect("name");
+        let projects: Api<KnowledgeProject> = Api::namespaced(self.client.clone(), namespace);
+        projects
+            .create(&PostParams::default(), &project)
+            .await
+            .expect("project created");
+        wait_for(
+            &format!("{namespace}/{name} Ready with real pods"),
+            Duration::from_secs(180),
+            || async {
+                projects
+                    .get(&name)
+                    .await
+                    .is_ok_and(|p| ready_for_generation(&p))
+            },
+        )
+        .await;
+        projects
+    }
+
+    /// `http://<address>` of port `port` of a Service, forwarded to this process.
+    pub async fn service_url(&self, namespace: &str, service: &str, port: u16) -> String {
+        let address = self
+            .cluster
+            .port_forward(namespace, &format!("svc/{service}"), port)
+            .await
+            .expect("port-forward to the Service");
+        format!("http://{address}")
+    }
+}
+
+/// The project's status, or an empty one.
+pub fn status_of(project: &KnowledgeProject) -> kbeast_api::KnowledgeProjectStatus {
+    project.status.clone().unwrap_or_default()
+}
+
+/// (status, reason, message) of the condition `type_` for the project's current generation.
+pub fn current_condition(
+    project: &KnowledgeProject,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    status_of(project)
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.observed_generation == project.metadata.generation)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}

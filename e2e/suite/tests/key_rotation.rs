@@ -10,15 +10,12 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kbeast_api::KnowledgeProject;
 use kbeast_client::{SearchMode, SearchRequest};
-use kbeast_e2e::harness::{QueryLoop, api_keys, cluster_with_pod_runner};
-use kbeast_e2e::{
-    binary, create_namespace, install_crd, ready_for_generation, start_operator, wait_for,
-};
+use kbeast_e2e::harness::{PodCluster, QueryLoop, api_keys};
+use kbeast_e2e::{binary, ready_for_generation, start_operator, wait_for};
 use kbeast_localcluster::LocalCluster;
 use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 const IMAGE: &str = "ghcr.io/kbeast/kbeast:e2e";
@@ -116,34 +113,20 @@ async fn keys_rotate_without_a_restart_and_without_failed_queries() {
         );
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    let cluster =
-        cluster_with_pod_runner(&kubeconfig, &[(IMAGE, binary("kbeast-query"))], None).await;
-    let client: Client = cluster.client().expect("client");
-    install_crd(&client).await;
-    create_namespace(&client, "kbeast-system").await;
-    create_namespace(&client, NAMESPACE).await;
-    let projects: Api<KnowledgeProject> = Api::namespaced(client.clone(), NAMESPACE);
+    let env = PodCluster::start(&[(IMAGE, binary("kbeast-query"))], None).await;
+    let (cluster, client) = (&env.cluster, env.client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let project: KnowledgeProject = serde_json::from_value(json!({
-        "apiVersion": "kbeast.io/v1alpha1", "kind": "KnowledgeProject",
-        "metadata": {"name": "docs"},
-        "spec": {"replicas": 2, "storage": {"ephemeral": {}}},
-    }))
-    .expect("valid project");
-    projects
-        .create(&PostParams::default(), &project)
-        .await
-        .expect("project created");
-    let _operator = start_operator(&kubeconfig, IMAGE);
-    wait_for("Ready with real pods", Duration::from_secs(180), || async {
-        projects
-            .get("docs")
-            .await
-            .is_ok_and(|p| ready_for_generation(&p))
-    })
-    .await;
+    let _operator = start_operator(&env.kubeconfig, IMAGE);
+    let projects = env
+        .create_ready_project(
+            NAMESPACE,
+            json!({
+                "apiVersion": "kbeast.io/v1alpha1", "kind": "KnowledgeProject",
+                "metadata": {"name": "docs"},
+                "spec": {"replicas": 2, "storage": {"ephemeral": {}}},
+            }),
+        )
+        .await;
     let pod_names = |list: Vec<Pod>| {
         let mut names: Vec<String> = list.into_iter().filter_map(|p| p.metadata.name).collect();
         names.sort();
@@ -158,13 +141,7 @@ async fn keys_rotate_without_a_restart_and_without_failed_queries() {
         .and_then(|s| s.update_revision);
 
     let old = api_keys(&client, NAMESPACE, "docs").await;
-    let service = format!(
-        "http://{}",
-        cluster
-            .port_forward(NAMESPACE, "svc/docs", 8080)
-            .await
-            .expect("port-forward")
-    );
+    let service = env.service_url(NAMESPACE, "docs", 8080).await;
     let old_client = QueryLoop::start(
         kbeast_client::Client::new(service.clone(), Some(old["read-key"].clone())).expect("client"),
         "aardvark",
@@ -179,14 +156,7 @@ async fn keys_rotate_without_a_restart_and_without_failed_queries() {
         json!({"id": "admin-2", "secret": admin, "scopes": ["read", "write", "admin"]}),
     ]);
     write_keys(&client, &both, &read, &write, &admin).await;
-    wait_until_every_pod(
-        &cluster,
-        &pods,
-        &read,
-        true,
-        "every pod accepts the new key",
-    )
-    .await;
+    wait_until_every_pod(cluster, &pods, &read, true, "every pod accepts the new key").await;
     assert_eq!(
         api_keys(&client, NAMESPACE, "docs").await["read-key"],
         read,
@@ -211,14 +181,14 @@ async fn keys_rotate_without_a_restart_and_without_failed_queries() {
     ];
     write_keys(&client, &only_new, &read, &write, &admin).await;
     wait_until_every_pod(
-        &cluster,
+        cluster,
         &pods,
         &old["read-key"],
         false,
         "every pod rejects the old key",
     )
     .await;
-    wait_until_every_pod(&cluster, &pods, &read, true, "the new key still works").await;
+    wait_until_every_pod(cluster, &pods, &read, true, "the new key still works").await;
     let (succeeded, failed) = new_client.finish().await;
     assert_eq!(failed, 0, "no query with the new key failed");
     assert!(succeeded > 5, "the new client kept querying");

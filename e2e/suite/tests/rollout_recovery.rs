@@ -13,13 +13,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kbeast_api::KnowledgeProject;
 use kbeast_client::{DocumentInput, IngestRequest};
-use kbeast_e2e::harness::{QueryLoop, api_keys, cluster_with_pod_runner, free_port, metric_value};
-use kbeast_e2e::{
-    Operator, binary, create_namespace, install_crd, ready_for_generation, start_operator_with,
-    wait_for,
+use kbeast_e2e::harness::{
+    PodCluster, QueryLoop, api_keys, current_condition, free_port, metric_value, status_of,
 };
-use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kbeast_e2e::{Operator, binary, ready_for_generation, start_operator_with, wait_for};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 const IMAGE: &str = "ghcr.io/kbeast/kbeast:e2e";
@@ -29,18 +27,6 @@ const DEADLINE_SECONDS: u64 = 30;
 /// starts and answers its probes, but every embedding call fails.
 const DEAD_EMBEDDER: &str = "http://127.0.0.1:1/v1";
 const SMOKE_CONDITION: &str = "kbeast.io/smoke-passed";
-
-fn status_of(project: &KnowledgeProject) -> kbeast_api::KnowledgeProjectStatus {
-    project.status.clone().unwrap_or_default()
-}
-
-fn condition(project: &KnowledgeProject, type_: &str) -> Option<(String, String, String)> {
-    status_of(project)
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.observed_generation == project.metadata.generation)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
 
 fn operator(kubeconfig: &std::path::Path) -> (Operator, u16) {
     let port = free_port();
@@ -135,36 +121,22 @@ async fn unhealthy_revisions_roll_back_across_an_operator_restart_and_fixes_roll
         );
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    let cluster =
-        cluster_with_pod_runner(&kubeconfig, &[(IMAGE, binary("kbeast-query"))], None).await;
-    let client: Client = cluster.client().expect("client");
-    install_crd(&client).await;
-    create_namespace(&client, "kbeast-system").await;
-    create_namespace(&client, NAMESPACE).await;
-    let projects: Api<KnowledgeProject> = Api::namespaced(client.clone(), NAMESPACE);
+    let env = PodCluster::start(&[(IMAGE, binary("kbeast-query"))], None).await;
+    let client = env.client.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
-    let project: KnowledgeProject = serde_json::from_value(json!({
-        "apiVersion": "kbeast.io/v1alpha1", "kind": "KnowledgeProject",
-        "metadata": {"name": "docs"},
-        "spec": {"replicas": 2, "storage": {"ephemeral": {}},
-                 "rollout": {"progressDeadlineSeconds": DEADLINE_SECONDS}},
-    }))
-    .expect("valid project");
-    projects
-        .create(&PostParams::default(), &project)
-        .await
-        .expect("project created");
-    let (first_operator, _) = operator(&kubeconfig);
-    wait_for("Ready with real pods", Duration::from_secs(180), || async {
-        projects
-            .get("docs")
-            .await
-            .is_ok_and(|p| ready_for_generation(&p))
-    })
-    .await;
+    let (first_operator, _) = operator(&env.kubeconfig);
+    let projects = env
+        .create_ready_project(
+            NAMESPACE,
+            json!({
+                "apiVersion": "kbeast.io/v1alpha1", "kind": "KnowledgeProject",
+                "metadata": {"name": "docs"},
+                "spec": {"replicas": 2, "storage": {"ephemeral": {}},
+                         "rollout": {"progressDeadlineSeconds": DEADLINE_SECONDS}},
+            }),
+        )
+        .await;
     let good_revision = status_of(&projects.get("docs").await.expect("project"))
         .update_revision
         .expect("revision");
@@ -172,13 +144,7 @@ async fn unhealthy_revisions_roll_back_across_an_operator_restart_and_fixes_roll
     assert_eq!(serving.len(), 2);
 
     let keys = api_keys(&client, NAMESPACE, "docs").await;
-    let base_url = format!(
-        "http://{}",
-        cluster
-            .port_forward(NAMESPACE, "svc/docs", 8080)
-            .await
-            .expect("port-forward")
-    );
+    let base_url = env.service_url(NAMESPACE, "docs", 8080).await;
     kbeast_client::Client::new(base_url.clone(), Some(keys["write-key"].clone()))
         .expect("client")
         .ingest(&IngestRequest {
@@ -213,11 +179,11 @@ async fn unhealthy_revisions_roll_back_across_an_operator_restart_and_fixes_roll
     eprintln!("smoke check failed: {smoke_message}");
     let project = projects.get("docs").await.expect("project");
     assert!(
-        condition(&project, "Progressing").is_some_and(|(s, _, _)| s == "True"),
+        current_condition(&project, "Progressing").is_some_and(|(s, _, _)| s == "True"),
         "Progressing while the revision is checked"
     );
     assert!(
-        condition(&project, "Ready").is_none_or(|(s, _, _)| s != "True"),
+        current_condition(&project, "Ready").is_none_or(|(s, _, _)| s != "True"),
         "not Ready for a generation whose pods failed their smoke check"
     );
     assert!(
@@ -235,7 +201,7 @@ async fn unhealthy_revisions_roll_back_across_an_operator_restart_and_fixes_roll
     drop(first_operator);
     let killed_at = started.elapsed();
     tokio::time::sleep(Duration::from_secs(DEADLINE_SECONDS / 2)).await;
-    let (_second_operator, metrics_port) = operator(&kubeconfig);
+    let (_second_operator, metrics_port) = operator(&env.kubeconfig);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert_eq!(
@@ -244,7 +210,7 @@ async fn unhealthy_revisions_roll_back_across_an_operator_restart_and_fixes_roll
             "the good pods were never removed"
         );
         let project = projects.get("docs").await.expect("project");
-        if condition(&project, "Degraded")
+        if current_condition(&project, "Degraded")
             .is_some_and(|(s, r, _)| s == "True" && r == "RolloutFailed")
         {
             break;
@@ -266,7 +232,7 @@ async fn unhealthy_revisions_roll_back_across_an_operator_restart_and_fixes_roll
         "the deadline counted from the recorded start ({rolled_back_after:?} vs {restarted_clock:?})"
     );
     let project = projects.get("docs").await.expect("project");
-    let (_, _, message) = condition(&project, "Degraded").expect("Degraded");
+    let (_, _, message) = current_condition(&project, "Degraded").expect("Degraded");
     eprintln!("Degraded: {message}");
     assert!(
         message.contains("progressDeadlineSeconds") && message.contains("smoke check"),

@@ -8,14 +8,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kbeast_api::KnowledgeProject;
 use kbeast_client::{DocumentInput, IngestRequest};
-use kbeast_e2e::harness::{QueryLoop, api_keys, cluster_with_pod_runner};
-use kbeast_e2e::{
-    binary, create_namespace, install_crd, ready_for_generation, start_operator, wait_for,
-};
-use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kbeast_e2e::harness::{PodCluster, QueryLoop, api_keys, current_condition, status_of};
+use kbeast_e2e::{binary, ready_for_generation, start_operator, wait_for};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 const GOOD_IMAGE: &str = "ghcr.io/kbeast/kbeast:e2e";
@@ -23,26 +19,12 @@ const GOOD_IMAGE: &str = "ghcr.io/kbeast/kbeast:e2e";
 const CRASHING_IMAGE: &str = "ghcr.io/kbeast/crashing:e2e";
 const NAMESPACE: &str = "e2e-rollouts";
 
-fn status_of(project: &KnowledgeProject) -> kbeast_api::KnowledgeProjectStatus {
-    project.status.clone().unwrap_or_default()
-}
-
-fn condition(project: &KnowledgeProject, type_: &str) -> Option<(String, String, String)> {
-    status_of(project)
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.observed_generation == project.metadata.generation)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn good_updates_roll_without_failed_queries_and_crashing_ones_roll_back() {
     if std::env::var_os("KBEAST_E2E_KUBECONFIG").is_some() {
         eprintln!("skipped on a real cluster: the crashing revision is a pod-runner image mapping");
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("kubeconfig");
     // A `kbeast-query` that refuses its arguments, like a binary given a flag it does not know.
     // Outside /tmp: the pod's own /tmp volume hides the host's.
     let crashing = binary("kbeast-query")
@@ -60,8 +42,7 @@ async fn good_updates_roll_without_failed_queries_and_crashing_ones_roll_back() 
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("executable");
-    let cluster = cluster_with_pod_runner(
-        &kubeconfig,
+    let env = PodCluster::start(
         &[
             (GOOD_IMAGE, binary("kbeast-query")),
             (CRASHING_IMAGE, crashing),
@@ -69,45 +50,25 @@ async fn good_updates_roll_without_failed_queries_and_crashing_ones_roll_back() 
         Some(Duration::from_secs(1)),
     )
     .await;
-    let client: Client = cluster.client().expect("client");
-    install_crd(&client).await;
-    create_namespace(&client, "kbeast-system").await;
-    create_namespace(&client, NAMESPACE).await;
-    let projects: Api<KnowledgeProject> = Api::namespaced(client.clone(), NAMESPACE);
-    let project: KnowledgeProject = serde_json::from_value(json!({
-        "apiVersion": "kbeast.io/v1alpha1", "kind": "KnowledgeProject",
-        "metadata": {"name": "docs"},
-        "spec": {"replicas": 2, "storage": {"ephemeral": {}},
-                 "rollout": {"progressDeadlineSeconds": 90}},
-    }))
-    .expect("valid project");
-    projects
-        .create(&PostParams::default(), &project)
-        .await
-        .expect("project created");
-    let _operator = start_operator(&kubeconfig, GOOD_IMAGE);
-    let ready = || async {
-        projects
-            .get("docs")
-            .await
-            .is_ok_and(|p| ready_for_generation(&p))
-    };
-    wait_for(
-        "Ready with real, smoke-checked pods",
-        Duration::from_secs(180),
-        ready,
-    )
-    .await;
+    let client = env.client.clone();
+    let _operator = start_operator(&env.kubeconfig, GOOD_IMAGE);
+    let projects = env
+        .create_ready_project(
+            NAMESPACE,
+            json!({
+                "apiVersion": "kbeast.io/v1alpha1", "kind": "KnowledgeProject",
+                "metadata": {"name": "docs"},
+                "spec": {"replicas": 2, "storage": {"ephemeral": {}},
+                         "rollout": {"progressDeadlineSeconds": 90}},
+            }),
+        )
+        .await;
 
     // Keys, one document, and a client that searches without pause through the Service.
     let keys = api_keys(&client, NAMESPACE, "docs").await;
-    let address = cluster
-        .port_forward(NAMESPACE, "svc/docs", 8080)
-        .await
-        .expect("port-forward");
+    let url = env.service_url(NAMESPACE, "docs", 8080).await;
     let writer =
-        kbeast_client::Client::new(format!("http://{address}"), Some(keys["write-key"].clone()))
-            .expect("client");
+        kbeast_client::Client::new(url.clone(), Some(keys["write-key"].clone())).expect("client");
     writer
         .ingest(&IngestRequest {
             documents: vec![DocumentInput {
@@ -119,9 +80,7 @@ async fn good_updates_roll_without_failed_queries_and_crashing_ones_roll_back() 
         })
         .await
         .expect("ingested");
-    let reader =
-        kbeast_client::Client::new(format!("http://{address}"), Some(keys["read-key"].clone()))
-            .expect("client");
+    let reader = kbeast_client::Client::new(url, Some(keys["read-key"].clone())).expect("client");
     let querying = QueryLoop::start(reader, "aardvark");
 
     // 1. A good update: every new pod passes its smoke check; status ends on one revision.
@@ -184,7 +143,7 @@ async fn good_updates_roll_without_failed_queries_and_crashing_ones_roll_back() 
         let now_serving = names(pods.list(&good_pods).await.expect("pods").items);
         assert_eq!(now_serving, serving, "the good pods were never removed");
         let project = projects.get("docs").await.expect("project");
-        if condition(&project, "Degraded")
+        if current_condition(&project, "Degraded")
             .is_some_and(|(s, r, _)| s == "True" && r == "RolloutFailed")
         {
             break;
@@ -197,7 +156,7 @@ async fn good_updates_roll_without_failed_queries_and_crashing_ones_roll_back() 
     }
     eprintln!("rolled back after {:.1} s", started.elapsed().as_secs_f64());
     let project = projects.get("docs").await.expect("project");
-    let (_, _, message) = condition(&project, "Degraded").expect("Degraded");
+    let (_, _, message) = current_condition(&project, "Degraded").expect("Degraded");
     eprintln!("Degraded: {message}");
     assert!(
         message.contains("crash-looping") && message.contains("exit code 2"),
