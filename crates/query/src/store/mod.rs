@@ -298,6 +298,61 @@ impl Store {
         Ok(result.version)
     }
 
+    /// Appends the chunks of documents that are not in the table: one commit
+    /// that only adds rows, so its cost does not grow with the table (a
+    /// merge-insert joins against every row). Correct only for ids absent from
+    /// the table; see [`Store::stored_exactly`] for the check after the commit.
+    /// Returns the table version of the commit.
+    pub async fn append_documents(&self, documents: &[PreparedDocument]) -> Result<u64> {
+        let batch = self.record_batch(documents)?;
+        Ok(self.table.add(batch).execute().await?.version)
+    }
+
+    /// True if the table holds exactly the chunk ids of `documents` for their
+    /// ids, each once: no duplicate and no chunk of another version of them.
+    pub async fn stored_exactly(&self, documents: &[PreparedDocument]) -> Result<bool> {
+        let ids: Vec<&str> = documents.iter().map(|d| d.id.as_str()).collect();
+        let mut stored: Vec<String> = Vec::new();
+        let mut stream = self
+            .table
+            .query()
+            .only_if(doc_id_in(&ids))
+            .select(Select::columns(&["chunk_id"]))
+            .execute()
+            .await?;
+        while let Some(batch) = stream.try_next().await? {
+            let chunk_ids = string_column(&batch, "chunk_id")?;
+            stored.extend(chunk_ids.iter().flatten().map(str::to_string));
+        }
+        let mut expected: Vec<String> = documents
+            .iter()
+            .flat_map(|d| (0..d.chunks.len()).map(|i| crate::ingest::chunking::chunk_id(&d.id, i)))
+            .collect();
+        stored.sort_unstable();
+        expected.sort_unstable();
+        Ok(stored == expected)
+    }
+
+    /// Replaces every stored row of `documents`, duplicates included, by
+    /// their chunks, in one commit. The merge key adds `ingested_at`, which no
+    /// stored row shares with the rows written now, so nothing matches: every
+    /// old row of these documents is deleted and every new one inserted.
+    pub async fn overwrite_documents(&self, documents: &[PreparedDocument]) -> Result<u64> {
+        let batch = self.record_batch(documents)?;
+        let ids: Vec<&str> = documents.iter().map(|d| d.id.as_str()).collect();
+        let mut merge = self.table.merge_insert(&["chunk_id", "ingested_at"]);
+        merge
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(Some(doc_id_in(&ids)));
+        let reader = RecordBatchIterator::new(vec![Ok(batch)], self.schema.clone());
+        Ok(merge.execute(Box::new(reader)).await?.version)
+    }
+
+    /// Table version the document index reflects (0: unknown, reload pending).
+    pub fn indexed_version(&self) -> u64 {
+        self.indexed_version.load(Ordering::SeqCst)
+    }
+
     /// Deletes all chunks of the given documents in one commit. Returns the
     /// rows deleted and the version of the commit.
     pub async fn delete_documents(&self, ids: &[&str]) -> Result<(u64, u64)> {
