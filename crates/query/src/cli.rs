@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::embed::HashEmbedder;
-use crate::ingest::chunking::ChunkConfig;
+use crate::ingest::chunking::{ChunkConfig, ChunkUnit};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +65,21 @@ impl From<DefaultSearchMode> for kbeast_client::SearchMode {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChunkUnitArg {
+    Chars,
+    Tokens,
+}
+
+impl From<ChunkUnitArg> for ChunkUnit {
+    fn from(unit: ChunkUnitArg) -> Self {
+        match unit {
+            ChunkUnitArg::Chars => Self::Chars,
+            ChunkUnitArg::Tokens => Self::Tokens,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Where the chunks table lives: a local directory (created if missing) or
@@ -94,12 +109,16 @@ pub struct ServeArgs {
     /// Most bytes of chunk text the knowledge base may hold; ingests beyond get 507.
     #[arg(long, env = "KBEAST_MAX_BYTES")]
     pub max_bytes: Option<u64>,
-    /// Maximum chunk length in characters (Unicode scalar values).
+    /// Maximum chunk length, in --chunk-unit units.
     #[arg(long, env = "KBEAST_CHUNK_SIZE", default_value_t = ChunkConfig::DEFAULT_SIZE)]
     pub chunk_size: usize,
-    /// Characters repeated from the previous chunk; less than half the chunk size.
+    /// Units repeated from the previous chunk; less than half the chunk size.
     #[arg(long, env = "KBEAST_CHUNK_OVERLAP", default_value_t = ChunkConfig::DEFAULT_OVERLAP)]
     pub chunk_overlap: usize,
+    /// What --chunk-size and --chunk-overlap count: characters (Unicode scalar
+    /// values) or tokens (whitespace-delimited words).
+    #[arg(long, env = "KBEAST_CHUNK_UNIT", value_enum, default_value_t = ChunkUnitArg::Chars)]
+    pub chunk_unit: ChunkUnitArg,
     /// Compact files, update indices and prune old versions after this many
     /// write commits (0 disables).
     #[arg(long, env = "KBEAST_OPTIMIZE_EVERY_COMMITS", default_value_t = 100)]

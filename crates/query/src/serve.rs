@@ -20,9 +20,9 @@ use crate::telemetry::Metrics;
 use kbeast_client::{SearchMode, SearchRequest};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let chunking = ChunkConfig::new(args.chunk_size, args.chunk_overlap)
+    let chunking = ChunkConfig::new(args.chunk_size, args.chunk_overlap, args.chunk_unit.into())
         .map_err(anyhow::Error::msg)
-        .context("invalid --chunk-size/--chunk-overlap")?;
+        .context("invalid --chunk-size/--chunk-overlap/--chunk-unit")?;
     anyhow::ensure!(args.embedding_dim > 0, "--embedding-dim must be positive");
     // Object storage has no local directory: keys must come from a file, and
     // there is no disk to watch.

@@ -1165,3 +1165,34 @@ async fn two_writers_on_one_table_lose_nothing(backend: Backend) {
         assert_eq!(top_doc(&hits), "two-2-5");
     }
 }
+
+#[tokio::test]
+async fn chunk_sizes_can_count_tokens() {
+    let server = Server::start(&[
+        "--chunk-unit",
+        "tokens",
+        "--chunk-size",
+        "4",
+        "--chunk-overlap",
+        "1",
+    ])
+    .await;
+    let client = server.admin();
+    // Ten words of many characters each: 4-token chunks overlapping by one word.
+    let words: Vec<String> = (0..10)
+        .map(|i| format!("{}{i}", "word".repeat(20)))
+        .collect();
+    let response = client
+        .ingest(&ingest_request(vec![doc("t", &words.join(" "))]))
+        .await
+        .unwrap();
+    assert_eq!(response.documents[0].chunks, 3);
+    let chunks = client.get_document("t").await.unwrap().chunks;
+    let texts: Vec<Vec<&str>> = chunks
+        .iter()
+        .map(|c| c.text.split_whitespace().collect())
+        .collect();
+    assert_eq!(texts[0], words[0..4]);
+    assert_eq!(texts[1], words[3..7]);
+    assert_eq!(texts[2], words[6..10]);
+}
