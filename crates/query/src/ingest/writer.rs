@@ -175,6 +175,7 @@ async fn run(
         interval
     });
     loop {
+        remove_superseded_rows(&store).await;
         let command = match held_back.take() {
             Some(command) => command,
             None => {
@@ -301,6 +302,27 @@ async fn update_indices(store: &Store) {
         Err(error) => tracing::warn!(error = %error, "updating the indices failed"),
     }
     settle(store).await;
+}
+
+/// If the last reload of the document index found a chunk stored twice (a
+/// writer crashed between an append and its rewrite, see
+/// `append_new_documents`), keeps the newest write of those documents.
+async fn remove_superseded_rows(store: &Store) {
+    let ids = store.docs_mut().take_duplicated();
+    if ids.is_empty() {
+        return;
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    match store.remove_superseded_rows(&refs).await {
+        Ok(_) => {
+            tracing::warn!(documents = ?ids, "removed duplicate chunks left by an interrupted write");
+            if let Err(error) = store.reload_doc_index().await {
+                store.invalidate_doc_index();
+                tracing::warn!(error = %error, "reloading the document index failed");
+            }
+        }
+        Err(error) => tracing::warn!(error = %error, "removing duplicate chunks failed"),
+    }
 }
 
 async fn refresh_from_other_writers(store: &Store, metrics: &Metrics) {
@@ -745,5 +767,35 @@ mod tests {
         assert_eq!(chunk_texts(&mine, "x").await, ["mine 0"]);
         assert_eq!(chunk_texts(&mine, "y").await, ["mine y"]);
         assert_eq!(mine.ping().await.unwrap(), 2, "no duplicate rows");
+    }
+
+    /// A writer died between appending a document another replica had just
+    /// written and rewriting it: the next load of the document index finds
+    /// the duplicate, and the writer keeps only the newest write.
+    #[tokio::test]
+    async fn duplicates_left_by_an_interrupted_append_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = open(dir.path()).await;
+        other
+            .append_documents(&[document("x", &["old 0", "old 1"]), document("k", &["kept"])])
+            .await
+            .unwrap();
+        let crashed = open(dir.path()).await;
+        crashed
+            .append_documents(&[document("x", &["new 0"])])
+            .await
+            .unwrap();
+
+        let store = open(dir.path()).await;
+        assert_eq!(
+            store.docs().get("x").unwrap().chunks,
+            3,
+            "the duplicate is seen"
+        );
+        remove_superseded_rows(&store).await;
+        assert_eq!(chunk_texts(&store, "x").await, ["new 0"]);
+        assert_eq!(chunk_texts(&store, "k").await, ["kept"]);
+        assert_eq!(store.docs().get("x").unwrap().chunks, 1);
+        assert_eq!(store.ping().await.unwrap(), 2);
     }
 }

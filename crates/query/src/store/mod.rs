@@ -4,7 +4,7 @@ mod doc_index;
 
 pub use doc_index::{DocEntry, DocIndex};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -348,6 +348,57 @@ impl Store {
         Ok(merge.execute(Box::new(reader)).await?.version)
     }
 
+    /// Keeps, for each of `ids`, only the rows of the document's newest write
+    /// (the rows of one commit share `ingested_at`) and deletes the others, in
+    /// one commit: what a crash between an append and its rewrite (see the
+    /// writer) can leave behind. The kept rows match themselves on
+    /// (`chunk_id`, `ingested_at`) and stay; every other row of these ids is
+    /// "not matched by source" and deleted. Returns the commit's version.
+    pub async fn remove_superseded_rows(&self, ids: &[&str]) -> Result<u64> {
+        let batches: Vec<RecordBatch> = self
+            .table
+            .query()
+            .only_if(doc_id_in(ids))
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        let newest_of = |batch: &RecordBatch| -> Result<(StringArray, TimestampMicrosecondArray)> {
+            let times = batch
+                .column_by_name("ingested_at")
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+                .cloned()
+                .ok_or_else(|| StoreError::Corrupt("ingested_at is not a timestamp".into()))?;
+            Ok((string_column(batch, "doc_id")?, times))
+        };
+        let mut newest: HashMap<String, i64> = HashMap::new();
+        for batch in &batches {
+            let (docs, times) = newest_of(batch)?;
+            for i in 0..batch.num_rows() {
+                let time = newest.entry(docs.value(i).to_string()).or_insert(i64::MIN);
+                *time = (*time).max(times.value(i));
+            }
+        }
+        let mut kept = Vec::new();
+        for batch in &batches {
+            let (docs, times) = newest_of(batch)?;
+            let keep: lancedb::arrow::arrow_array::BooleanArray = (0..batch.num_rows())
+                .map(|i| Some(newest.get(docs.value(i)) == Some(&times.value(i))))
+                .collect();
+            let batch = lancedb::arrow::arrow_select::filter::filter_record_batch(batch, &keep)?;
+            kept.push(RecordBatch::try_new(
+                self.schema.clone(),
+                batch.columns().to_vec(),
+            )?);
+        }
+        let mut merge = self.table.merge_insert(&["chunk_id", "ingested_at"]);
+        merge
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(Some(doc_id_in(ids)));
+        let reader = RecordBatchIterator::new(kept.into_iter().map(Ok), self.schema.clone());
+        Ok(merge.execute(Box::new(reader)).await?.version)
+    }
+
     /// Table version the document index reflects (0: unknown, reload pending).
     pub fn indexed_version(&self) -> u64 {
         self.indexed_version.load(Ordering::SeqCst)
@@ -535,8 +586,12 @@ impl Store {
             .execute()
             .await?;
         let mut index = DocIndex::default();
+        let mut chunk_ids = HashSet::new();
         while let Some(batch) = stream.try_next().await? {
             for row in decode_rows(&batch)? {
+                if !chunk_ids.insert(row.chunk_id) {
+                    index.mark_duplicated(&row.doc_id);
+                }
                 index.add_chunk(&row.doc_id, row.source, row.metadata, row.text.len() as u64);
             }
         }
