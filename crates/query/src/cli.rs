@@ -131,6 +131,13 @@ pub struct ServeArgs {
     /// (below it, vector search is exact). 0 disables.
     #[arg(long, env = "KBEAST_VECTOR_INDEX_MIN_ROWS", default_value_t = 100_000)]
     pub vector_index_min_rows: u64,
+    /// IVF partitions probed per vector query once the vector index exists.
+    #[arg(long, env = "KBEAST_VECTOR_NPROBES", default_value_t = 40)]
+    pub vector_nprobes: usize,
+    /// Candidates re-ranked with their full vectors, as a multiple of top_k,
+    /// once the vector index exists.
+    #[arg(long, env = "KBEAST_VECTOR_REFINE_FACTOR", default_value_t = 10)]
+    pub vector_refine_factor: u32,
     /// After SIGTERM, keep serving this long, answering with `Connection: close` and a
     /// failing /readyz, so clients move to other pods before this one stops accepting.
     #[arg(long, env = "KBEAST_SHUTDOWN_DELAY_MS", default_value_t = 3000)]

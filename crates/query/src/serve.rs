@@ -15,7 +15,7 @@ use crate::http::{AppState, HttpLimits, router};
 use crate::ingest::chunking::ChunkConfig;
 use crate::ingest::writer::{Maintenance, Quotas, Writer, update_gauges};
 use crate::search;
-use crate::store::{CacheSizes, ConnectOptions, Store, is_object_store};
+use crate::store::{CacheSizes, ConnectOptions, Store, VectorQuery, is_object_store};
 use crate::telemetry::Metrics;
 use kbeast_client::{SearchMode, SearchRequest};
 
@@ -140,6 +140,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the store at {uri}"))?,
     );
+    anyhow::ensure!(
+        args.vector_nprobes > 0 && args.vector_refine_factor > 0,
+        "--vector-nprobes and --vector-refine-factor must be positive"
+    );
+    store.set_vector_query(VectorQuery {
+        nprobes: args.vector_nprobes,
+        refine_factor: args.vector_refine_factor,
+    });
     let quotas = Quotas {
         max_documents: args.max_documents,
         max_bytes: args.max_bytes,

@@ -132,6 +132,25 @@ pub fn is_object_store(uri: &str) -> bool {
         .is_some_and(|(scheme, _)| !scheme.is_empty() && scheme != "file")
 }
 
+/// How LanceDB's vector index is queried (once it exists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VectorQuery {
+    /// IVF partitions probed per query. More probes: better recall, slower.
+    pub nprobes: usize,
+    /// Candidates re-ranked by their full vectors, as a multiple of the limit;
+    /// this undoes most of the product-quantisation error.
+    pub refine_factor: u32,
+}
+
+impl Default for VectorQuery {
+    fn default() -> Self {
+        Self {
+            nprobes: 40,
+            refine_factor: 10,
+        }
+    }
+}
+
 /// Scalar indices every chunks table has, by column.
 pub const BTREE_COLUMNS: [&str; 2] = ["doc_id", "chunk_id"];
 
@@ -151,6 +170,7 @@ pub struct Store {
     shared: AtomicBool,
     /// In-memory exact vector index of small tables (`search::exact`).
     exact_index: Arc<crate::search::ExactIndex>,
+    vector_query: RwLock<VectorQuery>,
 }
 
 impl Store {
@@ -192,9 +212,18 @@ impl Store {
             indexed_version: AtomicU64::new(0),
             shared: AtomicBool::new(false),
             exact_index: Arc::default(),
+            vector_query: RwLock::default(),
         };
         store.reload_doc_index().await?;
         Ok(store)
+    }
+
+    pub fn vector_query(&self) -> VectorQuery {
+        *self.vector_query.read().expect("vector query lock")
+    }
+
+    pub fn set_vector_query(&self, query: VectorQuery) {
+        *self.vector_query.write().expect("vector query lock") = query;
     }
 
     pub fn cache_sizes(&self) -> Option<CacheSizes> {
