@@ -94,6 +94,11 @@ struct RunArgs {
     /// searches start; set it above --optimize-every-commits. Timed separately.
     #[arg(long, env = "KBEAST_BENCH_SETTLE_WRITES", default_value_t = 0)]
     settle_writes: usize,
+    /// Measure a server that already holds the corpus (for tuning search
+    /// settings between restarts): no ingest, no settle writes; the ingest
+    /// figures are then recorded as 0.
+    #[arg(long, env = "KBEAST_BENCH_SKIP_INGEST")]
+    skip_ingest: bool,
     /// Queries per mode before measuring (not recorded).
     #[arg(long, env = "KBEAST_BENCH_WARMUP", default_value_t = 200)]
     warmup: usize,
@@ -248,7 +253,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Ingest.
     eprintln!("[{}] ingesting", system.name());
     let started = Instant::now();
-    let batches: Vec<(usize, usize)> = (0..args.size)
+    let batches: Vec<(usize, usize)> = (0..if args.skip_ingest { 0 } else { args.size })
         .step_by(args.batch)
         .map(|start| (start, (start + args.batch).min(args.size)))
         .collect();
@@ -265,7 +270,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     while let Some(result) = results.next().await {
         result.context("ingest request")?;
     }
-    let ingest_seconds = started.elapsed().as_secs_f64();
+    let ingest_seconds = if args.skip_ingest {
+        0.0
+    } else {
+        started.elapsed().as_secs_f64()
+    };
     let count = system.count().await?;
     ensure!(
         count == args.size as u64,
@@ -280,7 +289,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.size as f64 / ingest_seconds
     );
     let started = Instant::now();
-    for _ in 0..args.settle_writes {
+    for _ in 0..if args.skip_ingest {
+        0
+    } else {
+        args.settle_writes
+    } {
         system
             .ingest(&corpus.documents[..1], &doc_vectors[..1])
             .await
@@ -391,7 +404,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ingest: IngestResult {
             chunks: args.size,
             seconds: ingest_seconds,
-            chunks_per_sec: args.size as f64 / ingest_seconds,
+            chunks_per_sec: if args.skip_ingest {
+                0.0
+            } else {
+                args.size as f64 / ingest_seconds
+            },
             batch: args.batch,
             concurrency: args.ingest_concurrency,
             settle_writes: args.settle_writes,
