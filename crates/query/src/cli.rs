@@ -131,6 +131,14 @@ pub struct ServeArgs {
     /// (below it, vector search is exact). 0 disables.
     #[arg(long, env = "KBEAST_VECTOR_INDEX_MIN_ROWS", default_value_t = 100_000)]
     pub vector_index_min_rows: u64,
+    /// IVF partitions of the vector index (0: LanceDB's default, one per 8,192
+    /// rows).
+    #[arg(long, env = "KBEAST_VECTOR_INDEX_PARTITIONS", default_value_t = 0)]
+    pub vector_index_partitions: u32,
+    /// PQ sub-vectors of the vector index (0: LanceDB's default, dimension / 16);
+    /// more keep distances more exact and cost more memory.
+    #[arg(long, env = "KBEAST_VECTOR_INDEX_SUB_VECTORS", default_value_t = 0)]
+    pub vector_index_sub_vectors: u32,
     /// IVF partitions probed per vector query once the vector index exists.
     #[arg(long, env = "KBEAST_VECTOR_NPROBES", default_value_t = 40)]
     pub vector_nprobes: usize,

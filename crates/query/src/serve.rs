@@ -15,7 +15,9 @@ use crate::http::{AppState, HttpLimits, router};
 use crate::ingest::chunking::ChunkConfig;
 use crate::ingest::writer::{Maintenance, Quotas, Writer, update_gauges};
 use crate::search;
-use crate::store::{CacheSizes, ConnectOptions, Store, VectorQuery, is_object_store};
+use crate::store::{
+    CacheSizes, ConnectOptions, Store, VectorIndexShape, VectorQuery, is_object_store,
+};
 use crate::telemetry::Metrics;
 use kbeast_client::{SearchMode, SearchRequest};
 
@@ -147,6 +149,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     store.set_vector_query(VectorQuery {
         nprobes: args.vector_nprobes,
         refine_factor: args.vector_refine_factor,
+    });
+    store.set_vector_index_shape(VectorIndexShape {
+        partitions: (args.vector_index_partitions > 0).then_some(args.vector_index_partitions),
+        sub_vectors: (args.vector_index_sub_vectors > 0).then_some(args.vector_index_sub_vectors),
     });
     let quotas = Quotas {
         max_documents: args.max_documents,

@@ -142,6 +142,14 @@ pub struct VectorQuery {
     pub refine_factor: u32,
 }
 
+/// How the IVF-PQ vector index is built; None keeps LanceDB's defaults (a
+/// partition per several thousand rows, one PQ sub-vector per 16 dimensions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VectorIndexShape {
+    pub partitions: Option<u32>,
+    pub sub_vectors: Option<u32>,
+}
+
 impl Default for VectorQuery {
     fn default() -> Self {
         Self {
@@ -171,6 +179,7 @@ pub struct Store {
     /// In-memory exact vector index of small tables (`search::exact`).
     exact_index: Arc<crate::search::ExactIndex>,
     vector_query: RwLock<VectorQuery>,
+    vector_index_shape: RwLock<VectorIndexShape>,
 }
 
 impl Store {
@@ -213,6 +222,7 @@ impl Store {
             shared: AtomicBool::new(false),
             exact_index: Arc::default(),
             vector_query: RwLock::default(),
+            vector_index_shape: RwLock::default(),
         };
         store.reload_doc_index().await?;
         Ok(store)
@@ -224,6 +234,10 @@ impl Store {
 
     pub fn set_vector_query(&self, query: VectorQuery) {
         *self.vector_query.write().expect("vector query lock") = query;
+    }
+
+    pub fn set_vector_index_shape(&self, shape: VectorIndexShape) {
+        *self.vector_index_shape.write().expect("vector index lock") = shape;
     }
 
     pub fn cache_sizes(&self) -> Option<CacheSizes> {
@@ -590,10 +604,18 @@ impl Store {
         Ok(indices.iter().any(|i| i.columns == ["vector"]))
     }
 
-    /// Builds an IVF-PQ index (cosine) on `vector`. Until it exists, vector
-    /// search is an exact scan, which is fine for small tables.
+    /// Builds (or rebuilds, replacing it) an IVF-PQ index (cosine) on
+    /// `vector`. Until it exists, vector search is an exact scan, which is fine
+    /// for small tables.
     pub async fn create_vector_index(&self) -> Result<()> {
-        let builder = IvfPqIndexBuilder::default().distance_type(DistanceType::Cosine);
+        let shape = *self.vector_index_shape.read().expect("vector index lock");
+        let mut builder = IvfPqIndexBuilder::default().distance_type(DistanceType::Cosine);
+        if let Some(partitions) = shape.partitions {
+            builder = builder.num_partitions(partitions);
+        }
+        if let Some(sub_vectors) = shape.sub_vectors {
+            builder = builder.num_sub_vectors(sub_vectors);
+        }
         self.table
             .create_index(&["vector"], Index::IvfPq(builder))
             .execute()
