@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::embed::HashEmbedder;
 use crate::ingest::chunking::{ChunkConfig, ChunkUnit};
+use crate::store::VectorIndexKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -80,6 +81,26 @@ impl From<ChunkUnitArg> for ChunkUnit {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VectorIndexKindArg {
+    #[value(name = "ivf-pq")]
+    Pq,
+    #[value(name = "ivf-sq")]
+    Sq,
+    #[value(name = "ivf-hnsw-sq")]
+    HnswSq,
+}
+
+impl From<VectorIndexKindArg> for VectorIndexKind {
+    fn from(kind: VectorIndexKindArg) -> Self {
+        match kind {
+            VectorIndexKindArg::Pq => Self::Pq,
+            VectorIndexKindArg::Sq => Self::Sq,
+            VectorIndexKindArg::HnswSq => Self::HnswSq,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Where the chunks table lives: a local directory (created if missing) or
@@ -131,6 +152,9 @@ pub struct ServeArgs {
     /// (below it, vector search is exact). 0 disables.
     #[arg(long, env = "KBEAST_VECTOR_INDEX_MIN_ROWS", default_value_t = 100_000)]
     pub vector_index_min_rows: u64,
+    /// Kind of vector index built at --vector-index-min-rows.
+    #[arg(long, env = "KBEAST_VECTOR_INDEX_TYPE", value_enum, default_value_t = VectorIndexKindArg::Pq)]
+    pub vector_index_type: VectorIndexKindArg,
     /// IVF partitions of the vector index (0: LanceDB's default, one per 8,192
     /// rows).
     #[arg(long, env = "KBEAST_VECTOR_INDEX_PARTITIONS", default_value_t = 0)]
@@ -146,6 +170,9 @@ pub struct ServeArgs {
     /// once the vector index exists.
     #[arg(long, env = "KBEAST_VECTOR_REFINE_FACTOR", default_value_t = 10)]
     pub vector_refine_factor: u32,
+    /// Candidates kept by an HNSW search (ivf-hnsw-sq indices only).
+    #[arg(long, env = "KBEAST_VECTOR_EF", default_value_t = 100)]
+    pub vector_ef: usize,
     /// After SIGTERM, keep serving this long, answering with `Connection: close` and a
     /// failing /readyz, so clients move to other pods before this one stops accepting.
     #[arg(long, env = "KBEAST_SHUTDOWN_DELAY_MS", default_value_t = 3000)]

@@ -143,14 +143,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening the store at {uri}"))?,
     );
     anyhow::ensure!(
-        args.vector_nprobes > 0 && args.vector_refine_factor > 0,
-        "--vector-nprobes and --vector-refine-factor must be positive"
+        args.vector_nprobes > 0 && args.vector_refine_factor > 0 && args.vector_ef > 0,
+        "--vector-nprobes, --vector-refine-factor and --vector-ef must be positive"
     );
     store.set_vector_query(VectorQuery {
         nprobes: args.vector_nprobes,
         refine_factor: args.vector_refine_factor,
+        ef: args.vector_ef,
     });
     store.set_vector_index_shape(VectorIndexShape {
+        kind: args.vector_index_type.into(),
         partitions: (args.vector_index_partitions > 0).then_some(args.vector_index_partitions),
         sub_vectors: (args.vector_index_sub_vectors > 0).then_some(args.vector_index_sub_vectors),
     });

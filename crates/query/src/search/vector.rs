@@ -22,6 +22,7 @@ pub async fn search(
         .distance_type(DistanceType::Cosine)
         .nprobes(store.vector_query().nprobes)?
         .refine_factor(store.vector_query().refine_factor)
+        .ef(store.vector_query().ef)
         .limit(limit)
         .select(Select::columns(&ROW_COLUMNS));
     if let Some(filter) = filter {

@@ -20,7 +20,7 @@ use lancedb::arrow::arrow_cast::cast;
 use lancedb::arrow::arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use lancedb::index::Index;
 use lancedb::index::scalar::{BTreeIndexBuilder, FtsIndexBuilder};
-use lancedb::index::vector::IvfPqIndexBuilder;
+use lancedb::index::vector::{IvfHnswSqIndexBuilder, IvfPqIndexBuilder, IvfSqIndexBuilder};
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::optimize::{CompactionOptions, Duration as ChronoDuration};
 use lancedb::table::{OptimizeAction, OptimizeOptions, OptimizeStats};
@@ -138,16 +138,31 @@ pub struct VectorQuery {
     /// IVF partitions probed per query. More probes: better recall, slower.
     pub nprobes: usize,
     /// Candidates re-ranked by their full vectors, as a multiple of the limit;
-    /// this undoes most of the product-quantisation error.
+    /// this undoes most of the quantisation error.
     pub refine_factor: u32,
+    /// Candidates an HNSW search keeps (IVF-HNSW indices only).
+    pub ef: usize,
 }
 
-/// How the IVF-PQ vector index is built; None keeps LanceDB's defaults (a
-/// partition per several thousand rows, one PQ sub-vector per 16 dimensions).
+/// How the vector index is built; None keeps LanceDB's defaults (IVF-PQ: a
+/// partition per 8,192 rows, one PQ sub-vector per 16 dimensions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct VectorIndexShape {
+    pub kind: VectorIndexKind,
     pub partitions: Option<u32>,
+    /// IVF-PQ only.
     pub sub_vectors: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VectorIndexKind {
+    /// IVF-PQ: product-quantised vectors in IVF partitions.
+    #[default]
+    Pq,
+    /// IVF-SQ: 8-bit scalar-quantised vectors in IVF partitions.
+    Sq,
+    /// IVF-HNSW-SQ: an HNSW graph over scalar-quantised vectors per partition.
+    HnswSq,
 }
 
 impl Default for VectorQuery {
@@ -155,6 +170,7 @@ impl Default for VectorQuery {
         Self {
             nprobes: 40,
             refine_factor: 10,
+            ef: 100,
         }
     }
 }
@@ -609,15 +625,35 @@ impl Store {
     /// for small tables.
     pub async fn create_vector_index(&self) -> Result<()> {
         let shape = *self.vector_index_shape.read().expect("vector index lock");
-        let mut builder = IvfPqIndexBuilder::default().distance_type(DistanceType::Cosine);
-        if let Some(partitions) = shape.partitions {
-            builder = builder.num_partitions(partitions);
-        }
-        if let Some(sub_vectors) = shape.sub_vectors {
-            builder = builder.num_sub_vectors(sub_vectors);
-        }
+        let index = match shape.kind {
+            VectorIndexKind::Pq => {
+                let mut builder = IvfPqIndexBuilder::default().distance_type(DistanceType::Cosine);
+                if let Some(partitions) = shape.partitions {
+                    builder = builder.num_partitions(partitions);
+                }
+                if let Some(sub_vectors) = shape.sub_vectors {
+                    builder = builder.num_sub_vectors(sub_vectors);
+                }
+                Index::IvfPq(builder)
+            }
+            VectorIndexKind::Sq => {
+                let mut builder = IvfSqIndexBuilder::default().distance_type(DistanceType::Cosine);
+                if let Some(partitions) = shape.partitions {
+                    builder = builder.num_partitions(partitions);
+                }
+                Index::IvfSq(builder)
+            }
+            VectorIndexKind::HnswSq => {
+                let mut builder =
+                    IvfHnswSqIndexBuilder::default().distance_type(DistanceType::Cosine);
+                if let Some(partitions) = shape.partitions {
+                    builder = builder.num_partitions(partitions);
+                }
+                Index::IvfHnswSq(builder)
+            }
+        };
         self.table
-            .create_index(&["vector"], Index::IvfPq(builder))
+            .create_index(&["vector"], index)
             .execute()
             .await?;
         Ok(())
