@@ -99,6 +99,14 @@ struct RunArgs {
     /// figures are then recorded as 0.
     #[arg(long, env = "KBEAST_BENCH_SKIP_INGEST")]
     skip_ingest: bool,
+    /// kbeast's --vector-index-min-rows: from this size on, searches wait until
+    /// the (background-built) vector index exists.
+    #[arg(
+        long,
+        env = "KBEAST_BENCH_VECTOR_INDEX_MIN_ROWS",
+        default_value_t = 100_000
+    )]
+    vector_index_min_rows: u64,
     /// Queries per mode before measuring (not recorded).
     #[arg(long, env = "KBEAST_BENCH_WARMUP", default_value_t = 200)]
     warmup: usize,
@@ -300,6 +308,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("settle write")?;
     }
     let settle_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    system
+        .wait_for_vector_index(args.size as u64, args.vector_index_min_rows)
+        .await?;
+    let vector_index_wait_seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "[{}] waited {vector_index_wait_seconds:.1} s for the vector index",
+        system.name()
+    );
 
     // Warm up every mode, then measure.
     let mut searches = Vec::new();

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kbeast_client::Filter;
@@ -166,7 +167,7 @@ async fn run(
     let mut held_back: Option<Command> = None;
     let mut commits_since_optimize = 0u64;
     let mut unindexed_chunks = 0u64;
-    let mut vector_trained_rows: Option<u64> = None;
+    let vector_training = Arc::new(VectorIndexTraining::default());
     // Other replicas may write the same table: their commits must reach the
     // document index (counts, quotas, filters) even while this one is idle.
     let mut refresh = maintenance.refresh_interval.map(|period| {
@@ -253,7 +254,7 @@ async fn run(
         {
             commits_since_optimize = 0;
             unindexed_chunks = 0;
-            maintain(&store, &metrics, maintenance, &mut vector_trained_rows).await;
+            maintain(&store, &metrics, maintenance, &vector_training).await;
         } else if index_update_due(
             maintenance.index_every_chunks,
             unindexed_chunks,
@@ -363,47 +364,60 @@ async fn after_own_commit(store: &Store, version: u64, apply: impl FnOnce(&Store
     }
 }
 
-/// Failures are logged and retried at the next round: upkeep must not stop writes.
-/// `vector_trained_rows`: chunks in the table when this process last trained
-/// the vector index (None: not yet known; after a restart the count at the
-/// first maintenance is taken as the baseline).
-async fn maintain(
-    store: &Store,
-    metrics: &Metrics,
-    maintenance: Maintenance,
-    vector_trained_rows: &mut Option<u64>,
-) {
-    if let Some(min_rows) = maintenance.vector_index_min_rows {
-        let rows = store.docs().chunks();
-        match store.has_vector_index().await {
-            Ok(false) if rows >= min_rows => match store.create_vector_index().await {
-                Ok(()) => {
-                    *vector_trained_rows = Some(rows);
-                    tracing::info!(chunks = rows, "built the vector index");
-                }
-                Err(error) => tracing::warn!(error = %error, "building the vector index failed"),
-            },
-            Ok(false) => {}
-            Ok(true) => {
-                let trained = *vector_trained_rows.get_or_insert(rows);
-                if vector_retrain_due(trained, rows) {
-                    match store.create_vector_index().await {
-                        Ok(()) => {
-                            *vector_trained_rows = Some(rows);
-                            tracing::info!(
-                                chunks = rows,
-                                trained_on = trained,
-                                "retrained the vector index"
-                            );
-                        }
-                        Err(error) => {
-                            tracing::warn!(error = %error, "retraining the vector index failed")
-                        }
-                    }
+/// The vector index as this process trains it.
+#[derive(Default)]
+struct VectorIndexTraining {
+    /// A build runs in the background.
+    running: AtomicBool,
+    /// Chunks in the table when this process last trained the index (0: not
+    /// yet known; after a restart the count at the first maintenance is the
+    /// baseline).
+    trained_rows: AtomicU64,
+}
+
+/// Builds or retrains the vector index in a background task: training
+/// IVF-PQ on 100k chunks takes longer than a request may wait, and LanceDB
+/// commits an index next to concurrent writes without conflict. The writer's
+/// next commit then finds the version moved and reloads the document index.
+fn train_vector_index(store: &Arc<Store>, training: &Arc<VectorIndexTraining>, rows: u64) {
+    if training.running.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let previous = training.trained_rows.load(Ordering::SeqCst);
+    let (store, training) = (store.clone(), training.clone());
+    tokio::spawn(async move {
+        let started = Instant::now();
+        match store.create_vector_index().await {
+            Ok(()) => {
+                training.trained_rows.store(rows, Ordering::SeqCst);
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                if previous == 0 {
+                    tracing::info!(chunks = rows, elapsed_ms, "built the vector index");
+                } else {
+                    tracing::info!(
+                        chunks = rows,
+                        trained_on = previous,
+                        elapsed_ms,
+                        "retrained the vector index"
+                    );
                 }
             }
-            Err(error) => tracing::warn!(error = %error, "listing indices failed"),
+            Err(error) => tracing::warn!(error = %error, "building the vector index failed"),
         }
+        training.running.store(false, Ordering::SeqCst);
+    });
+}
+
+/// Failures are logged and retried at the next round: upkeep must not stop writes.
+async fn maintain(
+    store: &Arc<Store>,
+    metrics: &Metrics,
+    maintenance: Maintenance,
+    training: &Arc<VectorIndexTraining>,
+) {
+    // A compaction would conflict with an index build running in the background.
+    if training.running.load(Ordering::SeqCst) {
+        return;
     }
     let started = Instant::now();
     match store.optimize().await {
@@ -422,6 +436,32 @@ async fn maintain(
         Err(error) => tracing::warn!(error = %error, "optimizing the table failed"),
     }
     settle(store).await;
+    if let Some(min_rows) = maintenance.vector_index_min_rows
+        && !training.running.load(Ordering::SeqCst)
+    {
+        let rows = store.docs().chunks();
+        match store.has_vector_index().await {
+            Ok(false) if rows >= min_rows => {
+                training.trained_rows.store(0, Ordering::SeqCst);
+                train_vector_index(store, training, rows);
+            }
+            Ok(false) => {}
+            Ok(true) => {
+                let trained = match training.trained_rows.load(Ordering::SeqCst) {
+                    0 => {
+                        training.trained_rows.store(rows, Ordering::SeqCst);
+                        rows
+                    }
+                    trained => trained,
+                };
+                if vector_retrain_due(trained, rows) {
+                    train_vector_index(store, training, rows);
+                }
+            }
+            Err(error) => tracing::warn!(error = %error, "listing indices failed"),
+        }
+    }
+
     update_gauges(store, metrics).await;
 }
 
