@@ -1178,7 +1178,8 @@ async fn chunk_sizes_can_count_tokens() {
     ])
     .await;
     let client = server.admin();
-    // Ten words of many characters each: 4-token chunks overlapping by one word.
+    // Ten words of many characters each: pieces of 4 - 1 = 3 words, each chunk
+    // after the first starting with the previous piece's last word.
     let words: Vec<String> = (0..10)
         .map(|i| format!("{}{i}", "word".repeat(20)))
         .collect();
@@ -1186,13 +1187,14 @@ async fn chunk_sizes_can_count_tokens() {
         .ingest(&ingest_request(vec![doc("t", &words.join(" "))]))
         .await
         .unwrap();
-    assert_eq!(response.documents[0].chunks, 3);
+    assert_eq!(response.documents[0].chunks, 4);
     let chunks = client.get_document("t").await.unwrap().chunks;
     let texts: Vec<Vec<&str>> = chunks
         .iter()
         .map(|c| c.text.split_whitespace().collect())
         .collect();
-    assert_eq!(texts[0], words[0..4]);
-    assert_eq!(texts[1], words[3..7]);
-    assert_eq!(texts[2], words[6..10]);
+    assert_eq!(texts[0], words[0..3]);
+    assert_eq!(texts[1], words[2..6]);
+    assert_eq!(texts[2], words[5..9]);
+    assert_eq!(texts[3], words[8..10]);
 }
