@@ -118,8 +118,9 @@ for size in "${size_list[@]}"; do
     pids+=("$kb_pid")
     wait_ready "http://127.0.0.1:$kb_port/readyz" "$kb_pid"
     # 101 settle writes: one more than --optimize-every-commits (100), so the
-    # writer's maintenance (compaction, and the vector index at >= 100k chunks)
-    # has run before searching, as on a server that has been up a while.
+    # writer's maintenance (compaction, and the vector index at >= 100k chunks,
+    # built in the background; the load generator waits for it) has run before
+    # searching, as on a server that has been up a while.
     "$loadgen" run --system kbeast --url "http://127.0.0.1:$kb_port" --api-key "$secret" \
         --pid "$kb_pid" --size "$size" --settle-writes 101 --out "$out/kbeast-$size.json"
     stop "$kb_pid"

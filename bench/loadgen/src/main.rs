@@ -94,6 +94,19 @@ struct RunArgs {
     /// searches start; set it above --optimize-every-commits. Timed separately.
     #[arg(long, env = "KBEAST_BENCH_SETTLE_WRITES", default_value_t = 0)]
     settle_writes: usize,
+    /// Measure a server that already holds the corpus (for tuning search
+    /// settings between restarts): no ingest, no settle writes; the ingest
+    /// figures are then recorded as 0.
+    #[arg(long, env = "KBEAST_BENCH_SKIP_INGEST")]
+    skip_ingest: bool,
+    /// kbeast's --vector-index-min-rows: from this size on, searches wait until
+    /// the (background-built) vector index exists.
+    #[arg(
+        long,
+        env = "KBEAST_BENCH_VECTOR_INDEX_MIN_ROWS",
+        default_value_t = 100_000
+    )]
+    vector_index_min_rows: u64,
     /// Queries per mode before measuring (not recorded).
     #[arg(long, env = "KBEAST_BENCH_WARMUP", default_value_t = 200)]
     warmup: usize,
@@ -248,7 +261,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Ingest.
     eprintln!("[{}] ingesting", system.name());
     let started = Instant::now();
-    let batches: Vec<(usize, usize)> = (0..args.size)
+    let batches: Vec<(usize, usize)> = (0..if args.skip_ingest { 0 } else { args.size })
         .step_by(args.batch)
         .map(|start| (start, (start + args.batch).min(args.size)))
         .collect();
@@ -265,7 +278,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     while let Some(result) = results.next().await {
         result.context("ingest request")?;
     }
-    let ingest_seconds = started.elapsed().as_secs_f64();
+    let ingest_seconds = if args.skip_ingest {
+        0.0
+    } else {
+        started.elapsed().as_secs_f64()
+    };
     let count = system.count().await?;
     ensure!(
         count == args.size as u64,
@@ -280,13 +297,26 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.size as f64 / ingest_seconds
     );
     let started = Instant::now();
-    for _ in 0..args.settle_writes {
+    for _ in 0..if args.skip_ingest {
+        0
+    } else {
+        args.settle_writes
+    } {
         system
             .ingest(&corpus.documents[..1], &doc_vectors[..1])
             .await
             .context("settle write")?;
     }
     let settle_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    system
+        .wait_for_vector_index(args.size as u64, args.vector_index_min_rows)
+        .await?;
+    let vector_index_wait_seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "[{}] waited {vector_index_wait_seconds:.1} s for the vector index",
+        system.name()
+    );
 
     // Warm up every mode, then measure.
     let mut searches = Vec::new();
@@ -391,7 +421,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ingest: IngestResult {
             chunks: args.size,
             seconds: ingest_seconds,
-            chunks_per_sec: args.size as f64 / ingest_seconds,
+            chunks_per_sec: if args.skip_ingest {
+                0.0
+            } else {
+                args.size as f64 / ingest_seconds
+            },
             batch: args.batch,
             concurrency: args.ingest_concurrency,
             settle_writes: args.settle_writes,

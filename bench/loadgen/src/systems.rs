@@ -179,6 +179,30 @@ impl System {
         }
     }
 
+    /// kbeast builds its vector index in the background once the table holds
+    /// `min_rows` chunks: waits (up to 10 minutes) until a vector index exists,
+    /// so searches measure it. Chroma indexes as it ingests.
+    pub async fn wait_for_vector_index(&self, rows: u64, min_rows: u64) -> anyhow::Result<()> {
+        let System::Kbeast(client) = self else {
+            return Ok(());
+        };
+        if rows < min_rows {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        loop {
+            let stats = client.stats().await?;
+            if stats.indices.iter().any(|i| i.columns == ["vector"]) {
+                return Ok(());
+            }
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "no vector index after 10 minutes"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
     /// Rows the system holds, to check the ingest completed.
     pub async fn count(&self) -> anyhow::Result<u64> {
         match self {

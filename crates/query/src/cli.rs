@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::embed::HashEmbedder;
-use crate::ingest::chunking::ChunkConfig;
+use crate::ingest::chunking::{ChunkConfig, ChunkUnit};
+use crate::store::VectorIndexKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +66,41 @@ impl From<DefaultSearchMode> for kbeast_client::SearchMode {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChunkUnitArg {
+    Chars,
+    Tokens,
+}
+
+impl From<ChunkUnitArg> for ChunkUnit {
+    fn from(unit: ChunkUnitArg) -> Self {
+        match unit {
+            ChunkUnitArg::Chars => Self::Chars,
+            ChunkUnitArg::Tokens => Self::Tokens,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VectorIndexKindArg {
+    #[value(name = "ivf-pq")]
+    Pq,
+    #[value(name = "ivf-sq")]
+    Sq,
+    #[value(name = "ivf-hnsw-sq")]
+    HnswSq,
+}
+
+impl From<VectorIndexKindArg> for VectorIndexKind {
+    fn from(kind: VectorIndexKindArg) -> Self {
+        match kind {
+            VectorIndexKindArg::Pq => Self::Pq,
+            VectorIndexKindArg::Sq => Self::Sq,
+            VectorIndexKindArg::HnswSq => Self::HnswSq,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Where the chunks table lives: a local directory (created if missing) or
@@ -94,12 +130,16 @@ pub struct ServeArgs {
     /// Most bytes of chunk text the knowledge base may hold; ingests beyond get 507.
     #[arg(long, env = "KBEAST_MAX_BYTES")]
     pub max_bytes: Option<u64>,
-    /// Maximum chunk length in characters (Unicode scalar values).
+    /// Maximum chunk length, in --chunk-unit units.
     #[arg(long, env = "KBEAST_CHUNK_SIZE", default_value_t = ChunkConfig::DEFAULT_SIZE)]
     pub chunk_size: usize,
-    /// Characters repeated from the previous chunk; less than half the chunk size.
+    /// Units repeated from the previous chunk; less than half the chunk size.
     #[arg(long, env = "KBEAST_CHUNK_OVERLAP", default_value_t = ChunkConfig::DEFAULT_OVERLAP)]
     pub chunk_overlap: usize,
+    /// What --chunk-size and --chunk-overlap count: characters (Unicode scalar
+    /// values) or tokens (whitespace-delimited words).
+    #[arg(long, env = "KBEAST_CHUNK_UNIT", value_enum, default_value_t = ChunkUnitArg::Chars)]
+    pub chunk_unit: ChunkUnitArg,
     /// Compact files, update indices and prune old versions after this many
     /// write commits (0 disables).
     #[arg(long, env = "KBEAST_OPTIMIZE_EVERY_COMMITS", default_value_t = 100)]
@@ -112,6 +152,27 @@ pub struct ServeArgs {
     /// (below it, vector search is exact). 0 disables.
     #[arg(long, env = "KBEAST_VECTOR_INDEX_MIN_ROWS", default_value_t = 100_000)]
     pub vector_index_min_rows: u64,
+    /// Kind of vector index built at --vector-index-min-rows.
+    #[arg(long, env = "KBEAST_VECTOR_INDEX_TYPE", value_enum, default_value_t = VectorIndexKindArg::Pq)]
+    pub vector_index_type: VectorIndexKindArg,
+    /// IVF partitions of the vector index (0: LanceDB's default, one per 8,192
+    /// rows).
+    #[arg(long, env = "KBEAST_VECTOR_INDEX_PARTITIONS", default_value_t = 0)]
+    pub vector_index_partitions: u32,
+    /// PQ sub-vectors of the vector index (0: LanceDB's default, dimension / 16);
+    /// more keep distances more exact and cost more memory.
+    #[arg(long, env = "KBEAST_VECTOR_INDEX_SUB_VECTORS", default_value_t = 0)]
+    pub vector_index_sub_vectors: u32,
+    /// IVF partitions probed per vector query once the vector index exists.
+    #[arg(long, env = "KBEAST_VECTOR_NPROBES", default_value_t = 40)]
+    pub vector_nprobes: usize,
+    /// Candidates re-ranked with their full vectors, as a multiple of top_k,
+    /// once the vector index exists.
+    #[arg(long, env = "KBEAST_VECTOR_REFINE_FACTOR", default_value_t = 10)]
+    pub vector_refine_factor: u32,
+    /// Candidates kept by an HNSW search (ivf-hnsw-sq indices only).
+    #[arg(long, env = "KBEAST_VECTOR_EF", default_value_t = 100)]
+    pub vector_ef: usize,
     /// After SIGTERM, keep serving this long, answering with `Connection: close` and a
     /// failing /readyz, so clients move to other pods before this one stops accepting.
     #[arg(long, env = "KBEAST_SHUTDOWN_DELAY_MS", default_value_t = 3000)]

@@ -15,14 +15,16 @@ use crate::http::{AppState, HttpLimits, router};
 use crate::ingest::chunking::ChunkConfig;
 use crate::ingest::writer::{Maintenance, Quotas, Writer, update_gauges};
 use crate::search;
-use crate::store::{CacheSizes, ConnectOptions, Store, is_object_store};
+use crate::store::{
+    CacheSizes, ConnectOptions, Store, VectorIndexShape, VectorQuery, is_object_store,
+};
 use crate::telemetry::Metrics;
 use kbeast_client::{SearchMode, SearchRequest};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let chunking = ChunkConfig::new(args.chunk_size, args.chunk_overlap)
+    let chunking = ChunkConfig::new(args.chunk_size, args.chunk_overlap, args.chunk_unit.into())
         .map_err(anyhow::Error::msg)
-        .context("invalid --chunk-size/--chunk-overlap")?;
+        .context("invalid --chunk-size/--chunk-overlap/--chunk-unit")?;
     anyhow::ensure!(args.embedding_dim > 0, "--embedding-dim must be positive");
     // Object storage has no local directory: keys must come from a file, and
     // there is no disk to watch.
@@ -140,6 +142,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the store at {uri}"))?,
     );
+    anyhow::ensure!(
+        args.vector_nprobes > 0 && args.vector_refine_factor > 0 && args.vector_ef > 0,
+        "--vector-nprobes, --vector-refine-factor and --vector-ef must be positive"
+    );
+    store.set_vector_query(VectorQuery {
+        nprobes: args.vector_nprobes,
+        refine_factor: args.vector_refine_factor,
+        ef: args.vector_ef,
+    });
+    store.set_vector_index_shape(VectorIndexShape {
+        kind: args.vector_index_type.into(),
+        partitions: (args.vector_index_partitions > 0).then_some(args.vector_index_partitions),
+        sub_vectors: (args.vector_index_sub_vectors > 0).then_some(args.vector_index_sub_vectors),
+    });
     let quotas = Quotas {
         max_documents: args.max_documents,
         max_bytes: args.max_bytes,

@@ -1168,3 +1168,36 @@ async fn two_writers_on_one_table_lose_nothing(backend: Backend) {
         assert_eq!(top_doc(&hits), "two-2-5");
     }
 }
+
+#[tokio::test]
+async fn chunk_sizes_can_count_tokens() {
+    let server = Server::start(&[
+        "--chunk-unit",
+        "tokens",
+        "--chunk-size",
+        "4",
+        "--chunk-overlap",
+        "1",
+    ])
+    .await;
+    let client = server.admin();
+    // Ten words of many characters each: pieces of 4 - 1 = 3 words, each chunk
+    // after the first starting with the previous piece's last word.
+    let words: Vec<String> = (0..10)
+        .map(|i| format!("{}{i}", "word".repeat(20)))
+        .collect();
+    let response = client
+        .ingest(&ingest_request(vec![doc("t", &words.join(" "))]))
+        .await
+        .unwrap();
+    assert_eq!(response.documents[0].chunks, 4);
+    let chunks = client.get_document("t").await.unwrap().chunks;
+    let texts: Vec<Vec<&str>> = chunks
+        .iter()
+        .map(|c| c.text.split_whitespace().collect())
+        .collect();
+    assert_eq!(texts[0], words[0..3]);
+    assert_eq!(texts[1], words[2..6]);
+    assert_eq!(texts[2], words[5..9]);
+    assert_eq!(texts[3], words[8..10]);
+}

@@ -390,4 +390,39 @@ async fn maintenance_optimizes_and_builds_the_vector_index() {
         .await
         .unwrap();
     assert_eq!(client.stats().await.unwrap().documents, 361);
+
+    // Commits 8 to 10 grow the table from the 300 chunks the index was trained
+    // on to 541, more than a fifth: the maintenance at commit 10 retrains it.
+    for batch in 0..3 {
+        let docs = (0..60)
+            .map(|i| {
+                let n = 1000 + batch * 60 + i;
+                doc(
+                    &format!("g{n}"),
+                    &format!("growth{n} about {}", words[n % 8]),
+                )
+            })
+            .collect();
+        client.ingest(&ingest_request(docs)).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !server.log().contains("retrained the vector index") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no retraining:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let hits = client
+        .search(&SearchRequest::new(
+            "growth1100 about ember",
+            SearchMode::Vector,
+            3,
+        ))
+        .await
+        .unwrap()
+        .hits;
+    assert_eq!(hits[0].doc_id, "g1100");
+    assert_eq!(client.stats().await.unwrap().chunks, 541);
 }

@@ -1,30 +1,58 @@
 //! Splits document text into overlapping chunks.
 //!
-//! Sizes count Unicode scalar values (Rust `char`s), not bytes, so a chunk is
-//! never cut inside a UTF-8 sequence. Text is cut at paragraph breaks first,
-//! then at sentence ends, then between words, and only as a last resort inside
-//! a word. Pieces of at most `size - overlap` characters are packed greedily;
-//! each chunk after the first is prefixed with up to `overlap` characters from
-//! the end of the previous piece (starting at a word boundary when there is
-//! one), so every chunk has at most `size` characters.
+//! Sizes count either characters (Unicode scalar values, Rust `char`s; the
+//! default) or tokens, never bytes, so a chunk is never cut inside a UTF-8
+//! sequence. A token is a whitespace-delimited word: scripts written without
+//! spaces count a whole run as one token, so use characters for them. Text is
+//! cut at paragraph breaks first, then at sentence ends, then between words,
+//! and only as a last resort (characters only) inside a word. Pieces of at most
+//! `size - overlap` units are packed greedily; each chunk after the first is
+//! prefixed with up to `overlap` units from the end of the previous piece
+//! (starting at a word boundary when there is one), so every chunk has at most
+//! `size` units.
 
 use sha2::{Digest, Sha256};
+
+/// What chunk sizes count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChunkUnit {
+    /// Unicode scalar values.
+    #[default]
+    Chars,
+    /// Whitespace-delimited words.
+    Tokens,
+}
+
+impl ChunkUnit {
+    fn measure(self, text: &str) -> usize {
+        match self {
+            Self::Chars => text.chars().count(),
+            Self::Tokens => text.split_whitespace().count(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkConfig {
     size: usize,
     overlap: usize,
+    unit: ChunkUnit,
 }
 
 impl ChunkConfig {
     pub const DEFAULT_SIZE: usize = 1000;
     pub const DEFAULT_OVERLAP: usize = 100;
 
-    /// `overlap` must be less than half of `size`, so chunks always make progress.
-    pub fn new(size: usize, overlap: usize) -> Result<Self, String> {
-        if size < 16 {
+    /// Sizes in `unit`s: at least 16 characters, or 2 tokens. `overlap` must
+    /// be less than half of `size`, so chunks always make progress.
+    pub fn new(size: usize, overlap: usize, unit: ChunkUnit) -> Result<Self, String> {
+        let (minimum, name) = match unit {
+            ChunkUnit::Chars => (16, "characters"),
+            ChunkUnit::Tokens => (2, "tokens"),
+        };
+        if size < minimum {
             return Err(format!(
-                "chunk size must be at least 16 characters, got {size}"
+                "chunk size must be at least {minimum} {name}, got {size}"
             ));
         }
         if overlap * 2 >= size {
@@ -32,7 +60,11 @@ impl ChunkConfig {
                 "chunk overlap ({overlap}) must be less than half the chunk size ({size})"
             ));
         }
-        Ok(Self { size, overlap })
+        Ok(Self {
+            size,
+            overlap,
+            unit,
+        })
     }
 }
 
@@ -40,20 +72,22 @@ impl ChunkConfig {
 pub fn chunk_text(text: &str, config: &ChunkConfig) -> Vec<String> {
     let budget = config.size - config.overlap;
     let mut atoms = Vec::new();
-    split_to_budget(text, 0, Level::Paragraph, budget, &mut atoms);
+    split_to_budget(text, 0, Level::Paragraph, budget, config.unit, &mut atoms);
 
-    // Greedily pack contiguous atoms into pieces of at most `budget` chars.
+    // Greedily pack contiguous atoms into pieces of at most `budget` units.
+    // Atoms start at word boundaries (or, for characters, inside an overlong
+    // word), so the units of a piece are the sum of its atoms'.
     let mut pieces: Vec<(usize, usize)> = Vec::new();
-    let mut current: Option<(usize, usize, usize)> = None; // (start, end, chars)
+    let mut current: Option<(usize, usize, usize)> = None; // (start, end, units)
     for (start, end) in atoms {
-        let chars = text[start..end].chars().count();
+        let units = config.unit.measure(&text[start..end]);
         current = match current {
-            Some((s, _, n)) if n + chars <= budget => Some((s, end, n + chars)),
+            Some((s, _, n)) if n + units <= budget => Some((s, end, n + units)),
             Some((s, e, _)) => {
                 pieces.push((s, e));
-                Some((start, end, chars))
+                Some((start, end, units))
             }
-            None => Some((start, end, chars)),
+            None => Some((start, end, units)),
         };
     }
     if let Some((s, e, _)) = current {
@@ -64,10 +98,10 @@ pub fn chunk_text(text: &str, config: &ChunkConfig) -> Vec<String> {
         .iter()
         .enumerate()
         .map(|(i, &(start, end))| {
-            let from = if i == 0 {
-                start
-            } else {
-                overlap_start(text, start, config.overlap)
+            let from = match (i, config.unit) {
+                (0, _) => start,
+                (_, ChunkUnit::Chars) => overlap_start(text, start, config.overlap),
+                (_, ChunkUnit::Tokens) => token_overlap_start(text, start, config.overlap),
             };
             text[from..end].trim()
         })
@@ -99,15 +133,18 @@ enum Level {
 }
 
 /// Appends byte ranges (absolute, starting at `offset`) that cover `text`
-/// contiguously, each of at most `budget` chars.
+/// contiguously, each of at most `budget` units. A text of two or more
+/// tokens always has a word cut, so for tokens the recursion ends at single
+/// words at the latest.
 fn split_to_budget(
     text: &str,
     offset: usize,
     level: Level,
     budget: usize,
+    unit: ChunkUnit,
     out: &mut Vec<(usize, usize)>,
 ) {
-    if text.chars().count() <= budget {
+    if unit.measure(text) <= budget {
         if !text.is_empty() {
             out.push((offset, offset + text.len()));
         }
@@ -135,7 +172,7 @@ fn split_to_budget(
     let mut start = 0;
     for cut in cuts.into_iter().chain(std::iter::once(text.len())) {
         if cut > start {
-            split_to_budget(&text[start..cut], offset + start, next, budget, out);
+            split_to_budget(&text[start..cut], offset + start, next, budget, unit, out);
             start = cut;
         }
     }
@@ -168,6 +205,26 @@ fn is_sentence_cut(prev: Option<char>, c: char, _next: Option<char>) -> bool {
 
 fn is_word_cut(_prev: Option<char>, c: char, next: Option<char>) -> bool {
     c.is_whitespace() && !next.is_some_and(char::is_whitespace)
+}
+
+/// Start (byte offset) of the last `overlap` words before `at` (a word start).
+fn token_overlap_start(text: &str, at: usize, overlap: usize) -> usize {
+    if overlap == 0 {
+        return at;
+    }
+    let before = &text[..at];
+    let mut previous_is_space = true;
+    let mut word_starts = Vec::new();
+    for (i, c) in before.char_indices() {
+        if previous_is_space && !c.is_whitespace() {
+            word_starts.push(i);
+        }
+        previous_is_space = c.is_whitespace();
+    }
+    word_starts
+        .len()
+        .checked_sub(overlap)
+        .map_or(0, |first| word_starts[first])
 }
 
 /// Start (byte offset) of the overlap carried into the chunk that begins at
@@ -203,14 +260,14 @@ mod tests {
     use super::*;
 
     fn config(size: usize, overlap: usize) -> ChunkConfig {
-        ChunkConfig::new(size, overlap).unwrap()
+        ChunkConfig::new(size, overlap, ChunkUnit::Chars).unwrap()
     }
 
     #[test]
     fn rejects_bad_configs() {
-        assert!(ChunkConfig::new(8, 0).is_err());
-        assert!(ChunkConfig::new(100, 50).is_err());
-        assert!(ChunkConfig::new(100, 49).is_ok());
+        assert!(ChunkConfig::new(8, 0, ChunkUnit::Chars).is_err());
+        assert!(ChunkConfig::new(100, 50, ChunkUnit::Chars).is_err());
+        assert!(ChunkConfig::new(100, 49, ChunkUnit::Chars).is_ok());
     }
 
     #[test]
@@ -289,6 +346,83 @@ mod tests {
         }
         let no_overlap = chunk_text(&text, &config(60, 0));
         assert!(no_overlap.len() < chunks.len());
+    }
+
+    fn tokens(size: usize, overlap: usize) -> ChunkConfig {
+        ChunkConfig::new(size, overlap, ChunkUnit::Tokens).unwrap()
+    }
+
+    fn token_count(text: &str) -> usize {
+        text.split_whitespace().count()
+    }
+
+    #[test]
+    fn rejects_bad_token_configs() {
+        assert!(ChunkConfig::new(1, 0, ChunkUnit::Tokens).is_err());
+        assert!(ChunkConfig::new(10, 5, ChunkUnit::Tokens).is_err());
+        assert!(ChunkConfig::new(2, 0, ChunkUnit::Tokens).is_ok());
+        // 2 is fine in tokens but not in characters.
+        assert!(ChunkConfig::new(2, 0, ChunkUnit::Chars).is_err());
+    }
+
+    #[test]
+    fn token_sizes_count_words_and_prefer_paragraphs_then_sentences() {
+        let text = "One two three four five.\n\nSix seven eight nine ten eleven.";
+        // Each paragraph fits 6 tokens; together they do not.
+        assert_eq!(
+            chunk_text(text, &tokens(6, 0)),
+            vec![
+                "One two three four five.",
+                "Six seven eight nine ten eleven."
+            ]
+        );
+        let text = "Alpha beta gamma. Delta epsilon. Zeta eta theta iota.";
+        assert_eq!(
+            chunk_text(text, &tokens(5, 0)),
+            vec!["Alpha beta gamma. Delta epsilon.", "Zeta eta theta iota."]
+        );
+        // Long characters do not matter, only words.
+        let long_words = format!("{} {}", "x".repeat(5000), "y".repeat(5000));
+        assert_eq!(chunk_text(&long_words, &tokens(2, 0)), vec![long_words]);
+    }
+
+    #[test]
+    fn token_chunks_never_exceed_size_and_keep_every_word() {
+        let text = (0..500)
+            .map(|i| match i % 7 {
+                0 => format!("Satz{i} endet hier."),
+                3 => format!("grüße{i}\n\n"),
+                _ => format!("wörter{i} 🦀"),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        for (size, overlap) in [(2, 0), (5, 2), (50, 10), (64, 31)] {
+            let chunks = chunk_text(&text, &tokens(size, overlap));
+            assert!(chunks.len() > 1);
+            for chunk in &chunks {
+                assert!(token_count(chunk) <= size, "{chunk:?} > {size} tokens");
+            }
+            if overlap == 0 {
+                let joined: Vec<&str> = chunks.iter().flat_map(|c| c.split_whitespace()).collect();
+                let original: Vec<&str> = text.split_whitespace().collect();
+                assert_eq!(joined, original);
+            }
+        }
+    }
+
+    #[test]
+    fn token_overlap_repeats_the_last_words() {
+        let text = (0..40)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let chunks = chunk_text(&text, &tokens(10, 3));
+        assert!(chunks.len() > 3);
+        for pair in chunks.windows(2) {
+            let previous: Vec<&str> = pair[0].split_whitespace().collect();
+            let next: Vec<&str> = pair[1].split_whitespace().collect();
+            assert_eq!(&next[..3], &previous[previous.len() - 3..], "{pair:?}");
+        }
     }
 
     #[test]

@@ -132,7 +132,7 @@ mod tests {
     #[tokio::test]
     async fn prepares_chunks_with_one_vector_each() {
         let metrics = Metrics::new();
-        let config = ChunkConfig::new(40, 5).unwrap();
+        let config = ChunkConfig::new(40, 5, chunking::ChunkUnit::Chars).unwrap();
         let embedder = HashEmbedder::new(16);
         let text = "A sentence about things. Another sentence about stuff. And one more here.";
         let docs = prepare(
@@ -154,7 +154,7 @@ mod tests {
     #[tokio::test]
     async fn names_the_offending_field() {
         let metrics = Metrics::new();
-        let config = ChunkConfig::new(40, 5).unwrap();
+        let config = ChunkConfig::new(40, 5, chunking::ChunkUnit::Chars).unwrap();
         let embedder = HashEmbedder::new(16);
         let err = prepare(
             vec![doc(Some("a"), "ok"), doc(Some("b"), "  ")],

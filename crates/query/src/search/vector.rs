@@ -8,12 +8,6 @@ use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use super::{ScoredRow, SearchError, collect_scored};
 use crate::store::{ROW_COLUMNS, Store};
 
-/// IVF partitions probed per query. More probes: better recall, slower.
-const NPROBES: usize = 40;
-/// Candidates re-ranked by their full vectors, as a multiple of the limit; this
-/// undoes most of the product-quantisation error (IVF-PQ's main recall loss).
-const REFINE_FACTOR: u32 = 10;
-
 pub async fn search(
     store: &Store,
     vector: Vec<f32>,
@@ -26,8 +20,9 @@ pub async fn search(
         .nearest_to(vector)?
         .column("vector")
         .distance_type(DistanceType::Cosine)
-        .nprobes(NPROBES)?
-        .refine_factor(REFINE_FACTOR)
+        .nprobes(store.vector_query().nprobes)?
+        .refine_factor(store.vector_query().refine_factor)
+        .ef(store.vector_query().ef)
         .limit(limit)
         .select(Select::columns(&ROW_COLUMNS));
     if let Some(filter) = filter {

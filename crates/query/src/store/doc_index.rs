@@ -2,7 +2,7 @@
 //! quotas, and source/metadata for resolving filters to document ids.
 //! Rebuilt from the table at startup and updated by the writer after each commit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use kbeast_client::{Filter, Metadata};
 
@@ -20,9 +20,20 @@ pub struct DocIndex {
     docs: HashMap<String, DocEntry>,
     chunks: u64,
     bytes: u64,
+    /// Documents with a chunk id stored more than once (see `Store::remove_superseded_rows`).
+    duplicated: BTreeSet<String>,
 }
 
 impl DocIndex {
+    /// Forgets the duplicated documents until the next reload finds them again.
+    pub(crate) fn take_duplicated(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.duplicated).into_iter().collect()
+    }
+
+    pub(crate) fn mark_duplicated(&mut self, id: &str) {
+        self.duplicated.insert(id.to_string());
+    }
+
     pub fn documents(&self) -> u64 {
         self.docs.len() as u64
     }

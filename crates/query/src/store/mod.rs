@@ -4,7 +4,7 @@ mod doc_index;
 
 pub use doc_index::{DocEntry, DocIndex};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,7 +20,7 @@ use lancedb::arrow::arrow_cast::cast;
 use lancedb::arrow::arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use lancedb::index::Index;
 use lancedb::index::scalar::{BTreeIndexBuilder, FtsIndexBuilder};
-use lancedb::index::vector::IvfPqIndexBuilder;
+use lancedb::index::vector::{IvfHnswSqIndexBuilder, IvfPqIndexBuilder, IvfSqIndexBuilder};
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::optimize::{CompactionOptions, Duration as ChronoDuration};
 use lancedb::table::{OptimizeAction, OptimizeOptions, OptimizeStats};
@@ -132,6 +132,49 @@ pub fn is_object_store(uri: &str) -> bool {
         .is_some_and(|(scheme, _)| !scheme.is_empty() && scheme != "file")
 }
 
+/// How LanceDB's vector index is queried (once it exists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VectorQuery {
+    /// IVF partitions probed per query. More probes: better recall, slower.
+    pub nprobes: usize,
+    /// Candidates re-ranked by their full vectors, as a multiple of the limit;
+    /// this undoes most of the quantisation error.
+    pub refine_factor: u32,
+    /// Candidates an HNSW search keeps (IVF-HNSW indices only).
+    pub ef: usize,
+}
+
+/// How the vector index is built; None keeps LanceDB's defaults (IVF-PQ: a
+/// partition per 8,192 rows, one PQ sub-vector per 16 dimensions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VectorIndexShape {
+    pub kind: VectorIndexKind,
+    pub partitions: Option<u32>,
+    /// IVF-PQ only.
+    pub sub_vectors: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VectorIndexKind {
+    /// IVF-PQ: product-quantised vectors in IVF partitions.
+    #[default]
+    Pq,
+    /// IVF-SQ: 8-bit scalar-quantised vectors in IVF partitions.
+    Sq,
+    /// IVF-HNSW-SQ: an HNSW graph over scalar-quantised vectors per partition.
+    HnswSq,
+}
+
+impl Default for VectorQuery {
+    fn default() -> Self {
+        Self {
+            nprobes: 40,
+            refine_factor: 10,
+            ef: 100,
+        }
+    }
+}
+
 /// Scalar indices every chunks table has, by column.
 pub const BTREE_COLUMNS: [&str; 2] = ["doc_id", "chunk_id"];
 
@@ -151,6 +194,8 @@ pub struct Store {
     shared: AtomicBool,
     /// In-memory exact vector index of small tables (`search::exact`).
     exact_index: Arc<crate::search::ExactIndex>,
+    vector_query: RwLock<VectorQuery>,
+    vector_index_shape: RwLock<VectorIndexShape>,
 }
 
 impl Store {
@@ -192,9 +237,23 @@ impl Store {
             indexed_version: AtomicU64::new(0),
             shared: AtomicBool::new(false),
             exact_index: Arc::default(),
+            vector_query: RwLock::default(),
+            vector_index_shape: RwLock::default(),
         };
         store.reload_doc_index().await?;
         Ok(store)
+    }
+
+    pub fn vector_query(&self) -> VectorQuery {
+        *self.vector_query.read().expect("vector query lock")
+    }
+
+    pub fn set_vector_query(&self, query: VectorQuery) {
+        *self.vector_query.write().expect("vector query lock") = query;
+    }
+
+    pub fn set_vector_index_shape(&self, shape: VectorIndexShape) {
+        *self.vector_index_shape.write().expect("vector index lock") = shape;
     }
 
     pub fn cache_sizes(&self) -> Option<CacheSizes> {
@@ -296,6 +355,112 @@ impl Store {
         let reader = RecordBatchIterator::new(vec![Ok(batch)], self.schema.clone());
         let result = merge.execute(Box::new(reader)).await?;
         Ok(result.version)
+    }
+
+    /// Appends the chunks of documents that are not in the table: one commit
+    /// that only adds rows, so its cost does not grow with the table (a
+    /// merge-insert joins against every row). Correct only for ids absent from
+    /// the table; see [`Store::stored_exactly`] for the check after the commit.
+    /// Returns the table version of the commit.
+    pub async fn append_documents(&self, documents: &[PreparedDocument]) -> Result<u64> {
+        let batch = self.record_batch(documents)?;
+        Ok(self.table.add(batch).execute().await?.version)
+    }
+
+    /// True if the table holds exactly the chunk ids of `documents` for their
+    /// ids, each once: no duplicate and no chunk of another version of them.
+    pub async fn stored_exactly(&self, documents: &[PreparedDocument]) -> Result<bool> {
+        let ids: Vec<&str> = documents.iter().map(|d| d.id.as_str()).collect();
+        let mut stored: Vec<String> = Vec::new();
+        let mut stream = self
+            .table
+            .query()
+            .only_if(doc_id_in(&ids))
+            .select(Select::columns(&["chunk_id"]))
+            .execute()
+            .await?;
+        while let Some(batch) = stream.try_next().await? {
+            let chunk_ids = string_column(&batch, "chunk_id")?;
+            stored.extend(chunk_ids.iter().flatten().map(str::to_string));
+        }
+        let mut expected: Vec<String> = documents
+            .iter()
+            .flat_map(|d| (0..d.chunks.len()).map(|i| crate::ingest::chunking::chunk_id(&d.id, i)))
+            .collect();
+        stored.sort_unstable();
+        expected.sort_unstable();
+        Ok(stored == expected)
+    }
+
+    /// Replaces every stored row of `documents`, duplicates included, by
+    /// their chunks, in one commit. The merge key adds `ingested_at`, which no
+    /// stored row shares with the rows written now, so nothing matches: every
+    /// old row of these documents is deleted and every new one inserted.
+    pub async fn overwrite_documents(&self, documents: &[PreparedDocument]) -> Result<u64> {
+        let batch = self.record_batch(documents)?;
+        let ids: Vec<&str> = documents.iter().map(|d| d.id.as_str()).collect();
+        let mut merge = self.table.merge_insert(&["chunk_id", "ingested_at"]);
+        merge
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(Some(doc_id_in(&ids)));
+        let reader = RecordBatchIterator::new(vec![Ok(batch)], self.schema.clone());
+        Ok(merge.execute(Box::new(reader)).await?.version)
+    }
+
+    /// Keeps, for each of `ids`, only the rows of the document's newest write
+    /// (the rows of one commit share `ingested_at`) and deletes the others, in
+    /// one commit: what a crash between an append and its rewrite (see the
+    /// writer) can leave behind. The kept rows match themselves on
+    /// (`chunk_id`, `ingested_at`) and stay; every other row of these ids is
+    /// "not matched by source" and deleted. Returns the commit's version.
+    pub async fn remove_superseded_rows(&self, ids: &[&str]) -> Result<u64> {
+        let batches: Vec<RecordBatch> = self
+            .table
+            .query()
+            .only_if(doc_id_in(ids))
+            .execute()
+            .await?
+            .try_collect()
+            .await?;
+        let newest_of = |batch: &RecordBatch| -> Result<(StringArray, TimestampMicrosecondArray)> {
+            let times = batch
+                .column_by_name("ingested_at")
+                .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+                .cloned()
+                .ok_or_else(|| StoreError::Corrupt("ingested_at is not a timestamp".into()))?;
+            Ok((string_column(batch, "doc_id")?, times))
+        };
+        let mut newest: HashMap<String, i64> = HashMap::new();
+        for batch in &batches {
+            let (docs, times) = newest_of(batch)?;
+            for i in 0..batch.num_rows() {
+                let time = newest.entry(docs.value(i).to_string()).or_insert(i64::MIN);
+                *time = (*time).max(times.value(i));
+            }
+        }
+        let mut kept = Vec::new();
+        for batch in &batches {
+            let (docs, times) = newest_of(batch)?;
+            let keep: lancedb::arrow::arrow_array::BooleanArray = (0..batch.num_rows())
+                .map(|i| Some(newest.get(docs.value(i)) == Some(&times.value(i))))
+                .collect();
+            let batch = lancedb::arrow::arrow_select::filter::filter_record_batch(batch, &keep)?;
+            kept.push(RecordBatch::try_new(
+                self.schema.clone(),
+                batch.columns().to_vec(),
+            )?);
+        }
+        let mut merge = self.table.merge_insert(&["chunk_id", "ingested_at"]);
+        merge
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(Some(doc_id_in(ids)));
+        let reader = RecordBatchIterator::new(kept.into_iter().map(Ok), self.schema.clone());
+        Ok(merge.execute(Box::new(reader)).await?.version)
+    }
+
+    /// Table version the document index reflects (0: unknown, reload pending).
+    pub fn indexed_version(&self) -> u64 {
+        self.indexed_version.load(Ordering::SeqCst)
     }
 
     /// Deletes all chunks of the given documents in one commit. Returns the
@@ -455,12 +620,40 @@ impl Store {
         Ok(indices.iter().any(|i| i.columns == ["vector"]))
     }
 
-    /// Builds an IVF-PQ index (cosine) on `vector`. Until it exists, vector
-    /// search is an exact scan, which is fine for small tables.
+    /// Builds (or rebuilds, replacing it) an IVF-PQ index (cosine) on
+    /// `vector`. Until it exists, vector search is an exact scan, which is fine
+    /// for small tables.
     pub async fn create_vector_index(&self) -> Result<()> {
-        let builder = IvfPqIndexBuilder::default().distance_type(DistanceType::Cosine);
+        let shape = *self.vector_index_shape.read().expect("vector index lock");
+        let index = match shape.kind {
+            VectorIndexKind::Pq => {
+                let mut builder = IvfPqIndexBuilder::default().distance_type(DistanceType::Cosine);
+                if let Some(partitions) = shape.partitions {
+                    builder = builder.num_partitions(partitions);
+                }
+                if let Some(sub_vectors) = shape.sub_vectors {
+                    builder = builder.num_sub_vectors(sub_vectors);
+                }
+                Index::IvfPq(builder)
+            }
+            VectorIndexKind::Sq => {
+                let mut builder = IvfSqIndexBuilder::default().distance_type(DistanceType::Cosine);
+                if let Some(partitions) = shape.partitions {
+                    builder = builder.num_partitions(partitions);
+                }
+                Index::IvfSq(builder)
+            }
+            VectorIndexKind::HnswSq => {
+                let mut builder =
+                    IvfHnswSqIndexBuilder::default().distance_type(DistanceType::Cosine);
+                if let Some(partitions) = shape.partitions {
+                    builder = builder.num_partitions(partitions);
+                }
+                Index::IvfHnswSq(builder)
+            }
+        };
         self.table
-            .create_index(&["vector"], Index::IvfPq(builder))
+            .create_index(&["vector"], index)
             .execute()
             .await?;
         Ok(())
@@ -480,8 +673,12 @@ impl Store {
             .execute()
             .await?;
         let mut index = DocIndex::default();
+        let mut chunk_ids = HashSet::new();
         while let Some(batch) = stream.try_next().await? {
             for row in decode_rows(&batch)? {
+                if !chunk_ids.insert(row.chunk_id) {
+                    index.mark_duplicated(&row.doc_id);
+                }
                 index.add_chunk(&row.doc_id, row.source, row.metadata, row.text.len() as u64);
             }
         }
