@@ -373,8 +373,12 @@ async fn readiness_gate_holds_ready_until_its_condition_is_true() {
             Some("ReadinessGatesNotReady".to_string())
         )
     );
-    let ep = endpoints.get("gated").await.unwrap();
-    let subset = &ep.subsets.unwrap()[0];
+    // The endpoints controller runs after the pod's change, as in a real cluster.
+    let subset = wait_for("the pod listed in the Endpoints", || async {
+        let ep = endpoints.get("gated").await.ok()?;
+        ep.subsets?.into_iter().next()
+    })
+    .await;
     assert!(subset.addresses.is_none(), "not ready: not in addresses");
     assert_eq!(subset.not_ready_addresses.as_ref().unwrap().len(), 1);
     pods.patch_status(
