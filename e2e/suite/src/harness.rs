@@ -57,15 +57,7 @@ impl Env {
                 )
             }
         };
-        let client = Client::try_from(
-            kube::Config::from_custom_kubeconfig(
-                kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .expect("kubeconfig loads"),
-        )
-        .expect("client");
+        let client = client_for(&kubeconfig).await;
         install_crd(&client).await;
         create_namespace(&client, "kbeast-system").await;
         Env {
@@ -171,6 +163,19 @@ impl Env {
             })
             .unwrap_or_default()
     }
+}
+
+/// A client for the cluster of `kubeconfig`.
+pub async fn client_for(kubeconfig: &std::path::Path) -> Client {
+    Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig"),
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("kubeconfig loads"),
+    )
+    .expect("client")
 }
 
 /// A local control plane whose pod runner runs `images` (repository → program) as real

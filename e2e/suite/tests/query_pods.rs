@@ -17,12 +17,11 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kbeast_api::KnowledgeProject;
 use kbeast_client::{DocumentInput, IngestRequest, SearchMode, SearchRequest};
 use kbeast_e2e::children::assert_network_policy;
-use kbeast_e2e::harness::api_keys;
+use kbeast_e2e::harness::{api_keys, client_for};
 use kbeast_e2e::{
     binary, create_namespace, install_crd, ready_for_generation, repo_root, start_operator,
     wait_for,
 };
-use kube::Client;
 use kube::api::{Api, PostParams};
 
 /// The query image the operator is told to use; the pod runner maps it to `kbeast-query`.
@@ -65,15 +64,7 @@ async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() 
             (Some(cluster), kubeconfig, LOCAL_IMAGE.to_string())
         }
     };
-    let client = Client::try_from(
-        kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .expect("kubeconfig loads"),
-    )
-    .expect("client");
+    let client = client_for(&kubeconfig).await;
     install_crd(&client).await;
     create_namespace(&client, "kbeast-system").await;
     let sample: KnowledgeProject = serde_yaml::from_str(

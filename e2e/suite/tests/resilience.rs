@@ -201,8 +201,7 @@ async fn switching_autoscaling_on_and_off_never_drops_a_running_pod() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_projects_created_at_once_all_become_ready() {
     let projects_wanted: usize = std::env::var("KBEAST_E2E_SCALE_PROJECTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
+        .map(|v| v.parse().expect("KBEAST_E2E_SCALE_PROJECTS is a number"))
         .unwrap_or(200);
     #[allow(non_snake_case)]
     let PROJECTS = projects_wanted;
@@ -285,8 +284,10 @@ async fn many_projects_created_at_once_all_become_ready() {
 
     // Steady state: once everything is Ready, the operator writes nothing.
     let steady_seconds: u64 = std::env::var("KBEAST_E2E_SCALE_STEADY_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
+        .map(|v| {
+            v.parse()
+                .expect("KBEAST_E2E_SCALE_STEADY_SECONDS is a number")
+        })
         .unwrap_or(10);
     let steady_writes = match env.request_log_or_skip("the steady-state write count") {
         Some(cluster) => {
