@@ -79,6 +79,12 @@ pub struct Memory {
     pub rss_bytes: u64,
     /// Peak resident set size (VmHWM), summed likewise.
     pub peak_rss_bytes: u64,
+    /// The part of `rss_bytes` that is the process's own memory (RssAnon)…
+    #[serde(default)]
+    pub rss_anon_bytes: u64,
+    /// …and the part that is mapped files, mostly the executable's code (RssFile).
+    #[serde(default)]
+    pub rss_file_bytes: u64,
     pub processes: usize,
 }
 
@@ -95,6 +101,8 @@ pub fn memory_of_tree(pid: u32) -> Memory {
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
             memory.rss_bytes += kib_field(&status, "VmRSS:").unwrap_or(0) * 1024;
             memory.peak_rss_bytes += kib_field(&status, "VmHWM:").unwrap_or(0) * 1024;
+            memory.rss_anon_bytes += kib_field(&status, "RssAnon:").unwrap_or(0) * 1024;
+            memory.rss_file_bytes += kib_field(&status, "RssFile:").unwrap_or(0) * 1024;
             memory.processes += 1;
         }
     }

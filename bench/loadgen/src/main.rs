@@ -123,6 +123,10 @@ struct RunArgs {
     /// Vector queries whose recall@k is checked against exact search.
     #[arg(long, env = "KBEAST_BENCH_RECALL_QUERIES", default_value_t = 200)]
     recall_queries: usize,
+    /// Seconds the server is left idle after the searches before its memory
+    /// is read (the same for every system; the peak is recorded too).
+    #[arg(long, env = "KBEAST_BENCH_MEMORY_SETTLE_SECONDS", default_value_t = 15)]
+    memory_settle_seconds: u64,
     /// Chroma collection name.
     #[arg(long, env = "KBEAST_BENCH_COLLECTION", default_value = "kbeast-bench")]
     collection: String,
@@ -374,6 +378,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             latency: summary,
         });
     }
+    tokio::time::sleep(std::time::Duration::from_secs(args.memory_settle_seconds)).await;
     let memory_after = memory_of_tree(args.pid);
 
     // Recall and the same-vectors check.
@@ -442,6 +447,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "warmup": args.warmup,
             "requests_c1": args.requests_c1,
             "requests_cn": args.requests_cn,
+            "memory_settle_seconds": args.memory_settle_seconds,
         }),
     };
     write_json(&args.out, &result)

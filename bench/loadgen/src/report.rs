@@ -160,18 +160,21 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         }
         let _ = writeln!(
             md,
-            "\n| System | Ingest chunks/s | Ingest s | recall@10 (vector) | RSS after searches MiB | Peak RSS MiB |\n|---|---|---|---|---|---|"
+            "\n| System | Ingest chunks/s | Ingest s | recall@10 (vector) | RSS after searches MiB | of it own (anon) / mapped files MiB | Peak RSS MiB |\n|---|---|---|---|---|---|---|"
         );
+        let mib = |bytes: u64| bytes as f64 / 1048576.0;
         for run in [ours, chroma].into_iter().flatten() {
             let _ = writeln!(
                 md,
-                "| {} | {:.0} | {:.1} | {:.4} | {:.0} | {:.0} |",
+                "| {} | {:.0} | {:.1} | {:.4} | {:.0} | {:.0} / {:.0} | {:.0} |",
                 run.system,
                 run.ingest.chunks_per_sec,
                 run.ingest.seconds,
                 run.vector_recall_at_k,
-                run.memory_after.rss_bytes as f64 / 1048576.0,
-                run.memory_after.peak_rss_bytes as f64 / 1048576.0
+                mib(run.memory_after.rss_bytes),
+                mib(run.memory_after.rss_anon_bytes),
+                mib(run.memory_after.rss_file_bytes),
+                mib(run.memory_after.peak_rss_bytes)
             );
         }
         let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}"));

@@ -195,6 +195,11 @@ pub struct ServeArgs {
     /// Byte budget of LanceDB's metadata cache (manifests, file footers).
     #[arg(long, env = "KBEAST_METADATA_CACHE_BYTES", default_value = "64M", value_parser = parse_bytes)]
     pub metadata_cache_bytes: u64,
+    /// Memory of the in-memory vector index: vectors kept in memory and
+    /// searched by a scan, one byte per dimension for tables too large for
+    /// full floats. Tables beyond it are searched in LanceDB. 0 turns it off.
+    #[arg(long, env = "KBEAST_VECTOR_MEMORY_BYTES", default_value = "64M", value_parser = parse_bytes)]
+    pub vector_memory_bytes: u64,
     /// How often to look for commits of other processes writing the same
     /// table, in milliseconds (searches see them at most this late; stats and
     /// filters too). 0 turns it off: only for a single writer.

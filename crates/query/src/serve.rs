@@ -151,6 +151,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         refine_factor: args.vector_refine_factor,
         ef: args.vector_ef,
     });
+    store
+        .exact_index()
+        .set_budget(usize::try_from(args.vector_memory_bytes).unwrap_or(usize::MAX));
     store.set_vector_index_shape(VectorIndexShape {
         kind: args.vector_index_type.into(),
         partitions: (args.vector_index_partitions > 0).then_some(args.vector_index_partitions),
@@ -213,6 +216,15 @@ async fn warm_up(state: &AppState, store: &Arc<Store>) {
         tracing::warn!(error = %error, "warm-up vector query failed");
     }
     state.warmup.query_path.store(true, Ordering::SeqCst);
+    crate::memory::release_free();
+    crate::memory::spawn_release_loop();
+    // Not awaited: until it is loaded, vector searches go to LanceDB.
+    match store.version().await {
+        Ok(version) => store
+            .exact_index()
+            .refresh_in_background(store.table(), version),
+        Err(error) => tracing::warn!(error = %error, "reading the table version failed"),
+    }
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "warm");
 }
 

@@ -212,6 +212,7 @@ async fn run(
                     () = idle => {
                         unindexed_chunks = 0;
                         update_indices(&store).await;
+                        crate::memory::release_free();
                         continue;
                     }
                 }
@@ -404,6 +405,7 @@ fn train_vector_index(store: &Arc<Store>, training: &Arc<VectorIndexTraining>, r
             }
             Err(error) => tracing::warn!(error = %error, "building the vector index failed"),
         }
+        crate::memory::release_free();
         training.running.store(false, Ordering::SeqCst);
     });
 }
@@ -463,6 +465,7 @@ async fn maintain(
     }
 
     update_gauges(store, metrics).await;
+    crate::memory::release_free();
 }
 
 type UpsertRequest = (
@@ -581,7 +584,7 @@ async fn upsert_batch(
                         doc.id.clone(),
                         DocEntry {
                             source: doc.source.clone(),
-                            metadata: doc.metadata.clone(),
+                            metadata: std::sync::Arc::new(doc.metadata.clone()),
                             chunks: doc.chunks.len() as u64,
                             bytes: doc.text_bytes(),
                         },

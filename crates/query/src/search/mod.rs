@@ -164,8 +164,8 @@ async fn timed_vector(
     let started = Instant::now();
     let version = store.version().await?;
     let exact = store.exact_index();
-    let rows = match exact.search(version, &vector, limit, prefilter.docs) {
-        Some(rows) => Ok(rows),
+    let rows = match exact.search(version, &vector, limit, prefilter.docs).await {
+        Some(rows) => rows,
         None => {
             exact.refresh_in_background(store.table(), version);
             vector::search(store, vector, limit, prefilter.sql).await

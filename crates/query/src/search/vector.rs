@@ -14,15 +14,18 @@ pub async fn search(
     limit: usize,
     filter: Option<&str>,
 ) -> Result<Vec<ScoredRow>, SearchError> {
+    let settings = store.vector_query();
+    // An HNSW search fails unless it keeps at least as many candidates as it returns.
+    let ef = settings.ef.max(limit * settings.refine_factor as usize);
     let mut query = store
         .table()
         .query()
         .nearest_to(vector)?
         .column("vector")
         .distance_type(DistanceType::Cosine)
-        .nprobes(store.vector_query().nprobes)?
-        .refine_factor(store.vector_query().refine_factor)
-        .ef(store.vector_query().ef)
+        .nprobes(settings.nprobes)?
+        .refine_factor(settings.refine_factor)
+        .ef(ef)
         .limit(limit)
         .select(Select::columns(&ROW_COLUMNS));
     if let Some(filter) = filter {

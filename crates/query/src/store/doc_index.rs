@@ -3,13 +3,15 @@
 //! Rebuilt from the table at startup and updated by the writer after each commit.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use kbeast_client::{Filter, Metadata};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocEntry {
     pub source: Option<String>,
-    pub metadata: Metadata,
+    /// Shared by all documents with equal metadata (see `DocIndex::intern`).
+    pub metadata: Arc<Metadata>,
     pub chunks: u64,
     /// UTF-8 bytes of the document's chunk texts.
     pub bytes: u64,
@@ -22,6 +24,9 @@ pub struct DocIndex {
     bytes: u64,
     /// Documents with a chunk id stored more than once (see `Store::remove_superseded_rows`).
     duplicated: BTreeSet<String>,
+    /// One copy of each distinct metadata object, by its JSON text: documents
+    /// often share metadata, and a map per document costs about 600 bytes.
+    metadata: HashMap<String, Arc<Metadata>>,
 }
 
 impl DocIndex {
@@ -57,24 +62,33 @@ impl DocIndex {
         metadata: Metadata,
         bytes: u64,
     ) {
-        let entry = self.docs.entry(id.to_string()).or_insert_with(|| DocEntry {
-            source,
-            metadata,
-            chunks: 0,
-            bytes: 0,
-        });
+        if !self.docs.contains_key(id) {
+            let metadata = self.intern(Arc::new(metadata));
+            self.docs.insert(
+                id.to_string(),
+                DocEntry {
+                    source,
+                    metadata,
+                    chunks: 0,
+                    bytes: 0,
+                },
+            );
+        }
+        let entry = self.docs.get_mut(id).expect("inserted above");
         entry.chunks += 1;
         entry.bytes += bytes;
         self.chunks += 1;
         self.bytes += bytes;
     }
 
-    pub(crate) fn insert(&mut self, id: String, entry: DocEntry) {
+    pub(crate) fn insert(&mut self, id: String, mut entry: DocEntry) {
+        entry.metadata = self.intern(entry.metadata);
         self.chunks += entry.chunks;
         self.bytes += entry.bytes;
         if let Some(old) = self.docs.insert(id, entry) {
             self.chunks -= old.chunks;
             self.bytes -= old.bytes;
+            self.release(&old.metadata);
         }
     }
 
@@ -82,7 +96,30 @@ impl DocIndex {
         let old = self.docs.remove(id)?;
         self.chunks -= old.chunks;
         self.bytes -= old.bytes;
+        self.release(&old.metadata);
         Some(old)
+    }
+
+    /// The shared copy of `metadata`.
+    fn intern(&mut self, metadata: Arc<Metadata>) -> Arc<Metadata> {
+        let key = serde_json::to_string(&*metadata).expect("metadata serialises");
+        self.metadata.entry(key).or_insert(metadata).clone()
+    }
+
+    /// Forgets the shared copy once no document holds it: `metadata` is the
+    /// copy of a document just taken out of the index.
+    fn release(&mut self, metadata: &Arc<Metadata>) {
+        // Held by the interner and that document only.
+        if Arc::strong_count(metadata) == 2 {
+            let key = serde_json::to_string(&**metadata).expect("metadata serialises");
+            if self
+                .metadata
+                .get(&key)
+                .is_some_and(|shared| Arc::ptr_eq(shared, metadata))
+            {
+                self.metadata.remove(&key);
+            }
+        }
     }
 
     /// Ids of the documents matching every condition of `filter`, sorted.
@@ -133,7 +170,7 @@ mod tests {
     fn entry(source: &str, metadata: serde_json::Value, chunks: u64) -> DocEntry {
         DocEntry {
             source: Some(source.to_string()),
-            metadata: metadata.as_object().unwrap().clone(),
+            metadata: Arc::new(metadata.as_object().unwrap().clone()),
             chunks,
             bytes: chunks * 10,
         }
@@ -183,5 +220,31 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(index.matching(&ids), vec!["b", "c"]);
+    }
+
+    #[test]
+    fn equal_metadata_is_stored_once_and_forgotten_with_its_last_document() {
+        let mut index = DocIndex::default();
+        index.insert("a".into(), entry("s", json!({"lang": "en"}), 1));
+        index.insert("b".into(), entry("s", json!({"lang": "en"}), 1));
+        index.add_chunk(
+            "c",
+            None,
+            json!({"lang": "en"}).as_object().unwrap().clone(),
+            5,
+        );
+        index.insert("d".into(), entry("s", json!({"lang": "de"}), 1));
+        let shared = |id: &str| index.get(id).unwrap().metadata.clone();
+        assert!(Arc::ptr_eq(&shared("a"), &shared("b")));
+        assert!(Arc::ptr_eq(&shared("a"), &shared("c")));
+        assert_eq!(index.metadata.len(), 2);
+        index.remove("d");
+        assert_eq!(index.metadata.len(), 1, "no document holds lang=de");
+        index.insert("a".into(), entry("s", json!({"lang": "fr"}), 1));
+        index.remove("b");
+        assert_eq!(index.metadata.len(), 2, "c still holds lang=en");
+        index.remove("c");
+        assert_eq!(index.metadata.len(), 1);
+        assert_eq!(index.get("a").unwrap().metadata["lang"], "fr");
     }
 }
