@@ -26,7 +26,7 @@
 //! those of the current table, from either path.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -39,7 +39,9 @@ use lancedb::arrow::arrow_array::{
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 
 use super::{ScoredRow, SearchError};
+use crate::ingest::chunking::chunk_id;
 use crate::store::{ChunkRow, ROW_COLUMNS, StoreError, decode_rows, string_column};
+use kbeast_client::Metadata;
 
 /// Memory the snapshot may take; above it, vector search stays on LanceDB.
 /// 64 MiB holds the full form of about 30k chunks of 384 dimensions with texts
@@ -49,8 +51,9 @@ pub const DEFAULT_BUDGET_BYTES: usize = 64 << 20;
 /// Rough per-row cost besides the vector and the text: ids, metadata, the Vec slots.
 const ROW_OVERHEAD_BYTES: usize = 160;
 
-/// Per-row cost of the quantised form besides the codes: scale, row id, doc id slot.
-const QUANTISED_ROW_OVERHEAD_BYTES: usize = 4 + 8 + 16;
+/// Per-row cost of the quantised form besides the codes: scale, row id, and
+/// the doc id, chunk index, source and metadata slots.
+const QUANTISED_ROW_OVERHEAD_BYTES: usize = 4 + 8 + 16 + 4 + 16 + 8;
 
 /// Candidates read back and scored exactly, per hit asked for.
 const RERANK_FACTOR: usize = 4;
@@ -96,8 +99,12 @@ struct QuantisedVectors {
     codes: BlockedCodes,
     scales: Vec<f32>,
     row_ids: Vec<u64>,
-    /// Shared between the chunks of one document.
+    /// What a hit reports besides its text, so only vectors and texts are read
+    /// back (string columns cost the most to read). Shared between rows.
     doc_ids: Vec<Arc<str>>,
+    chunk_indexes: Vec<u32>,
+    sources: Vec<Option<Arc<str>>>,
+    metadata: Vec<Arc<Metadata>>,
     /// The table pinned at the snapshot's version, for reading candidates back.
     table: Table,
 }
@@ -365,62 +372,89 @@ impl QuantisedVectors {
         let query_scale = inverse(norm(query));
         let unit: Vec<f32> = query.iter().map(|x| x * query_scale).collect();
         let mut best = TopK::new((limit * RERANK_FACTOR).max(MIN_CANDIDATES));
+        // Rows that cannot enter the full heap are dropped before touching it.
+        let mut entry_score = f32::NEG_INFINITY;
         self.codes.scan(&unit, |i, approximate| {
-            if let Some(allowed) = allowed
-                && !allowed.contains(&*self.doc_ids[i])
+            let score = approximate * self.scales[i];
+            if score <= entry_score
+                || allowed.is_some_and(|allowed| !allowed.contains(&*self.doc_ids[i]))
             {
                 return;
             }
-            best.push(approximate * self.scales[i], i);
+            best.push(score, i);
+            if let Some(worst) = best.worst_if_full() {
+                entry_score = worst;
+            }
         });
         let candidates = best.into_sorted();
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        // Lance's own take (the query planner costs more than the read here).
+        // Lance's own take (the query planner costs more than the read here),
+        // in two steps: the candidates' vectors, then the rows of the best.
         let dataset = self
             .table
             .dataset()
             .ok_or_else(|| StoreError::Corrupt("not a local LanceDB table".into()))?
             .get()
             .await?;
-        let mut columns: Vec<&str> = ROW_COLUMNS.to_vec();
-        columns.push("vector");
-        let projection = dataset
-            .schema()
-            .project(&columns)
-            .map_err(lancedb::Error::from)?;
+        let take = |ids: Vec<u64>, columns: &'static [&'static str]| {
+            let dataset = dataset.clone();
+            async move {
+                let projection = dataset
+                    .schema()
+                    .project(columns)
+                    .map_err(lancedb::Error::from)?;
+                let batch = dataset
+                    .take_rows(&ids, projection)
+                    .await
+                    .map_err(lancedb::Error::from)?;
+                if batch.num_rows() != ids.len() {
+                    return Err(SearchError::from(StoreError::Corrupt(format!(
+                        "read {} of {} rows back from table version {}",
+                        batch.num_rows(),
+                        ids.len(),
+                        dataset.version().version
+                    ))));
+                }
+                Ok(batch)
+            }
+        };
         let ids: Vec<u64> = candidates.iter().map(|&(_, i)| self.row_ids[i]).collect();
-        let batch = dataset
-            .take_rows(&ids, projection)
-            .await
-            .map_err(lancedb::Error::from)?;
-        if batch.num_rows() != ids.len() {
-            return Err(StoreError::Corrupt(format!(
-                "read {} of {} rows back from table version {}",
-                batch.num_rows(),
-                ids.len(),
-                dataset.version().version
-            ))
-            .into());
-        }
+        let vectors = take(ids, &["vector"]).await?;
         // Rows come back in the order asked for: the candidates' scan order breaks ties.
-        let (values, offset) = vector_values(&batch, dimension)?;
-        let mut scored: Vec<(f32, usize, ChunkRow)> = decode_rows(&batch)?
-            .into_iter()
+        let (values, offset) = vector_values(&vectors, dimension)?;
+        let mut scored: Vec<(f32, usize)> = candidates
+            .iter()
             .enumerate()
-            .map(|(i, row)| {
-                let start = (offset + i) * dimension;
+            .map(|(n, &(_, i))| {
+                let start = (offset + n) * dimension;
                 let vector = &values[start..start + dimension];
-                let score = dot(query, vector) * inverse(norm(vector)) * query_scale;
-                (score, candidates[i].1, row)
+                (dot(query, vector) * inverse(norm(vector)) * query_scale, i)
             })
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         scored.truncate(limit);
+        let texts = take(
+            scored.iter().map(|&(_, i)| self.row_ids[i]).collect(),
+            &["text"],
+        )
+        .await?;
+        let texts = string_column(&texts, "text")?;
         Ok(scored
             .into_iter()
-            .map(|(score, _, row)| ScoredRow { row, score })
+            .enumerate()
+            .map(|(n, (score, i))| ScoredRow {
+                row: ChunkRow {
+                    chunk_id: chunk_id(&self.doc_ids[i], self.chunk_indexes[i] as usize),
+                    doc_id: self.doc_ids[i].to_string(),
+                    chunk_index: self.chunk_indexes[i],
+                    source: self.sources[i].as_deref().map(str::to_string),
+                    text: texts.value(n).to_string(),
+                    metadata: (*self.metadata[i]).clone(),
+                },
+                score,
+            })
             .collect())
     }
 }
@@ -471,19 +505,47 @@ async fn load_quantised(
 ) -> Result<Option<QuantisedVectors>, SearchError> {
     let mut stream = pinned
         .query()
-        .select(Select::columns(&["doc_id", "vector"]))
+        .select(Select::columns(&[
+            "doc_id",
+            "chunk_index",
+            "source",
+            "metadata",
+            "vector",
+        ]))
         .with_row_id()
         .execute()
         .await?;
-    let mut codes = BlockedCodes::new(dimension);
+    let mut quantised = QuantisedVectors {
+        codes: BlockedCodes::new(dimension),
+        scales: Vec::with_capacity(rows),
+        row_ids: Vec::with_capacity(rows),
+        doc_ids: Vec::with_capacity(rows),
+        chunk_indexes: Vec::with_capacity(rows),
+        sources: Vec::with_capacity(rows),
+        metadata: Vec::with_capacity(rows),
+        table: pinned.clone(),
+    };
     let mut row_codes = Vec::with_capacity(dimension);
-    let mut scales = Vec::with_capacity(rows);
-    let mut row_ids = Vec::with_capacity(rows);
-    let mut doc_ids: Vec<Arc<str>> = Vec::with_capacity(rows);
+    // One copy of each distinct source and metadata text.
+    let mut sources: HashMap<String, Arc<str>> = HashMap::new();
+    let mut metadata: HashMap<String, Arc<Metadata>> = HashMap::new();
     let mut bytes = 0usize;
     while let Some(batch) = stream.try_next().await? {
         let (values, offset) = vector_values(&batch, dimension)?;
         let docs = string_column(&batch, "doc_id")?;
+        let batch_sources = string_column(&batch, "source")?;
+        let batch_metadata = string_column(&batch, "metadata")?;
+        let chunk_indexes = lancedb::arrow::arrow_cast::cast(
+            batch
+                .column_by_name("chunk_index")
+                .ok_or_else(|| StoreError::Corrupt("missing column chunk_index".into()))?,
+            &lancedb::arrow::arrow_schema::DataType::UInt32,
+        )
+        .map_err(|e| StoreError::Corrupt(format!("chunk_index: {e}")))?;
+        let chunk_indexes = chunk_indexes
+            .as_any()
+            .downcast_ref::<lancedb::arrow::arrow_array::UInt32Array>()
+            .ok_or_else(|| StoreError::Corrupt("chunk_index is not a number".into()))?;
         let ids = batch
             .column_by_name("_rowid")
             .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
@@ -491,30 +553,55 @@ async fn load_quantised(
         for i in 0..batch.num_rows() {
             let start = (offset + i) * dimension;
             row_codes.clear();
-            scales.push(quantise(&values[start..start + dimension], &mut row_codes));
-            codes.push(&row_codes);
-            row_ids.push(ids.value(i));
+            quantised
+                .scales
+                .push(quantise(&values[start..start + dimension], &mut row_codes));
+            quantised.codes.push(&row_codes);
+            quantised.row_ids.push(ids.value(i));
+            quantised.chunk_indexes.push(chunk_indexes.value(i));
             let doc = docs.value(i);
-            match doc_ids.last() {
-                Some(last) if &**last == doc => doc_ids.push(last.clone()),
+            let doc = match quantised.doc_ids.last() {
+                Some(last) if &**last == doc => last.clone(),
                 _ => {
                     bytes += doc.len();
-                    doc_ids.push(Arc::from(doc));
+                    Arc::from(doc)
                 }
-            }
+            };
+            quantised.doc_ids.push(doc);
+            let source = (!batch_sources.is_null(i)).then(|| {
+                let text = batch_sources.value(i);
+                match sources.get(text) {
+                    Some(shared) => shared.clone(),
+                    None => {
+                        bytes += text.len();
+                        let shared: Arc<str> = Arc::from(text);
+                        sources.insert(text.to_string(), shared.clone());
+                        shared
+                    }
+                }
+            });
+            quantised.sources.push(source);
+            let text = batch_metadata.value(i);
+            let shared = match metadata.get(text) {
+                Some(shared) => shared.clone(),
+                None => {
+                    let parsed: Metadata = serde_json::from_str(text).map_err(|e| {
+                        StoreError::Corrupt(format!("metadata is not a JSON object: {e}"))
+                    })?;
+                    bytes += 2 * text.len() + 64;
+                    let shared = Arc::new(parsed);
+                    metadata.insert(text.to_string(), shared.clone());
+                    shared
+                }
+            };
+            quantised.metadata.push(shared);
             bytes += dimension + QUANTISED_ROW_OVERHEAD_BYTES;
         }
         if bytes > budget {
             return Ok(None);
         }
     }
-    Ok(Some(QuantisedVectors {
-        codes,
-        scales,
-        row_ids,
-        doc_ids,
-        table: pinned,
-    }))
+    Ok(Some(quantised))
 }
 
 /// The f32 values of a batch's `vector` column, and the column's row offset into them.
@@ -614,6 +701,14 @@ impl TopK {
             k,
             heap: BinaryHeap::with_capacity(k + 1),
         }
+    }
+
+    /// The lowest score kept, once `k` are kept: a later row needs more to
+    /// enter (an equal score loses to the earlier row).
+    fn worst_if_full(&self) -> Option<f32> {
+        (self.k > 0 && self.heap.len() == self.k)
+            .then(|| self.heap.peek().map(|Reverse((Score(s), _))| *s))
+            .flatten()
     }
 
     fn push(&mut self, score: f32, index: usize) {
@@ -844,8 +939,8 @@ mod tests {
             .enumerate()
             .map(|(i, t)| PreparedDocument {
                 id: format!("d{i}"),
-                source: None,
-                metadata: Default::default(),
+                source: i.is_multiple_of(2).then(|| format!("s{}", i % 4)),
+                metadata: serde_json::json!({"n": i % 3}).as_object().unwrap().clone(),
                 chunks: vec![t.clone()],
                 vectors: vec![embedder.embed_one(t)],
             })
@@ -859,11 +954,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with(&dir, &["text".to_string()]).await;
         let version = store.version().await.unwrap();
-        // One row of 16 dimensions: 224 bytes in full form, 44 quantised.
-        let index = ExactIndex::new(40);
+        // One row of 16 dimensions: about 230 bytes in full form, 140 quantised.
+        let index = ExactIndex::new(100);
         assert!(index.load(store.table()).await.unwrap().is_none());
         assert_eq!(index.too_large_at.load(Ordering::Relaxed), version);
-        let quantised = ExactIndex::new(100).load(store.table()).await.unwrap();
+        let quantised = ExactIndex::new(200).load(store.table()).await.unwrap();
         assert!(matches!(quantised.unwrap().held, Held::Quantised(_)));
         let full = ExactIndex::new(DEFAULT_BUDGET_BYTES)
             .load(store.table())
@@ -947,7 +1042,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let texts = corpus(300);
         let store = store_with(&dir, &texts).await;
-        let index = Arc::new(ExactIndex::new(300 * 70));
+        let index = Arc::new(ExactIndex::new(300 * 100));
         let version = store.version().await.unwrap();
         let snapshot = index.load(store.table()).await.unwrap().unwrap();
         assert!(matches!(snapshot.held, Held::Quantised(_)));
@@ -978,7 +1073,16 @@ mod tests {
                     l.score
                 );
             }
-            assert!(from_memory.iter().all(|h| texts.contains(&h.row.text)));
+            for hit in &from_memory {
+                let i: usize = hit.row.doc_id[1..].parse().unwrap();
+                assert_eq!(hit.row.text, texts[i]);
+                assert_eq!(hit.row.chunk_id, chunk_id(&hit.row.doc_id, 0));
+                assert_eq!(
+                    hit.row.source,
+                    i.is_multiple_of(2).then(|| format!("s{}", i % 4))
+                );
+                assert_eq!(hit.row.metadata["n"], serde_json::json!(i % 3));
+            }
         }
         // A pre-filter keeps only the allowed documents.
         let allowed: HashSet<&str> = ["d3", "d150"].into_iter().collect();
