@@ -15,6 +15,7 @@ mod telemetry;
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
+    memory::limit_arenas();
     let cli = cli::Cli::parse();
     telemetry::init_logging(&cli.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
