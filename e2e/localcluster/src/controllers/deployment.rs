@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, controller_uid, is_terminating, label_selector, name, namespace, objects,
-    objects_where, owner_reference, resource, scaled_value, timestamp, uid,
+    MANAGER, controlled_by, is_terminating, label_selector, name, namespace, objects,
+    owner_reference, resource, scaled_value, timestamp, uid,
 };
 use crate::api::State;
 use crate::system::{record_event, write_as};
@@ -166,9 +166,8 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp) {
     if label_selector(&d["spec"]["selector"]).is_none() {
         return;
     }
-    let mut all: Vec<Value> = objects_where(s.state, &rs_rt, Some(&ns), |rs| {
-        controller_uid(rs) == Some(uid(&d)) && !is_terminating(rs)
-    });
+    let mut all: Vec<Value> = controlled_by(s.state, &rs_rt, &d);
+    all.retain(|rs| !is_terminating(rs));
     all.sort_by_key(creation);
     let replicas = int(&d["spec"]["replicas"]);
     let template = &d["spec"]["template"];
@@ -306,9 +305,8 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp) {
     }
 
     // Re-read what the sync wrote, then compute status.
-    let all: Vec<Value> = objects_where(s.state, &rs_rt, Some(&ns), |rs| {
-        controller_uid(rs) == Some(uid(&d)) && !is_terminating(rs)
-    });
+    let mut all: Vec<Value> = controlled_by(s.state, &rs_rt, &d);
+    all.retain(|rs| !is_terminating(rs));
     let new = new_rs.and_then(|n| all.iter().find(|rs| uid(rs) == uid(&n)).cloned());
     cleanup_history(&mut s, &deployment, &all, new.as_ref());
     let current = s

@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, controller_uid, is_terminating, label_selector, namespace, objects, objects_where,
-    pod_ready, resource, scaled_value, timestamp, uid,
+    MANAGER, controller_uid, is_terminating, label_selector, namespace, objects, pod_ready,
+    resource, scaled_value, selector_candidates, timestamp,
 };
 use crate::api::State;
 use crate::system::write_as;
@@ -14,17 +14,17 @@ fn controller_scale(state: &State, pod: &Value) -> Option<(String, i64)> {
     let rs_rt = resource(state, "apps", "v1", "replicasets")?;
     let deploy_rt = resource(state, "apps", "v1", "deployments")?;
     let owner = controller_uid(pod)?;
-    let rs = state
-        .store
-        .list(&rs_rt.key(), Some(namespace(pod)))
-        .into_iter()
-        .find(|r| uid(r) == owner)?;
-    if let Some(d_uid) = controller_uid(rs)
-        && let Some(d) = state
+    // By uid through the store's index, in the pod's namespace.
+    let by_uid = |key: &crate::store::ResourceKey, wanted: &str| {
+        state
             .store
-            .list(&deploy_rt.key(), Some(namespace(pod)))
-            .into_iter()
-            .find(|d| uid(d) == d_uid)
+            .find_uid(wanted)
+            .filter(|at| &at.key == key && at.namespace == namespace(pod))
+            .and_then(|at| state.store.get_ref(at))
+    };
+    let rs = by_uid(&rs_rt.key(), owner)?;
+    if let Some(d_uid) = controller_uid(rs)
+        && let Some(d) = by_uid(&deploy_rt.key(), d_uid)
     {
         return Some((
             d_uid.to_string(),
@@ -53,9 +53,11 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         let Some(selector) = label_selector(&pdb["spec"]["selector"]) else {
             continue;
         };
-        let pods: Vec<Value> = objects_where(state, &pod_rt, Some(&ns), |p| {
-            selector.matches(p) && !is_terminating(p)
-        });
+        let pods: Vec<Value> = selector_candidates(state, &pod_rt, &ns, &pdb["spec"]["selector"])
+            .into_iter()
+            .filter(|p| selector.matches(p) && !is_terminating(p))
+            .cloned()
+            .collect();
         let healthy = pods.iter().filter(|p| pod_ready(p)).count() as i64;
         let spec = &pdb["spec"];
         // Integer minAvailable counts pods; percentages and maxUnavailable use controller scale.

@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, is_terminating, label_selector, name, namespace, objects, objects_where, pod_ready,
-    resource, timestamp,
+    MANAGER, is_terminating, label_selector, name, namespace, objects, pod_ready, resource,
+    selector_candidates, timestamp,
 };
 use crate::api::State;
 use crate::system::write_as;
@@ -44,9 +44,14 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         let Some(selector) = label_selector(&json!({"matchLabels": selector_map})) else {
             continue;
         };
-        let pods: Vec<Value> = objects_where(state, &pod_rt, Some(&ns), |p| {
-            selector.matches(p) && !is_terminating(p) && p["status"]["podIP"].is_string()
-        });
+        let selector_value = json!({"matchLabels": selector_map});
+        let pods: Vec<Value> = selector_candidates(state, &pod_rt, &ns, &selector_value)
+            .into_iter()
+            .filter(|p| {
+                selector.matches(p) && !is_terminating(p) && p["status"]["podIP"].is_string()
+            })
+            .cloned()
+            .collect();
         let mut subsets = Vec::new();
         if let Some(first) = pods.first() {
             let ports: Vec<Value> = svc["spec"]["ports"]
@@ -93,6 +98,10 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
                 .as_object_mut()
                 .map(|m| m.insert("subsets".into(), json!(subsets))),
         };
+        if existing.as_ref() == Some(&endpoints) {
+            // Unchanged: skip the managed-fields bookkeeping of a write that would be a no-op.
+            continue;
+        }
         write_as(
             state,
             &ep_rt,

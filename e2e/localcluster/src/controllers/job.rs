@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, controller_uid, is_terminating, name, namespace, objects, objects_where,
-    owner_reference, pod_ready, resource, timestamp, uid,
+    MANAGER, controlled_by, is_terminating, name, namespace, objects, owner_reference, pod_ready,
+    resource, timestamp, uid,
 };
 use crate::api::State;
 use crate::system::{record_event, write_as};
@@ -44,10 +44,8 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         if is_terminating(&job) || finished(&job) || job["spec"]["suspend"] == Value::Bool(true) {
             continue;
         }
-        let ns = namespace(&job).to_string();
-        let pods: Vec<Value> = objects_where(state, &pod_rt, Some(&ns), |p| {
-            controller_uid(p) == Some(uid(&job)) && !is_terminating(p)
-        });
+        let mut pods: Vec<Value> = controlled_by(state, &pod_rt, &job);
+        pods.retain(|p| !is_terminating(p));
         let phase = |p: &Value| {
             p["status"]["phase"]
                 .as_str()

@@ -170,6 +170,42 @@ pub fn objects_where(
         .collect()
 }
 
+/// The objects of `rt` in the owner's namespace whose controller is `owner`, cloned, ordered by
+/// name. Through the store's owner index: controllers look these up for every owner on every
+/// pass, and a scan of the namespace would make a pass O(owners × objects).
+pub fn controlled_by(state: &State, rt: &ResourceType, owner: &Value) -> Vec<Value> {
+    let (owner_uid, ns) = (uid(owner), namespace(owner));
+    state
+        .store
+        .dependents_of_kind(&rt.key(), owner_uid)
+        .into_iter()
+        .filter(|o| namespace(o) == ns && controller_uid(o) == Some(owner_uid))
+        .cloned()
+        .collect()
+}
+
+/// The objects of `rt` in `namespace` that a `metav1.LabelSelector` can match: those carrying
+/// its rarest matchLabel (through the store's label index), or all of the namespace when it
+/// has none. Callers still match the whole selector.
+pub fn selector_candidates<'a>(
+    state: &'a State,
+    rt: &ResourceType,
+    namespace: &str,
+    selector: &Value,
+) -> Vec<&'a Value> {
+    let key = rt.key();
+    let rarest = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k, v)))
+        .min_by_key(|(k, v)| state.store.count_labeled(&key, namespace, k, v));
+    match rarest {
+        Some((label, value)) => state.store.labeled(&rt.key(), namespace, label, value),
+        None => state.store.list(&rt.key(), Some(namespace)),
+    }
+}
+
 pub fn uid(object: &Value) -> &str {
     object["metadata"]["uid"].as_str().unwrap_or("")
 }

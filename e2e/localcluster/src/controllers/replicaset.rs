@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, controller_uid, is_terminating, label_selector, name, namespace, objects,
-    objects_where, owner_reference, pod_available, pod_ready, resource, timestamp, uid,
+    MANAGER, controlled_by, is_terminating, label_selector, name, namespace, objects,
+    owner_reference, pod_available, pod_ready, resource, timestamp,
 };
 use crate::api::State;
 use crate::system::{record_event, write_as};
@@ -56,9 +56,9 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         let Some(selector) = label_selector(&rs["spec"]["selector"]) else {
             continue;
         };
-        let mut pods: Vec<Value> = objects_where(state, &pod_rt, Some(&ns), |p| {
-            controller_uid(p) == Some(uid(&rs)) && !is_terminating(p)
-        });
+        let (mut pods, terminating): (Vec<Value>, Vec<Value>) = controlled_by(state, &pod_rt, &rs)
+            .into_iter()
+            .partition(|p| !is_terminating(p));
         let desired = rs["spec"]["replicas"].as_i64().unwrap_or(1);
         let diff = desired - pods.len() as i64;
         if diff > 0 {
@@ -119,13 +119,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
             status.insert("availableReplicas".into(), json!(available));
         }
         // Pods with deletionTimestamp still stopping (only a pod runner keeps them around).
-        let terminating = state
-            .store
-            .list(&pod_rt.key(), Some(&ns))
-            .into_iter()
-            .filter(|p| controller_uid(p) == Some(uid(&rs)) && is_terminating(p))
-            .count();
-        status.insert("terminatingReplicas".into(), json!(terminating));
+        status.insert("terminatingReplicas".into(), json!(terminating.len()));
         status.insert(
             "observedGeneration".into(),
             rs["metadata"]["generation"].clone(),
