@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, controlled_by, is_terminating, label_selector, name, namespace, objects,
+    MANAGER, Scope, controlled_by, is_terminating, label_selector, name, namespace, objects_where,
     owner_reference, resource, scaled_value, timestamp, uid,
 };
 use crate::api::State;
@@ -83,17 +83,16 @@ fn creation(rs: &Value) -> String {
         .to_string()
 }
 
-pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
+pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     let (Some(deploy_rt), Some(_)) = (
         resource(state, "apps", "v1", "deployments"),
         resource(state, "apps", "v1", "replicasets"),
     ) else {
         return;
     };
-    for d in objects(state, &deploy_rt, None) {
-        if is_terminating(&d) {
-            continue;
-        }
+    for d in objects_where(state, &deploy_rt, None, |d| {
+        !is_terminating(d) && scope.touches(d)
+    }) {
         sync_deployment(state, d, now);
     }
 }

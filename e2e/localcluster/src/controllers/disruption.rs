@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, controller_uid, is_terminating, label_selector, namespace, objects, pod_ready,
-    resource, scaled_value, selector_candidates, timestamp,
+    MANAGER, Scope, controller_uid, is_terminating, label_selector, namespace, objects_where,
+    pod_ready, resource, scaled_value, selector_candidates, timestamp,
 };
 use crate::api::State;
 use crate::system::write_as;
@@ -37,7 +37,7 @@ fn controller_scale(state: &State, pod: &Value) -> Option<(String, i64)> {
     ))
 }
 
-pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
+pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     let (Some(pdb_rt), Some(pod_rt)) = (
         resource(state, "policy", "v1", "poddisruptionbudgets"),
         resource(state, "", "v1", "pods"),
@@ -45,7 +45,30 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         return;
     };
     let now_text = timestamp(now);
-    for pdb in objects(state, &pdb_rt, None) {
+    let affected = |pdb: &Value| {
+        let selector = &pdb["spec"]["selector"];
+        scope.touches(pdb)
+            || match selector["matchExpressions"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            {
+                // matchLabels only: compared as is, without building a selector per pod.
+                true => scope.touches_pods(namespace(pdb), |pod| {
+                    selector["matchLabels"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .all(|(k, v)| pod["metadata"]["labels"].get(k) == Some(v))
+                }),
+                false => {
+                    let parsed = label_selector(selector);
+                    scope.touches_pods(namespace(pdb), |pod| {
+                        parsed.as_ref().is_none_or(|s| s.matches(pod))
+                    })
+                }
+            }
+    };
+    for pdb in objects_where(state, &pdb_rt, None, affected) {
         if is_terminating(&pdb) {
             continue;
         }

@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, is_terminating, label_selector, name, namespace, objects, pod_ready, resource,
-    selector_candidates, timestamp,
+    MANAGER, Scope, is_terminating, label_selector, name, namespace, objects_where, pod_ready,
+    resource, selector_candidates, timestamp,
 };
 use crate::api::State;
 use crate::system::write_as;
@@ -24,7 +24,7 @@ fn target_port(port: &Value, pod: &Value) -> Option<i64> {
     }
 }
 
-pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
+pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     let (Some(svc_rt), Some(ep_rt), Some(pod_rt)) = (
         resource(state, "", "v1", "services"),
         resource(state, "", "v1", "endpoints"),
@@ -33,7 +33,21 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         return;
     };
     let now_text = timestamp(now);
-    for svc in objects(state, &svc_rt, None) {
+    // Services whose pods, Endpoints or selves changed (matchLabels only: no parse).
+    let affected = |svc: &Value| {
+        let Some(selector) = svc["spec"]["selector"].as_object() else {
+            return false;
+        };
+        let ns = namespace(svc);
+        scope.touches(svc)
+            || scope.touches_name(ns, name(svc))
+            || scope.touches_pods(ns, |pod| {
+                selector
+                    .iter()
+                    .all(|(k, v)| pod["metadata"]["labels"].get(k) == Some(v))
+            })
+    };
+    for svc in objects_where(state, &svc_rt, None, affected) {
         let Some(selector_map) = svc["spec"]["selector"].as_object() else {
             continue;
         };

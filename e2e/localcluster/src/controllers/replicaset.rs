@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, controlled_by, is_terminating, label_selector, name, namespace, objects,
+    MANAGER, Scope, controlled_by, is_terminating, label_selector, name, namespace, objects_where,
     owner_reference, pod_available, pod_ready, resource, timestamp,
 };
 use crate::api::State;
@@ -40,7 +40,7 @@ pub fn pod_from_template(rs: &Value, now: &str) -> Value {
     pod
 }
 
-pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
+pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     let (Some(rs_rt), Some(pod_rt)) = (
         resource(state, "apps", "v1", "replicasets"),
         resource(state, "", "v1", "pods"),
@@ -48,10 +48,9 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         return;
     };
     let now_text = timestamp(now);
-    for rs in objects(state, &rs_rt, None) {
-        if is_terminating(&rs) {
-            continue;
-        }
+    for rs in objects_where(state, &rs_rt, None, |rs| {
+        !is_terminating(rs) && scope.touches(rs)
+    }) {
         let ns = namespace(&rs).to_string();
         let Some(selector) = label_selector(&rs["spec"]["selector"]) else {
             continue;
