@@ -897,6 +897,8 @@ fn list(
         }
         _ => items.iter().map(|v| item_view(&t.rt, v)).collect(),
     };
+    // The page is a copy: encode it without holding up writers.
+    drop(state);
     if t.rt.is_custom() && metadata.get("continue").is_none() {
         metadata["continue"] = json!("");
     }

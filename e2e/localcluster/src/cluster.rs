@@ -311,48 +311,51 @@ impl LocalCluster {
         let Some(rt) = state.registry.find("", "v1", "pods") else {
             return 0;
         };
-        let pods: Vec<serde_json::Value> = state
+        let now = crate::write::now();
+        let status_text = if ready { "True" } else { "False" };
+        // Only pods whose status changes are cloned and written: tests call this every few
+        // hundred milliseconds over every pod of a namespace.
+        let updates: Vec<(serde_json::Value, serde_json::Value)> = state
             .store
             .list(&rt.key(), Some(namespace))
             .into_iter()
             .filter(|p| selector.matches(p))
-            .cloned()
+            .enumerate()
+            .filter_map(|(i, pod)| {
+                let mut status = pod["status"].clone();
+                status["phase"] = serde_json::json!("Running");
+                if status["podIP"].is_null() {
+                    let ip = format!(
+                        "10.244.0.{}",
+                        10 + (crate::store::parse_rv(pod) as usize + i) % 240
+                    );
+                    status["podIP"] = serde_json::json!(ip);
+                    status["podIPs"] = serde_json::json!([{"ip": ip}]);
+                    status["hostIP"] = serde_json::json!("127.0.0.1");
+                    status["startTime"] = serde_json::json!(now);
+                }
+                let mut conditions = status["conditions"].as_array().cloned().unwrap_or_default();
+                for type_ in ["Initialized", "Ready", "ContainersReady", "PodScheduled"] {
+                    let s = if matches!(type_, "Ready" | "ContainersReady") {
+                        status_text
+                    } else {
+                        "True"
+                    };
+                    controllers::set_condition(
+                        &mut conditions,
+                        serde_json::json!({"type": type_, "status": s}),
+                        &now,
+                        false,
+                    );
+                }
+                status["conditions"] = serde_json::json!(conditions);
+                (status != pod["status"]).then(|| (pod.clone(), status))
+            })
             .collect();
-        let now = crate::write::now();
         let mut changed = 0;
-        for (i, pod) in pods.iter().enumerate() {
-            let mut updated = pod.clone();
-            let status_text = if ready { "True" } else { "False" };
-            updated["status"]["phase"] = serde_json::json!("Running");
-            if updated["status"]["podIP"].is_null() {
-                let ip = format!(
-                    "10.244.0.{}",
-                    10 + (crate::store::parse_rv(pod) as usize + i) % 240
-                );
-                updated["status"]["podIP"] = serde_json::json!(ip);
-                updated["status"]["podIPs"] = serde_json::json!([{"ip": ip}]);
-                updated["status"]["hostIP"] = serde_json::json!("127.0.0.1");
-                updated["status"]["startTime"] = serde_json::json!(now);
-            }
-            let mut conditions = updated["status"]["conditions"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            for type_ in ["Initialized", "Ready", "ContainersReady", "PodScheduled"] {
-                let s = if matches!(type_, "Ready" | "ContainersReady") {
-                    status_text
-                } else {
-                    "True"
-                };
-                controllers::set_condition(
-                    &mut conditions,
-                    serde_json::json!({"type": type_, "status": s}),
-                    &now,
-                    false,
-                );
-            }
-            updated["status"]["conditions"] = serde_json::json!(conditions);
-            let before = pod.clone();
+        for (before, status) in updates {
+            let mut updated = before.clone();
+            updated["status"] = status;
             let stored = crate::system::write_as(
                 &mut state,
                 &rt,

@@ -2,14 +2,14 @@
 //! finalizers, owner-reference garbage collection (background, foreground, orphan),
 //! namespace population and cleanup, and CRD establishment.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde_json::{Value, json};
 
 use crate::api::State;
 use crate::registry::{ResourceType, crd_resource_types};
 
-use crate::store::{ChangeType, ResourceKey};
+use crate::store::{ChangeType, ObjectRef, ResourceKey};
 
 pub enum Deleted {
     /// Finalizers keep the object; it now has a deletionTimestamp.
@@ -176,11 +176,7 @@ fn owner_uids(object: &Value) -> Vec<String> {
 }
 
 fn has_dependents(state: &State, owner: &Value) -> bool {
-    let u = uid(owner);
-    state
-        .store
-        .all()
-        .any(|(_, o)| owner_uids(o).iter().any(|x| x == u))
+    state.store.dependents(uid(owner)).next().is_some()
 }
 
 /// Runs the garbage collector and namespace controller until nothing changes.
@@ -192,72 +188,63 @@ pub fn collect(state: &mut State, now: &str) {
     }
 }
 
-fn collect_once(state: &mut State, now: &str) -> bool {
-    // Only owned or terminating objects matter, unless a namespace is being emptied; this
-    // keeps the pass cheap since it runs after every write.
-    let namespaces = ResourceKey::new("", "namespaces");
-    let emptying_namespace = state
-        .store
-        .list(&namespaces, None)
-        .iter()
-        .any(|n| !n["metadata"]["deletionTimestamp"].is_null());
-    // Dependents whose owners are all gone, or whose owner is being deleted in the foreground.
-    // Found on references: this runs after every write, over every object.
-    let mut uids: HashSet<&str> = HashSet::new();
-    let mut foreground: HashSet<&str> = HashSet::new();
-    let mut any_deleting = false;
-    for (_, object) in state.store.all() {
-        uids.insert(uid(object));
-        if !object["metadata"]["deletionTimestamp"].is_null() {
-            any_deleting = true;
-            if finalizers(object).iter().any(|f| f == "foregroundDeletion") {
-                foreground.insert(uid(object));
-            }
-        }
-    }
-    let orphan = state
-        .store
-        .all()
-        .find(|(_, object)| {
+fn has_finalizer(object: &Value, finalizer: &str) -> bool {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == finalizer))
+}
+
+/// The first dependent (in storage order) whose owners are all gone, or whose owner is being
+/// deleted in the foreground. Found through the store's owner index: this runs after every
+/// write, so it must cost O(affected objects), not O(objects).
+fn find_orphan(state: &State) -> Option<Value> {
+    let store = &state.store;
+    let foreground: HashSet<&str> = store
+        .terminating()
+        .filter_map(|at| store.get_ref(at))
+        .filter(|o| has_finalizer(o, "foregroundDeletion"))
+        .map(uid)
+        .collect();
+    let candidates: BTreeSet<&ObjectRef> = store
+        .dangling_owners()
+        .chain(foreground.iter().copied())
+        .flat_map(|owner| store.dependents(owner))
+        .collect();
+    candidates
+        .into_iter()
+        .filter_map(|at| store.get_ref(at))
+        .find(|object| {
             let owners = owner_uids(object);
             !owners.is_empty()
                 && object["metadata"]["deletionTimestamp"].is_null()
-                && (owners.iter().all(|u| !uids.contains(u.as_str()))
+                && (owners.iter().all(|u| store.find_uid(u).is_none())
                     || owners.iter().any(|u| foreground.contains(u.as_str())))
                 && find_type(state, object).is_some()
         })
-        .map(|(_, object)| object.clone());
-    if let Some(object) = orphan
+        .cloned()
+}
+
+fn collect_once(state: &mut State, now: &str) -> bool {
+    if let Some(object) = find_orphan(state)
         && let Some(rt) = find_type(state, &object)
     {
         delete_object(state, &rt, &object, "Background", now);
         return true;
     }
-    if !any_deleting && !emptying_namespace {
-        return false;
-    }
 
     // Objects being deleted: finalizers the collector owns, and namespaces being emptied.
-    let objects: Vec<(ResourceKey, Value)> = state
-        .store
-        .all()
-        .filter(|(_, v)| {
-            emptying_namespace
-                || !v["metadata"]["ownerReferences"].is_null()
-                || !v["metadata"]["deletionTimestamp"].is_null()
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-
-    for (key, object) in &objects {
-        if object["metadata"]["deletionTimestamp"].is_null() {
+    let terminating: Vec<ObjectRef> = state.store.terminating().cloned().collect();
+    for at in &terminating {
+        let Some(object) = state.store.get_ref(at).cloned() else {
             continue;
-        }
-        let f = finalizers(object);
-        let u = uid(object).to_string();
-        let dependents: Vec<&(ResourceKey, Value)> = objects
-            .iter()
-            .filter(|(_, o)| owner_uids(o).contains(&u))
+        };
+        let key = &at.key;
+        let f = finalizers(&object);
+        let u = uid(&object).to_string();
+        let dependents: Vec<(ResourceKey, Value)> = state
+            .store
+            .dependents(&u)
+            .filter_map(|d| Some((d.key.clone(), state.store.get_ref(d)?.clone())))
             .collect();
         if f.iter().any(|x| x == "orphan") {
             for (dkey, dep) in &dependents {
@@ -284,11 +271,11 @@ fn collect_once(state: &mut State, now: &str) -> bool {
                     }
                 }
             }
-            remove_finalizer(state, key, object, "orphan");
+            remove_finalizer(state, key, &object, "orphan");
             return true;
         }
         if f.iter().any(|x| x == "foregroundDeletion") && dependents.is_empty() {
-            remove_finalizer(state, key, object, "foregroundDeletion");
+            remove_finalizer(state, key, &object, "foregroundDeletion");
             return true;
         }
         if key.resource == "namespaces" && key.group.is_empty() {
@@ -296,13 +283,14 @@ fn collect_once(state: &mut State, now: &str) -> bool {
                 .as_str()
                 .unwrap_or("")
                 .to_string();
-            let contents: Vec<(ResourceKey, Value)> = objects
-                .iter()
-                .filter(|(_, o)| o["metadata"]["namespace"].as_str() == Some(ns.as_str()))
-                .cloned()
+            let contents: Vec<Value> = state
+                .store
+                .in_namespace(&ns)
+                .into_iter()
+                .map(|(_, o)| o.clone())
                 .collect();
             let mut changed = false;
-            for (_, o) in &contents {
+            for o in &contents {
                 if o["metadata"]["deletionTimestamp"].is_null()
                     && let Some(rt) = find_type(state, o)
                 {

@@ -1,7 +1,7 @@
 //! In-memory object storage with one cluster-wide resourceVersion counter and a change log
 //! that watches replay from.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -40,6 +40,112 @@ impl ChangeType {
     }
 }
 
+/// Where an object is stored. Orders like [`Store::all`]: resource, namespace, name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectRef {
+    pub key: ResourceKey,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Lookups the garbage collector and the workload controllers make after every write; kept
+/// up to date by `put` and `remove` so that they cost O(matches), not O(objects).
+#[derive(Debug, Default, PartialEq)]
+struct Indexes {
+    by_uid: HashMap<String, ObjectRef>,
+    /// Owner uid → the objects that list it in their ownerReferences.
+    dependents: HashMap<String, BTreeSet<ObjectRef>>,
+    /// Owner uids some object refers to but no stored object has.
+    dangling: BTreeSet<String>,
+    /// Objects with a deletionTimestamp.
+    terminating: BTreeSet<ObjectRef>,
+    /// (resource, namespace, label key, label value) → names.
+    labels: HashMap<(ResourceKey, String, String, String), BTreeSet<String>>,
+}
+
+fn owner_uids(object: &Value) -> impl Iterator<Item = &str> {
+    object["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str())
+}
+
+fn labels(object: &Value) -> impl Iterator<Item = (&String, &str)> {
+    object["metadata"]["labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k, v)))
+}
+
+impl Indexes {
+    fn add(&mut self, at: &ObjectRef, object: &Value) {
+        if let Some(uid) = object["metadata"]["uid"].as_str() {
+            self.by_uid.insert(uid.to_string(), at.clone());
+            self.dangling.remove(uid);
+        }
+        for owner in owner_uids(object) {
+            self.dependents
+                .entry(owner.to_string())
+                .or_default()
+                .insert(at.clone());
+            if !self.by_uid.contains_key(owner) {
+                self.dangling.insert(owner.to_string());
+            }
+        }
+        if !object["metadata"]["deletionTimestamp"].is_null() {
+            self.terminating.insert(at.clone());
+        }
+        for (label, value) in labels(object) {
+            self.labels
+                .entry((
+                    at.key.clone(),
+                    at.namespace.clone(),
+                    label.clone(),
+                    value.to_string(),
+                ))
+                .or_default()
+                .insert(at.name.clone());
+        }
+    }
+
+    fn remove(&mut self, at: &ObjectRef, object: &Value) {
+        if let Some(uid) = object["metadata"]["uid"].as_str()
+            && self.by_uid.get(uid) == Some(at)
+        {
+            self.by_uid.remove(uid);
+            if self.dependents.contains_key(uid) {
+                self.dangling.insert(uid.to_string());
+            }
+        }
+        for owner in owner_uids(object) {
+            if let Some(set) = self.dependents.get_mut(owner) {
+                set.remove(at);
+                if set.is_empty() {
+                    self.dependents.remove(owner);
+                    self.dangling.remove(owner);
+                }
+            }
+        }
+        self.terminating.remove(at);
+        for (label, value) in labels(object) {
+            let entry = (
+                at.key.clone(),
+                at.namespace.clone(),
+                label.clone(),
+                value.to_string(),
+            );
+            if let Some(names) = self.labels.get_mut(&entry) {
+                names.remove(&at.name);
+                if names.is_empty() {
+                    self.labels.remove(&entry);
+                }
+            }
+        }
+    }
+}
+
 /// One committed write. `previous` is what selector-filtered watches compare against.
 #[derive(Debug)]
 pub struct Change {
@@ -56,6 +162,7 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 10_000;
 pub struct Store {
     resource_version: u64,
     objects: BTreeMap<ResourceKey, BTreeMap<(String, String), Value>>,
+    index: Indexes,
     history: VecDeque<Arc<Change>>,
     history_limit: usize,
     /// Watches from below this version get 410 (set by compaction or history trimming).
@@ -71,6 +178,7 @@ impl Store {
         Store {
             resource_version: 1,
             objects: BTreeMap::new(),
+            index: Indexes::default(),
             history: VecDeque::new(),
             history_limit,
             oldest_retained: 0,
@@ -96,15 +204,107 @@ impl Store {
 
     /// Objects of a resource in a namespace (`None` = all namespaces), ordered by namespace and name.
     pub fn list(&self, key: &ResourceKey, namespace: Option<&str>) -> Vec<&Value> {
+        let Some(m) = self.objects.get(key) else {
+            return Vec::new();
+        };
+        match namespace {
+            None => m.values().collect(),
+            // Keys sort by namespace first: one range, not a scan of every namespace.
+            Some(ns) => m
+                .range((ns.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .map(|(_, v)| v)
+                .collect(),
+        }
+    }
+
+    pub fn get_ref(&self, at: &ObjectRef) -> Option<&Value> {
         self.objects
-            .get(key)
-            .map(|m| {
-                m.iter()
-                    .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
-                    .map(|(_, v)| v)
-                    .collect()
+            .get(&at.key)?
+            .get(&(at.namespace.clone(), at.name.clone()))
+    }
+
+    /// Where the object with this uid is stored.
+    pub fn find_uid(&self, uid: &str) -> Option<&ObjectRef> {
+        self.index.by_uid.get(uid)
+    }
+
+    /// The objects whose ownerReferences name `owner_uid`, ordered like [`Store::all`].
+    pub fn dependents(&self, owner_uid: &str) -> impl Iterator<Item = &ObjectRef> {
+        self.index.dependents.get(owner_uid).into_iter().flatten()
+    }
+
+    /// The objects of `key` whose ownerReferences name `owner_uid`, ordered by namespace and name.
+    pub fn dependents_of_kind(&self, key: &ResourceKey, owner_uid: &str) -> Vec<&Value> {
+        self.dependents(owner_uid)
+            .filter(|at| &at.key == key)
+            .filter_map(|at| self.get_ref(at))
+            .collect()
+    }
+
+    /// Owner uids that some object refers to but no stored object has.
+    pub fn dangling_owners(&self) -> impl Iterator<Item = &str> {
+        self.index.dangling.iter().map(String::as_str)
+    }
+
+    /// Objects with a deletionTimestamp, ordered like [`Store::all`].
+    pub fn terminating(&self) -> impl Iterator<Item = &ObjectRef> {
+        self.index.terminating.iter()
+    }
+
+    /// How many objects of `key` in `namespace` are labelled `label=value`.
+    pub fn count_labeled(
+        &self,
+        key: &ResourceKey,
+        namespace: &str,
+        label: &str,
+        value: &str,
+    ) -> usize {
+        let entry = (
+            key.clone(),
+            namespace.to_string(),
+            label.to_string(),
+            value.to_string(),
+        );
+        self.index.labels.get(&entry).map_or(0, BTreeSet::len)
+    }
+
+    /// Objects of `key` in `namespace` labelled `label=value`, ordered by name.
+    pub fn labeled(
+        &self,
+        key: &ResourceKey,
+        namespace: &str,
+        label: &str,
+        value: &str,
+    ) -> Vec<&Value> {
+        let entry = (
+            key.clone(),
+            namespace.to_string(),
+            label.to_string(),
+            value.to_string(),
+        );
+        let Some(names) = self.index.labels.get(&entry) else {
+            return Vec::new();
+        };
+        let Some(m) = self.objects.get(key) else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .filter_map(|n| m.get(&(namespace.to_string(), n.clone())))
+            .collect()
+    }
+
+    /// Every object in `namespace`, ordered like [`Store::all`].
+    pub fn in_namespace(&self, namespace: &str) -> Vec<(&ResourceKey, &Value)> {
+        self.objects
+            .iter()
+            .flat_map(|(k, m)| {
+                m.range((namespace.to_string(), String::new())..)
+                    .take_while(|((n, _), _)| n == namespace)
+                    .map(move |(_, v)| (k, v))
             })
-            .unwrap_or_default()
+            .collect()
     }
 
     pub fn all(&self) -> impl Iterator<Item = (&ResourceKey, &Value)> {
@@ -124,11 +324,20 @@ impl Store {
             .unwrap_or("")
             .to_string();
         let rv = parse_rv(&object);
+        let at = ObjectRef {
+            key: key.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+        };
         let previous = self
             .objects
             .entry(key.clone())
             .or_default()
             .insert((namespace, name), object.clone());
+        if let Some(previous) = &previous {
+            self.index.remove(&at, previous);
+        }
+        self.index.add(&at, &object);
         self.record(key, change_type, object, previous, rv);
     }
 
@@ -138,6 +347,12 @@ impl Store {
             .objects
             .get_mut(key)?
             .remove(&(namespace.to_string(), name.to_string()))?;
+        let at = ObjectRef {
+            key: key.clone(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.index.remove(&at, &removed);
         let rv = self.next_resource_version();
         let mut last = removed.clone();
         last["metadata"]["resourceVersion"] = Value::String(rv.to_string());
@@ -213,4 +428,157 @@ pub fn parse_rv(object: &Value) -> u64 {
         .as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pods() -> ResourceKey {
+        ResourceKey::new("", "pods")
+    }
+
+    fn replicasets() -> ResourceKey {
+        ResourceKey::new("apps", "replicasets")
+    }
+
+    fn object(ns: &str, name: &str, uid: &str, owners: &[&str], labels: Value) -> Value {
+        let refs: Vec<Value> = owners.iter().map(|o| json!({"uid": o})).collect();
+        json!({"metadata": {"namespace": ns, "name": name, "uid": uid, "labels": labels,
+            "ownerReferences": refs, "resourceVersion": "1"}})
+    }
+
+    /// The indexes as they would be built from scratch over what is stored now.
+    fn rebuilt(store: &Store) -> Indexes {
+        let mut index = Indexes::default();
+        for (key, objects) in &store.objects {
+            for ((namespace, name), object) in objects {
+                let at = ObjectRef {
+                    key: key.clone(),
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                };
+                index.add(&at, object);
+            }
+        }
+        index
+    }
+
+    fn names(objects: Vec<&Value>) -> Vec<&str> {
+        objects
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap_or(""))
+            .collect()
+    }
+
+    fn dependents(store: &Store, owner: &str) -> Vec<String> {
+        store.dependents(owner).map(|at| at.name.clone()).collect()
+    }
+
+    #[test]
+    fn indexes_follow_creates_updates_and_deletes() {
+        let mut store = Store::new(100);
+        let check = |store: &Store, step: &str| {
+            assert_eq!(store.index, rebuilt(store), "indexes after {step}");
+        };
+        // A dependent stored before its owner refers to a missing owner until the owner exists.
+        store.put(
+            &pods(),
+            object("a", "pod-1", "u-pod-1", &["u-rs"], json!({"app": "x"})),
+            ChangeType::Added,
+        );
+        check(&store, "a dependent of a missing owner");
+        assert_eq!(store.dangling_owners().collect::<Vec<_>>(), ["u-rs"]);
+        store.put(
+            &replicasets(),
+            object("a", "rs", "u-rs", &[], json!({"app": "x"})),
+            ChangeType::Added,
+        );
+        check(&store, "its owner");
+        assert_eq!(store.dangling_owners().count(), 0);
+        assert_eq!(dependents(&store, "u-rs"), ["pod-1"]);
+        assert_eq!(names(store.dependents_of_kind(&pods(), "u-rs")), ["pod-1"]);
+        assert_eq!(store.dependents_of_kind(&replicasets(), "u-rs").len(), 0);
+        assert_eq!(names(store.labeled(&pods(), "a", "app", "x")), ["pod-1"]);
+        assert_eq!(
+            store.find_uid("u-rs").map(|at| at.name.as_str()),
+            Some("rs")
+        );
+
+        // An update that changes owners, labels and deletionTimestamp moves the entries.
+        let mut moved = object("a", "pod-1", "u-pod-1", &["u-other"], json!({"app": "y"}));
+        moved["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        store.put(&pods(), moved, ChangeType::Modified);
+        check(&store, "an update");
+        assert_eq!(dependents(&store, "u-rs"), Vec::<String>::new());
+        assert_eq!(dependents(&store, "u-other"), ["pod-1"]);
+        assert_eq!(store.dangling_owners().collect::<Vec<_>>(), ["u-other"]);
+        assert_eq!(store.labeled(&pods(), "a", "app", "x").len(), 0);
+        assert_eq!(names(store.labeled(&pods(), "a", "app", "y")), ["pod-1"]);
+        assert_eq!(store.labeled(&pods(), "b", "app", "y").len(), 0);
+        assert_eq!(
+            store
+                .terminating()
+                .map(|at| at.name.as_str())
+                .collect::<Vec<_>>(),
+            ["pod-1"]
+        );
+
+        // Deleting an owner with dependents leaves them dangling; deleting them clears it.
+        store.put(
+            &pods(),
+            object("a", "pod-1", "u-pod-1", &["u-rs"], json!({"app": "x"})),
+            ChangeType::Modified,
+        );
+        store.put(
+            &pods(),
+            object("b", "pod-2", "u-pod-2", &["u-rs", "u-pod-1"], json!({})),
+            ChangeType::Added,
+        );
+        check(&store, "a second dependent");
+        assert_eq!(dependents(&store, "u-rs"), ["pod-1", "pod-2"]);
+        assert_eq!(store.terminating().count(), 0);
+        store.remove(&replicasets(), "a", "rs");
+        check(&store, "deleting the owner");
+        assert_eq!(store.dangling_owners().collect::<Vec<_>>(), ["u-rs"]);
+        assert_eq!(store.find_uid("u-rs"), None);
+        store.remove(&pods(), "a", "pod-1");
+        check(&store, "deleting a dependent that is also an owner");
+        assert_eq!(
+            store.dangling_owners().collect::<Vec<_>>(),
+            ["u-pod-1", "u-rs"]
+        );
+        store.remove(&pods(), "b", "pod-2");
+        check(&store, "deleting the last dependent");
+        assert_eq!(store.dangling_owners().count(), 0);
+        assert_eq!(store.index, Indexes::default());
+    }
+
+    #[test]
+    fn list_in_a_namespace_is_that_namespace_only() {
+        let mut store = Store::new(100);
+        for (ns, name) in [("a", "x"), ("ab", "x"), ("b", "y"), ("a", "z"), ("", "c")] {
+            store.put(
+                &pods(),
+                object(ns, name, &format!("{ns}/{name}"), &[], json!({})),
+                ChangeType::Added,
+            );
+        }
+        assert_eq!(names(store.list(&pods(), Some("a"))), ["x", "z"]);
+        assert_eq!(names(store.list(&pods(), Some("ab"))), ["x"]);
+        assert_eq!(names(store.list(&pods(), Some(""))), ["c"]);
+        assert_eq!(store.list(&pods(), Some("c")).len(), 0);
+        assert_eq!(store.list(&pods(), None).len(), 5);
+        assert_eq!(
+            names(
+                store
+                    .in_namespace("a")
+                    .into_iter()
+                    .map(|(_, o)| o)
+                    .collect()
+            ),
+            ["x", "z"]
+        );
+    }
 }

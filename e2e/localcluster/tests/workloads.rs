@@ -448,6 +448,104 @@ async fn scheduler_endpoints_and_pdb_follow_ready_pods() {
     .await;
 }
 
+/// The tick is an hour: after the first pass, only the changes wake the controllers, and each
+/// pass looks only at what they can affect (owners of changed pods, Services and PDBs whose
+/// selectors match them). Every step of the chain must still follow.
+#[tokio::test]
+async fn changes_alone_drive_the_controllers_between_ticks() {
+    let c = LocalCluster::start(Options {
+        controllers: ControllerSet::all(),
+        controller_tick: Duration::from_secs(3600),
+        ..Options::default()
+    })
+    .await
+    .expect("cluster starts");
+    let client = c.client().unwrap();
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let endpoints: Api<Endpoints> = Api::default_namespaced(client.clone());
+    let pdbs: Api<PodDisruptionBudget> = Api::default_namespaced(client.clone());
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::default_namespaced(client.clone());
+    deployments
+        .create(
+            &PostParams::default(),
+            &deployment("web", 2, json!(1), json!(0), "app:1"),
+        )
+        .await
+        .unwrap();
+    services
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    pdbs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let bound = || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap();
+        list.items
+            .iter()
+            .filter(|p| p.spec.as_ref().unwrap().node_name.is_some())
+            .count()
+    };
+    eventually(Duration::from_secs(5), "2 pods bound", || async {
+        (bound().await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(c.set_pods_ready("default", "app=web", true), 2);
+    let addresses = || async {
+        let ep = endpoints.get("web").await.ok()?;
+        Some(ep.subsets?[0].addresses.as_ref().map_or(0, Vec::len))
+    };
+    eventually(Duration::from_secs(5), "2 ready endpoints", || async {
+        (addresses().await == Some(2)).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(5), "pdb: 2 healthy", || async {
+        let s = pdbs.get("web").await.ok()?.status?;
+        (s.current_healthy == 2 && s.disruptions_allowed == 1).then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "deployment: 2 available",
+        || async {
+            let s = deployments.get("web").await.ok()?.status?;
+            (s.available_replicas == Some(2) && s.ready_replicas == Some(2)).then_some(())
+        },
+    )
+    .await;
+
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "1 endpoint after scaling down",
+        || async { (addresses().await == Some(1) && bound().await == 1).then_some(()) },
+    )
+    .await;
+    eventually(Duration::from_secs(5), "deployment: 1 replica", || async {
+        let s = deployments.get("web").await.ok()?.status?;
+        (s.replicas == Some(1) && s.available_replicas == Some(1)).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn recreate_strategy_and_min_ready_seconds() {
     let c = cluster(ControllerSet::all()).await;

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{MANAGER, is_terminating, namespace, objects, resource, timestamp};
+use super::{MANAGER, Scope, is_terminating, namespace, objects_where, resource, timestamp};
 use crate::api::State;
 use crate::system::write_as;
 
@@ -25,12 +25,19 @@ fn condition(
     json!({"type": type_, "status": status, "lastTransitionTime": transition, "reason": reason, "message": message})
 }
 
-pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
+pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     let Some(hpa_rt) = resource(state, "autoscaling", "v2", "horizontalpodautoscalers") else {
         return;
     };
     let now_text = timestamp(now);
-    for hpa in objects(state, &hpa_rt, None) {
+    let affected = |hpa: &Value| {
+        scope.touches(hpa)
+            || scope.touches_name(
+                namespace(hpa),
+                hpa["spec"]["scaleTargetRef"]["name"].as_str().unwrap_or(""),
+            )
+    };
+    for hpa in objects_where(state, &hpa_rt, None, affected) {
         if is_terminating(&hpa) {
             continue;
         }

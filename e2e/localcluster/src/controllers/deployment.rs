@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, controller_uid, is_terminating, label_selector, name, namespace, objects,
-    objects_where, owner_reference, resource, scaled_value, timestamp, uid,
+    MANAGER, Scope, controlled_by, is_terminating, label_selector, name, namespace, objects_where,
+    owner_reference, resource, scaled_value, timestamp, uid,
 };
 use crate::api::State;
 use crate::system::{record_event, write_as};
@@ -83,17 +83,16 @@ fn creation(rs: &Value) -> String {
         .to_string()
 }
 
-pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
+pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     let (Some(deploy_rt), Some(_)) = (
         resource(state, "apps", "v1", "deployments"),
         resource(state, "apps", "v1", "replicasets"),
     ) else {
         return;
     };
-    for d in objects(state, &deploy_rt, None) {
-        if is_terminating(&d) {
-            continue;
-        }
+    for d in objects_where(state, &deploy_rt, None, |d| {
+        !is_terminating(d) && scope.touches(d)
+    }) {
         sync_deployment(state, d, now);
     }
 }
@@ -166,9 +165,8 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp) {
     if label_selector(&d["spec"]["selector"]).is_none() {
         return;
     }
-    let mut all: Vec<Value> = objects_where(s.state, &rs_rt, Some(&ns), |rs| {
-        controller_uid(rs) == Some(uid(&d)) && !is_terminating(rs)
-    });
+    let mut all: Vec<Value> = controlled_by(s.state, &rs_rt, &d);
+    all.retain(|rs| !is_terminating(rs));
     all.sort_by_key(creation);
     let replicas = int(&d["spec"]["replicas"]);
     let template = &d["spec"]["template"];
@@ -306,9 +304,8 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp) {
     }
 
     // Re-read what the sync wrote, then compute status.
-    let all: Vec<Value> = objects_where(s.state, &rs_rt, Some(&ns), |rs| {
-        controller_uid(rs) == Some(uid(&d)) && !is_terminating(rs)
-    });
+    let mut all: Vec<Value> = controlled_by(s.state, &rs_rt, &d);
+    all.retain(|rs| !is_terminating(rs));
     let new = new_rs.and_then(|n| all.iter().find(|rs| uid(rs) == uid(&n)).cloned());
     cleanup_history(&mut s, &deployment, &all, new.as_ref());
     let current = s

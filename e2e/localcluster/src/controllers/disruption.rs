@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, controller_uid, is_terminating, label_selector, namespace, objects, objects_where,
-    pod_ready, resource, scaled_value, timestamp, uid,
+    MANAGER, Scope, controller_uid, is_terminating, label_selector, namespace, objects_where,
+    pod_ready, resource, scaled_value, selector_candidates, timestamp,
 };
 use crate::api::State;
 use crate::system::write_as;
@@ -14,17 +14,17 @@ fn controller_scale(state: &State, pod: &Value) -> Option<(String, i64)> {
     let rs_rt = resource(state, "apps", "v1", "replicasets")?;
     let deploy_rt = resource(state, "apps", "v1", "deployments")?;
     let owner = controller_uid(pod)?;
-    let rs = state
-        .store
-        .list(&rs_rt.key(), Some(namespace(pod)))
-        .into_iter()
-        .find(|r| uid(r) == owner)?;
-    if let Some(d_uid) = controller_uid(rs)
-        && let Some(d) = state
+    // By uid through the store's index, in the pod's namespace.
+    let by_uid = |key: &crate::store::ResourceKey, wanted: &str| {
+        state
             .store
-            .list(&deploy_rt.key(), Some(namespace(pod)))
-            .into_iter()
-            .find(|d| uid(d) == d_uid)
+            .find_uid(wanted)
+            .filter(|at| &at.key == key && at.namespace == namespace(pod))
+            .and_then(|at| state.store.get_ref(at))
+    };
+    let rs = by_uid(&rs_rt.key(), owner)?;
+    if let Some(d_uid) = controller_uid(rs)
+        && let Some(d) = by_uid(&deploy_rt.key(), d_uid)
     {
         return Some((
             d_uid.to_string(),
@@ -37,7 +37,7 @@ fn controller_scale(state: &State, pod: &Value) -> Option<(String, i64)> {
     ))
 }
 
-pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
+pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     let (Some(pdb_rt), Some(pod_rt)) = (
         resource(state, "policy", "v1", "poddisruptionbudgets"),
         resource(state, "", "v1", "pods"),
@@ -45,7 +45,30 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         return;
     };
     let now_text = timestamp(now);
-    for pdb in objects(state, &pdb_rt, None) {
+    let affected = |pdb: &Value| {
+        let selector = &pdb["spec"]["selector"];
+        scope.touches(pdb)
+            || match selector["matchExpressions"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            {
+                // matchLabels only: compared as is, without building a selector per pod.
+                true => scope.touches_pods(namespace(pdb), |pod| {
+                    selector["matchLabels"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .all(|(k, v)| pod["metadata"]["labels"].get(k) == Some(v))
+                }),
+                false => {
+                    let parsed = label_selector(selector);
+                    scope.touches_pods(namespace(pdb), |pod| {
+                        parsed.as_ref().is_none_or(|s| s.matches(pod))
+                    })
+                }
+            }
+    };
+    for pdb in objects_where(state, &pdb_rt, None, affected) {
         if is_terminating(&pdb) {
             continue;
         }
@@ -53,9 +76,11 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         let Some(selector) = label_selector(&pdb["spec"]["selector"]) else {
             continue;
         };
-        let pods: Vec<Value> = objects_where(state, &pod_rt, Some(&ns), |p| {
-            selector.matches(p) && !is_terminating(p)
-        });
+        let pods: Vec<Value> = selector_candidates(state, &pod_rt, &ns, &pdb["spec"]["selector"])
+            .into_iter()
+            .filter(|p| selector.matches(p) && !is_terminating(p))
+            .cloned()
+            .collect();
         let healthy = pods.iter().filter(|p| pod_ready(p)).count() as i64;
         let spec = &pdb["spec"];
         // Integer minAvailable counts pods; percentages and maxUnavailable use controller scale.

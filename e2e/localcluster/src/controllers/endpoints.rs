@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, is_terminating, label_selector, name, namespace, objects, objects_where, pod_ready,
-    resource, timestamp,
+    MANAGER, Scope, is_terminating, label_selector, name, namespace, objects_where, pod_ready,
+    resource, selector_candidates, timestamp,
 };
 use crate::api::State;
 use crate::system::write_as;
@@ -24,7 +24,7 @@ fn target_port(port: &Value, pod: &Value) -> Option<i64> {
     }
 }
 
-pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
+pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     let (Some(svc_rt), Some(ep_rt), Some(pod_rt)) = (
         resource(state, "", "v1", "services"),
         resource(state, "", "v1", "endpoints"),
@@ -33,7 +33,21 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         return;
     };
     let now_text = timestamp(now);
-    for svc in objects(state, &svc_rt, None) {
+    // Services whose pods, Endpoints or selves changed (matchLabels only: no parse).
+    let affected = |svc: &Value| {
+        let Some(selector) = svc["spec"]["selector"].as_object() else {
+            return false;
+        };
+        let ns = namespace(svc);
+        scope.touches(svc)
+            || scope.touches_name(ns, name(svc))
+            || scope.touches_pods(ns, |pod| {
+                selector
+                    .iter()
+                    .all(|(k, v)| pod["metadata"]["labels"].get(k) == Some(v))
+            })
+    };
+    for svc in objects_where(state, &svc_rt, None, affected) {
         let Some(selector_map) = svc["spec"]["selector"].as_object() else {
             continue;
         };
@@ -44,9 +58,14 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         let Some(selector) = label_selector(&json!({"matchLabels": selector_map})) else {
             continue;
         };
-        let pods: Vec<Value> = objects_where(state, &pod_rt, Some(&ns), |p| {
-            selector.matches(p) && !is_terminating(p) && p["status"]["podIP"].is_string()
-        });
+        let selector_value = json!({"matchLabels": selector_map});
+        let pods: Vec<Value> = selector_candidates(state, &pod_rt, &ns, &selector_value)
+            .into_iter()
+            .filter(|p| {
+                selector.matches(p) && !is_terminating(p) && p["status"]["podIP"].is_string()
+            })
+            .cloned()
+            .collect();
         let mut subsets = Vec::new();
         if let Some(first) = pods.first() {
             let ports: Vec<Value> = svc["spec"]["ports"]
@@ -93,6 +112,10 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
                 .as_object_mut()
                 .map(|m| m.insert("subsets".into(), json!(subsets))),
         };
+        if existing.as_ref() == Some(&endpoints) {
+            // Unchanged: skip the managed-fields bookkeeping of a write that would be a no-op.
+            continue;
+        }
         write_as(
             state,
             &ep_rt,

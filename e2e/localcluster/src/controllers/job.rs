@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, controller_uid, is_terminating, name, namespace, objects, objects_where,
-    owner_reference, pod_ready, resource, timestamp, uid,
+    MANAGER, Scope, controlled_by, is_terminating, name, namespace, objects_where, owner_reference,
+    pod_ready, resource, timestamp, uid,
 };
 use crate::api::State;
 use crate::system::{record_event, write_as};
@@ -32,7 +32,7 @@ pub fn job_labels(job: &Value) -> serde_json::Map<String, Value> {
     labels
 }
 
-pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
+pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     let (Some(job_rt), Some(pod_rt)) = (
         resource(state, "batch", "v1", "jobs"),
         resource(state, "", "v1", "pods"),
@@ -40,14 +40,12 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         return;
     };
     let now_text = timestamp(now);
-    for job in objects(state, &job_rt, None) {
-        if is_terminating(&job) || finished(&job) || job["spec"]["suspend"] == Value::Bool(true) {
-            continue;
-        }
-        let ns = namespace(&job).to_string();
-        let pods: Vec<Value> = objects_where(state, &pod_rt, Some(&ns), |p| {
-            controller_uid(p) == Some(uid(&job)) && !is_terminating(p)
-        });
+    for job in objects_where(state, &job_rt, None, |job| {
+        !(is_terminating(job) || finished(job) || job["spec"]["suspend"] == Value::Bool(true))
+            && scope.touches(job)
+    }) {
+        let mut pods: Vec<Value> = controlled_by(state, &pod_rt, &job);
+        pods.retain(|p| !is_terminating(p));
         let phase = |p: &Value| {
             p["status"]["phase"]
                 .as_str()

@@ -16,14 +16,17 @@ pub mod replicaset;
 pub mod scheduler;
 pub mod volumes;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
 
 use crate::api::{Shared, State};
 use crate::registry::ResourceType;
 use crate::selectors::LabelSelector;
+use crate::store::Change;
 
 /// Which controllers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,55 +78,178 @@ impl ControllerSet {
 pub const NODE_NAME: &str = "localcluster-node";
 pub const MANAGER: &str = "kube-controller-manager";
 
-/// Runs the controllers until the shared state is dropped.
 /// Shortest pause between two controller passes; bursts of changes coalesce into one pass.
 const MIN_PASS_GAP: Duration = Duration::from_millis(20);
 
+/// A full pass runs at most this many times as long as the last one took, apart from it.
+const FULL_PASS_SPACING: u32 = 4;
+
+/// Runs the controllers until the shared state is dropped.
+///
+/// A pass after changes looks only at what they can affect ([`Scope`]); a full pass runs on
+/// the tick (for deadlines and minReadySeconds) and after a missed change. On a large cluster
+/// full passes are spaced to a few times their own cost: they hold the store's lock and cost
+/// O(objects).
 pub async fn run(shared: std::sync::Weak<Shared>, set: ControllerSet, tick: Duration) {
     let mut changes = match shared.upgrade() {
         Some(s) => s.lock().store.subscribe(),
         None => return,
     };
+    let mut pending = Changes::default();
+    let mut missed_changes = true;
+    let mut last_full: Option<(std::time::Instant, Duration)> = None;
     loop {
         let Some(shared) = shared.upgrade() else {
             return;
         };
         let pass = std::time::Instant::now();
-        reconcile_all(&shared, set);
+        let full_due = missed_changes
+            || last_full
+                .is_none_or(|(at, took)| at.elapsed() >= tick.max(took * FULL_PASS_SPACING));
+        let scope = match full_due {
+            true => Scope::all(),
+            false => Scope::changed(std::mem::take(&mut pending)),
+        };
+        if full_due {
+            pending = Changes::default();
+            missed_changes = false;
+        }
+        reconcile(&shared, set, &scope);
         drop(shared);
-        // A pass holds the store's lock and costs O(objects): leave the API at least as much
-        // time as the pass took, so that many objects do not starve requests.
+        if full_due {
+            last_full = Some((pass, pass.elapsed()));
+        }
+        // A pass holds the store's lock: leave the API at least as much time as the pass took,
+        // so that many objects do not starve requests.
         tokio::time::sleep(pass.elapsed().max(MIN_PASS_GAP)).await;
+        let mut received = |r: Result<Arc<Change>, broadcast::error::TryRecvError>| match r {
+            Ok(change) => {
+                pending.record(&change);
+                true
+            }
+            Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                missed_changes = true;
+                true
+            }
+            Err(_) => false,
+        };
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             r = changes.recv() => {
-                if matches!(r, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                let r = r.map_err(|e| match e {
+                    broadcast::error::RecvError::Closed => broadcast::error::TryRecvError::Closed,
+                    broadcast::error::RecvError::Lagged(n) => broadcast::error::TryRecvError::Lagged(n),
+                });
+                if matches!(r, Err(broadcast::error::TryRecvError::Closed)) {
                     return;
                 }
-                // Coalesce bursts of changes into one pass.
-                while changes.try_recv().is_ok() {}
+                received(r);
+            }
+        }
+        // Coalesce bursts of changes into one pass.
+        while received(changes.try_recv()) {}
+    }
+}
+
+/// What the changes since the last pass can affect: the changed objects and their owners (by
+/// uid), their namespace/name (an Endpoints object, an autoscaler's target), and the labels of
+/// changed pods (for selectors). Before and after each change.
+#[derive(Debug, Default)]
+pub struct Changes {
+    uids: HashSet<String>,
+    names: HashSet<(String, String)>,
+    pods: HashMap<String, Vec<Value>>,
+}
+
+impl Changes {
+    pub fn record(&mut self, change: &Change) {
+        let is_pod = change.key.group.is_empty() && change.key.resource == "pods";
+        for object in std::iter::once(&change.object).chain(change.previous.as_ref()) {
+            self.uids.insert(uid(object).to_string());
+            for owner in object["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["uid"].as_str())
+            {
+                self.uids.insert(owner.to_string());
+            }
+            self.names
+                .insert((namespace(object).to_string(), name(object).to_string()));
+            if is_pod {
+                let labels = json!({"metadata": {"labels": object["metadata"]["labels"]}});
+                self.pods
+                    .entry(namespace(object).to_string())
+                    .or_default()
+                    .push(labels);
             }
         }
     }
 }
 
+/// Which objects a controller pass reconciles: all, or those [`Changes`] can affect.
+#[derive(Debug)]
+pub struct Scope {
+    changes: Option<Changes>,
+}
+
+impl Scope {
+    pub fn all() -> Self {
+        Scope { changes: None }
+    }
+
+    pub fn changed(changes: Changes) -> Self {
+        Scope {
+            changes: Some(changes),
+        }
+    }
+
+    /// The object changed, or one of the objects it owns did.
+    pub fn touches(&self, object: &Value) -> bool {
+        self.changes
+            .as_ref()
+            .is_none_or(|c| c.uids.contains(uid(object)))
+    }
+
+    /// An object named `namespace/name` (of any kind) changed.
+    pub fn touches_name(&self, namespace: &str, name: &str) -> bool {
+        self.changes
+            .as_ref()
+            .is_none_or(|c| c.names.contains(&(namespace.to_string(), name.to_string())))
+    }
+
+    /// A changed pod of `namespace` is one that `selects` accepts (before or after the change).
+    pub fn touches_pods(&self, namespace: &str, selects: impl Fn(&Value) -> bool) -> bool {
+        self.changes.as_ref().is_none_or(|c| {
+            c.pods
+                .get(namespace)
+                .is_some_and(|pods| pods.iter().any(selects))
+        })
+    }
+}
+
+/// One full pass of every controller in `set`.
 pub fn reconcile_all(shared: &Arc<Shared>, set: ControllerSet) {
+    reconcile(shared, set, &Scope::all());
+}
+
+pub fn reconcile(shared: &Arc<Shared>, set: ControllerSet, scope: &Scope) {
     let mut state = shared.lock();
     let now = jiff::Timestamp::now();
     if set.workloads {
-        deployment::reconcile(&mut state, now);
-        replicaset::reconcile(&mut state, now);
-        job::reconcile(&mut state, now);
+        deployment::reconcile(&mut state, now, scope);
+        replicaset::reconcile(&mut state, now, scope);
+        job::reconcile(&mut state, now, scope);
     }
     if set.scheduler {
         scheduler::reconcile(&mut state, now);
     }
     if set.endpoints {
-        endpoints::reconcile(&mut state, now);
+        endpoints::reconcile(&mut state, now, scope);
     }
     if set.disruption {
-        disruption::reconcile(&mut state, now);
-        autoscaler::reconcile(&mut state, now);
+        disruption::reconcile(&mut state, now, scope);
+        autoscaler::reconcile(&mut state, now, scope);
     }
     if set.volumes {
         volumes::reconcile(&mut state, now);
@@ -168,6 +294,42 @@ pub fn objects_where(
         .filter(|object| keep(object))
         .cloned()
         .collect()
+}
+
+/// The objects of `rt` in the owner's namespace whose controller is `owner`, cloned, ordered by
+/// name. Through the store's owner index: controllers look these up for every owner on every
+/// pass, and a scan of the namespace would make a pass O(owners × objects).
+pub fn controlled_by(state: &State, rt: &ResourceType, owner: &Value) -> Vec<Value> {
+    let (owner_uid, ns) = (uid(owner), namespace(owner));
+    state
+        .store
+        .dependents_of_kind(&rt.key(), owner_uid)
+        .into_iter()
+        .filter(|o| namespace(o) == ns && controller_uid(o) == Some(owner_uid))
+        .cloned()
+        .collect()
+}
+
+/// The objects of `rt` in `namespace` that a `metav1.LabelSelector` can match: those carrying
+/// its rarest matchLabel (through the store's label index), or all of the namespace when it
+/// has none. Callers still match the whole selector.
+pub fn selector_candidates<'a>(
+    state: &'a State,
+    rt: &ResourceType,
+    namespace: &str,
+    selector: &Value,
+) -> Vec<&'a Value> {
+    let key = rt.key();
+    let rarest = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|v| (k, v)))
+        .min_by_key(|(k, v)| state.store.count_labeled(&key, namespace, k, v));
+    match rarest {
+        Some((label, value)) => state.store.labeled(&rt.key(), namespace, label, value),
+        None => state.store.list(&rt.key(), Some(namespace)),
+    }
 }
 
 pub fn uid(object: &Value) -> &str {
@@ -330,5 +492,75 @@ pub fn scaled_value(value: &Value, total: i64, round_up: bool) -> i64 {
             None => s.parse().unwrap_or(0),
         },
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+    use crate::store::{ChangeType, ResourceKey};
+
+    fn pod_change(previous_labels: Value, labels: Value) -> Change {
+        let pod = |labels: Value| {
+            json!({"metadata": {"namespace": "a", "name": "pod-1", "uid": "u-pod",
+                "labels": labels, "ownerReferences": [{"uid": "u-rs", "controller": true}]}})
+        };
+        Change {
+            resource_version: 2,
+            key: ResourceKey::new("", "pods"),
+            change_type: ChangeType::Modified,
+            object: pod(labels),
+            previous: Some(pod(previous_labels)),
+        }
+    }
+
+    fn object(ns: &str, name: &str, uid: &str) -> Value {
+        json!({"metadata": {"namespace": ns, "name": name, "uid": uid}})
+    }
+
+    #[test]
+    fn a_pod_change_touches_the_pod_its_owner_and_selectors_of_its_old_and_new_labels() {
+        let mut changes = Changes::default();
+        changes.record(&pod_change(json!({"app": "old"}), json!({"app": "new"})));
+        let scope = Scope::changed(changes);
+        assert!(scope.touches(&object("a", "pod-1", "u-pod")), "the pod");
+        assert!(scope.touches(&object("a", "rs", "u-rs")), "its owner");
+        assert!(
+            !scope.touches(&object("a", "rs-2", "u-other")),
+            "an unrelated owner"
+        );
+        assert!(scope.touches_name("a", "pod-1"));
+        assert!(
+            !scope.touches_name("b", "pod-1"),
+            "same name, other namespace"
+        );
+        let selects =
+            |app: &'static str| move |pod: &Value| pod["metadata"]["labels"]["app"] == app;
+        assert!(
+            scope.touches_pods("a", selects("new")),
+            "selector of the new labels"
+        );
+        assert!(
+            scope.touches_pods("a", selects("old")),
+            "selector of the old labels"
+        );
+        assert!(!scope.touches_pods("a", selects("other")));
+        assert!(!scope.touches_pods("b", selects("new")), "other namespace");
+    }
+
+    #[test]
+    fn a_full_pass_touches_everything() {
+        let scope = Scope::all();
+        assert!(scope.touches(&object("a", "x", "u-x")));
+        assert!(scope.touches_name("a", "x"));
+        assert!(scope.touches_pods("a", |_| false));
+    }
+
+    #[test]
+    fn no_changes_touch_nothing() {
+        let scope = Scope::changed(Changes::default());
+        assert!(!scope.touches(&object("a", "x", "u-x")));
+        assert!(!scope.touches_name("a", "x"));
+        assert!(!scope.touches_pods("a", |_| true));
     }
 }

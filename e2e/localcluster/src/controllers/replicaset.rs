@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, controller_uid, is_terminating, label_selector, name, namespace, objects,
-    objects_where, owner_reference, pod_available, pod_ready, resource, timestamp, uid,
+    MANAGER, Scope, controlled_by, is_terminating, label_selector, name, namespace, objects_where,
+    owner_reference, pod_available, pod_ready, resource, timestamp,
 };
 use crate::api::State;
 use crate::system::{record_event, write_as};
@@ -40,7 +40,7 @@ pub fn pod_from_template(rs: &Value, now: &str) -> Value {
     pod
 }
 
-pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
+pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     let (Some(rs_rt), Some(pod_rt)) = (
         resource(state, "apps", "v1", "replicasets"),
         resource(state, "", "v1", "pods"),
@@ -48,17 +48,16 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         return;
     };
     let now_text = timestamp(now);
-    for rs in objects(state, &rs_rt, None) {
-        if is_terminating(&rs) {
-            continue;
-        }
+    for rs in objects_where(state, &rs_rt, None, |rs| {
+        !is_terminating(rs) && scope.touches(rs)
+    }) {
         let ns = namespace(&rs).to_string();
         let Some(selector) = label_selector(&rs["spec"]["selector"]) else {
             continue;
         };
-        let mut pods: Vec<Value> = objects_where(state, &pod_rt, Some(&ns), |p| {
-            controller_uid(p) == Some(uid(&rs)) && !is_terminating(p)
-        });
+        let (mut pods, terminating): (Vec<Value>, Vec<Value>) = controlled_by(state, &pod_rt, &rs)
+            .into_iter()
+            .partition(|p| !is_terminating(p));
         let desired = rs["spec"]["replicas"].as_i64().unwrap_or(1);
         let diff = desired - pods.len() as i64;
         if diff > 0 {
@@ -119,13 +118,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
             status.insert("availableReplicas".into(), json!(available));
         }
         // Pods with deletionTimestamp still stopping (only a pod runner keeps them around).
-        let terminating = state
-            .store
-            .list(&pod_rt.key(), Some(&ns))
-            .into_iter()
-            .filter(|p| controller_uid(p) == Some(uid(&rs)) && is_terminating(p))
-            .count();
-        status.insert("terminatingReplicas".into(), json!(terminating));
+        status.insert("terminatingReplicas".into(), json!(terminating.len()));
         status.insert(
             "observedGeneration".into(),
             rs["metadata"]["generation"].clone(),

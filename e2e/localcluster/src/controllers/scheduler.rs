@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{NODE_NAME, is_terminating, objects, resource, set_condition, timestamp};
+use super::{NODE_NAME, is_terminating, objects_where, resource, set_condition, timestamp};
 use crate::api::State;
 use crate::system::write_as;
 
@@ -38,16 +38,16 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
     };
     let now_text = timestamp(now);
     ensure_node(state, &now_text);
-    for pod in objects(state, &pod_rt, None) {
+    // Filtered before cloning: nearly every pod is bound already.
+    let pending = objects_where(state, &pod_rt, None, |pod| {
         let scheduler = pod["spec"]["schedulerName"]
             .as_str()
             .unwrap_or("default-scheduler");
-        if is_terminating(&pod)
-            || !pod["spec"]["nodeName"].is_null()
-            || scheduler != "default-scheduler"
-        {
-            continue;
-        }
+        !is_terminating(pod)
+            && pod["spec"]["nodeName"].is_null()
+            && scheduler == "default-scheduler"
+    });
+    for pod in pending {
         let mut bound = pod.clone();
         bound["spec"]["nodeName"] = json!(super::NODE_NAME);
         let mut conditions = bound["status"]["conditions"]

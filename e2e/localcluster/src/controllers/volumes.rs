@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{MANAGER, is_terminating, objects, resource, timestamp, uid};
+use super::{MANAGER, is_terminating, objects_where, resource, timestamp, uid};
 use crate::api::State;
 use crate::system::write_as;
 
@@ -12,10 +12,9 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
         return;
     };
     let now_text = timestamp(now);
-    for pvc in objects(state, &rt, None) {
-        if is_terminating(&pvc) || pvc["status"]["phase"] == "Bound" {
-            continue;
-        }
+    for pvc in objects_where(state, &rt, None, |pvc| {
+        !is_terminating(pvc) && pvc["status"]["phase"] != "Bound"
+    }) {
         let mut bound = pvc.clone();
         let volume = format!("pvc-{}", uid(&pvc));
         if bound["spec"]["volumeName"].is_null() {
