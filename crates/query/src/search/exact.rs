@@ -870,31 +870,11 @@ mod tests {
 
     #[tokio::test]
     async fn agrees_with_lancedb_and_follows_the_table_version() {
-        use crate::embed::HashEmbedder;
-        use crate::store::{PreparedDocument, Store};
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path().to_str().unwrap(),
-            "hash-v1",
-            16,
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        let embedder = HashEmbedder::new(16);
-        let texts = ["red apples", "green apples", "blue sky", "red sky at night"];
-        let docs: Vec<PreparedDocument> = texts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| PreparedDocument {
-                id: format!("d{i}"),
-                source: None,
-                metadata: Default::default(),
-                chunks: vec![t.to_string()],
-                vectors: vec![embedder.embed_one(t)],
-            })
-            .collect();
-        store.replace_documents(&docs).await.unwrap();
+        let texts =
+            ["red apples", "green apples", "blue sky", "red sky at night"].map(String::from);
+        let store = store_with(&dir, &texts).await;
+        let embedder = crate::embed::HashEmbedder::new(16);
         let query = embedder.embed_one("red apples");
         let index = store.exact_index().clone();
         let from_memory = served(&index, &store, &query).await;
