@@ -4,9 +4,12 @@
 //! chunks, with about 300 MiB in use), and with its default of eight arenas
 //! per core even trimming left 530 MiB.
 
-/// Caps malloc's arenas at two. Call first thing in `main`, before other
-/// threads start.
+/// Caps malloc's arenas at two, unless glibc's own `MALLOC_ARENA_MAX` is set
+/// (then that applies). Call first thing in `main`, before other threads start.
 pub fn limit_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator settings; no other thread runs yet.
     unsafe {

@@ -182,6 +182,7 @@ async fn openai_embedder_batches_retries_breaks_and_degrades() {
     assert!(result.degraded);
     assert_eq!(result.mode, SearchMode::Hybrid);
     assert_eq!(result.hits[0].doc_id, "d3");
+    assert!(result.hits.len() <= 3, "top_k bounds the fallback's hits");
     assert_eq!(requests(), before + 3);
     assert_eq!(metric(&server, "kb_degraded").await, "kb_degraded 1");
     let (status, ready) = server.ready().await;

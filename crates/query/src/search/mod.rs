@@ -9,6 +9,7 @@ mod vector;
 pub use exact::ExactIndex;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::TryStreamExt;
@@ -25,6 +26,8 @@ pub enum SearchError {
     Store(#[from] StoreError),
     #[error("lancedb: {0}")]
     Lance(#[from] lancedb::Error),
+    #[error("search task failed: {0}")]
+    Task(tokio::task::JoinError),
 }
 
 #[derive(Debug, Clone)]
@@ -43,7 +46,7 @@ pub struct SearchOutcome {
 /// Runs `request` (already validated). A filter is resolved to document ids
 /// first and applied as a pre-filter, so `top_k` counts only matching chunks.
 pub async fn search(
-    store: &Store,
+    store: &Arc<Store>,
     embedder: &dyn Embedder,
     metrics: &Metrics,
     request: &SearchRequest,
@@ -79,25 +82,43 @@ pub async fn search(
     let mode = request.mode.unwrap_or(SearchMode::Hybrid);
     let (rows, degraded) = match mode {
         SearchMode::Keyword => (keyword::search(store, query, top_k, filter).await?, false),
-        SearchMode::Vector | SearchMode::Hybrid => {
-            match embed_query(embedder, metrics, query).await {
-                Ok(vector) => {
-                    let rows = if mode == SearchMode::Vector {
-                        timed_vector(store, metrics, vector, top_k, &prefilter).await?
-                    } else {
-                        // Fuse deeper candidate lists than asked for, so documents ranked
-                        // moderately by both searches can still surface.
-                        let depth = (top_k * 2).max(20);
-                        let by_vector =
-                            timed_vector(store, metrics, vector, depth, &prefilter).await?;
-                        let by_keyword = keyword::search(store, query, depth, filter).await?;
-                        hybrid::reciprocal_rank_fusion(&[by_keyword, by_vector], top_k)
-                    };
-                    (rows, false)
-                }
+        SearchMode::Vector => match embed_query(embedder, metrics, query).await {
+            Ok(vector) => (
+                timed_vector(store, metrics, vector, top_k, &prefilter).await?,
+                false,
+            ),
+            Err(error) => {
+                tracing::warn!(error = %error, "embedder unavailable; serving keyword results");
+                (keyword::search(store, query, top_k, filter).await?, true)
+            }
+        },
+        SearchMode::Hybrid => {
+            // Fuse deeper candidate lists than asked for, so documents ranked
+            // moderately by both searches can still surface. The keyword search
+            // runs on its own task, alongside embedding and the vector search.
+            let depth = (top_k * 2).max(20);
+            let by_keyword = tokio::spawn({
+                let (store, query) = (Arc::clone(store), query.to_owned());
+                let filter = filter.map(str::to_owned);
+                async move { keyword::search(&store, &query, depth, filter.as_deref()).await }
+            });
+            let by_vector = match embed_query(embedder, metrics, query).await {
+                Ok(vector) => Some(timed_vector(store, metrics, vector, depth, &prefilter).await),
                 Err(error) => {
                     tracing::warn!(error = %error, "embedder unavailable; serving keyword results");
-                    (keyword::search(store, query, top_k, filter).await?, true)
+                    None
+                }
+            };
+            let by_keyword = by_keyword.await.map_err(SearchError::Task)?;
+            let mut by_keyword = by_keyword?;
+            match by_vector.transpose()? {
+                Some(by_vector) => (
+                    hybrid::reciprocal_rank_fusion(&[by_keyword, by_vector], top_k),
+                    false,
+                ),
+                None => {
+                    by_keyword.truncate(top_k);
+                    (by_keyword, true)
                 }
             }
         }
