@@ -193,7 +193,8 @@ pub struct ServeArgs {
     #[arg(long, env = "KBEAST_INDEX_CACHE_BYTES", default_value = "256M", value_parser = parse_bytes)]
     pub index_cache_bytes: u64,
     /// Byte budget of LanceDB's metadata cache (manifests, file footers).
-    #[arg(long, env = "KBEAST_METADATA_CACHE_BYTES", default_value = "64M", value_parser = parse_bytes)]
+    /// Small by default: it otherwise fills with the manifests of old versions.
+    #[arg(long, env = "KBEAST_METADATA_CACHE_BYTES", default_value = "16M", value_parser = parse_bytes)]
     pub metadata_cache_bytes: u64,
     /// Memory of the in-memory vector index: vectors kept in memory and
     /// searched by a scan, one byte per dimension for tables too large for
