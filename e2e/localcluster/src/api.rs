@@ -866,9 +866,7 @@ fn list(
             ));
         }
     }
-    let items: Vec<&Value> = state
-        .store
-        .list(&t.rt.key(), t.namespace.as_deref())
+    let items: Vec<&Value> = list_candidates(&state, t, &options)
         .into_iter()
         .filter(|o| options.matches(o))
         .filter(|o| {
@@ -917,6 +915,23 @@ fn list(
         "items": page,
     });
     Ok(json_response(200, &render(body, repr)))
+}
+
+/// The objects a list can return, in list order: within one namespace, those carrying the
+/// selector's rarest `key=value` label (through the store's label index), else all of them.
+fn list_candidates<'a>(state: &'a State, t: &Target, options: &ListOptions) -> Vec<&'a Value> {
+    let key = t.rt.key();
+    let Some(namespace) = t.namespace.as_deref() else {
+        return state.store.list(&key, None);
+    };
+    let rarest = options
+        .labels
+        .equalities()
+        .min_by_key(|(label, value)| state.store.count_labeled(&key, namespace, label, value));
+    match rarest {
+        Some((label, value)) => state.store.labeled(&key, namespace, label, value),
+        None => state.store.list(&key, Some(namespace)),
+    }
 }
 
 /// Built-in list items carry no kind/apiVersion; custom resources (unstructured) keep them.
