@@ -936,11 +936,11 @@ fn list_candidates<'a>(state: &'a State, t: &Target, options: &ListOptions) -> V
 
 /// Built-in list items carry no kind/apiVersion; custom resources (unstructured) keep them.
 fn item_view(rt: &ResourceType, object: &Value) -> Value {
-    let object = &conversion::to_served(rt, object);
+    let object = conversion::to_served(rt, object);
     if rt.is_custom() {
-        object.clone()
+        object
     } else {
-        strip_type_meta(object.clone())
+        strip_type_meta(object)
     }
 }
 
