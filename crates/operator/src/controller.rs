@@ -17,7 +17,7 @@ use kbeast_api::labels::PROJECT_LABEL;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
@@ -81,11 +81,16 @@ async fn controller_for(
     let children = watcher::Config::default()
         .labels(PROJECT_LABEL)
         .any_semantic();
-    let controller = Controller::new(
+    // The store holds every project for the whole run; nothing reads their managedFields.
+    let (projects, writer) = reflector::store();
+    let project_events = watcher(
         api::<KnowledgeProject>(&client, &scope),
         watcher::Config::default().any_semantic(),
-    );
-    let projects = controller.store();
+    )
+    .modify(|project| project.managed_fields_mut().clear())
+    .reflect(writer)
+    .applied_objects();
+    let controller = Controller::for_stream(project_events, projects.clone());
     let secret_mapper = move |secret: PartialObjectMeta<Secret>| {
         let namespace = secret.namespace();
         let name = secret.name_any();

@@ -114,9 +114,18 @@ struct RunArgs {
     log: String,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts its threads: mallopt must run while the process has one.
+    kbeast_operator::memory::limit_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run_command(Cli::parse().command))
+}
+
+async fn run_command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Crd => {
             print!("{}", render::crd_yaml());
             Ok(())
@@ -140,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(&args.log);
+    kbeast_operator::memory::spawn_release_loop();
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let identity = args
         .identity

@@ -866,9 +866,7 @@ fn list(
             ));
         }
     }
-    let items: Vec<&Value> = state
-        .store
-        .list(&t.rt.key(), t.namespace.as_deref())
+    let items: Vec<&Value> = list_candidates(&state, t, &options)
         .into_iter()
         .filter(|o| options.matches(o))
         .filter(|o| {
@@ -919,13 +917,30 @@ fn list(
     Ok(json_response(200, &render(body, repr)))
 }
 
+/// The objects a list can return, in list order: within one namespace, those carrying the
+/// selector's rarest `key=value` label (through the store's label index), else all of them.
+fn list_candidates<'a>(state: &'a State, t: &Target, options: &ListOptions) -> Vec<&'a Value> {
+    let key = t.rt.key();
+    let Some(namespace) = t.namespace.as_deref() else {
+        return state.store.list(&key, None);
+    };
+    let rarest = options
+        .labels
+        .equalities()
+        .min_by_key(|(label, value)| state.store.count_labeled(&key, namespace, label, value));
+    match rarest {
+        Some((label, value)) => state.store.labeled(&key, namespace, label, value),
+        None => state.store.list(&key, Some(namespace)),
+    }
+}
+
 /// Built-in list items carry no kind/apiVersion; custom resources (unstructured) keep them.
 fn item_view(rt: &ResourceType, object: &Value) -> Value {
-    let object = &conversion::to_served(rt, object);
+    let object = conversion::to_served(rt, object);
     if rt.is_custom() {
-        object.clone()
+        object
     } else {
-        strip_type_meta(object.clone())
+        strip_type_meta(object)
     }
 }
 

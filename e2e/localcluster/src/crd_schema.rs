@@ -361,10 +361,24 @@ pub fn cel_skipped_cause() -> Cause {
     )
 }
 
-/// Runs `x-kubernetes-validations` (including transition rules when `old` is given).
-pub fn validate_cel(object: &Value, old: Option<&Value>, schema: &Value) -> Vec<Cause> {
-    let validator = kube::core::cel::Validator::new();
-    match validator.validate(schema, object, old) {
+thread_local! {
+    /// Registering the CEL functions is costly; a `Validator` is not `Sync`, so one per thread.
+    static CEL_VALIDATOR: kube::core::cel::Validator = kube::core::cel::Validator::new();
+}
+
+/// Runs `x-kubernetes-validations` (including transition rules when `old` is given), with
+/// the rules compiled from `schema` beforehand when `compiled` is given.
+pub fn validate_cel(
+    object: &Value,
+    old: Option<&Value>,
+    schema: &Value,
+    compiled: Option<&kube::core::cel::CompiledSchema>,
+) -> Vec<Cause> {
+    let result = CEL_VALIDATOR.with(|validator| match compiled {
+        Some(rules) => validator.validate_compiled(rules, object, old),
+        None => validator.validate(schema, object, old),
+    });
+    match result {
         Ok(()) => vec![],
         Err(errors) => errors
             .into_vec()
@@ -407,5 +421,43 @@ fn rule_has_field_path(schema: &Value, rule: &str) -> bool {
         }
         Value::Array(items) => items.iter().any(|v| rule_has_field_path(v, rule)),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Value {
+        json!({"type": "object", "properties": {"spec": {"type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.min <= self.max", "message": "min must not exceed max"},
+                {"rule": "self.max == oldSelf.max", "message": "max is immutable"}],
+            "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}}}}})
+    }
+
+    #[test]
+    fn precompiled_rules_report_what_compiling_on_each_call_reports() {
+        let schema = schema();
+        let compiled = kube::core::cel::compile_schema(&schema);
+        let old = json!({"spec": {"min": 1, "max": 2}});
+        for (object, old) in [
+            (json!({"spec": {"min": 3, "max": 2}}), None),
+            (json!({"spec": {"min": 3, "max": 2}}), Some(&old)),
+            (json!({"spec": {"min": 1, "max": 5}}), Some(&old)),
+            (json!({"spec": {"min": 1, "max": 2}}), Some(&old)),
+        ] {
+            let fresh = validate_cel(&object, old, &schema, None);
+            let cached = validate_cel(&object, old, &schema, Some(&compiled));
+            assert_eq!(format!("{cached:?}"), format!("{fresh:?}"), "{object}");
+        }
+        let broken = validate_cel(
+            &json!({"spec": {"min": 3, "max": 2}}),
+            None,
+            &schema,
+            Some(&compiled),
+        );
+        assert_eq!(broken.len(), 1, "the failing rule is reported: {broken:?}");
     }
 }

@@ -33,6 +33,8 @@ pub struct ResourceType {
     pub has_scale: bool,
     /// For custom resources: the version's `openAPIV3Schema` and scale paths.
     pub crd_schema: Option<Arc<Value>>,
+    /// The schema's CEL rules, compiled once per CRD version as the API server does.
+    pub crd_rules: Option<Arc<kube::core::cel::CompiledSchema>>,
     pub crd_scale: Option<ScalePaths>,
     /// `additionalPrinterColumns` of the CRD version, for Table output.
     pub crd_printer_columns: Option<Value>,
@@ -125,6 +127,7 @@ impl Registry {
                     has_scale: has("scale"),
                     subresources,
                     crd_schema: None,
+                    crd_rules: None,
                     crd_scale: None,
                     crd_printer_columns: None,
                 }));
@@ -221,6 +224,7 @@ pub fn crd_resource_types(crd: &Value) -> Vec<ResourceType> {
         if scale.is_some() {
             subresources.push(json!({"name": format!("{plural}/scale"), "singularName": "", "namespaced": namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
         }
+        let schema = &version["schema"]["openAPIV3Schema"];
         out.push(ResourceType {
             group: group.to_string(),
             version: version["name"].as_str().unwrap_or("").to_string(),
@@ -235,7 +239,8 @@ pub fn crd_resource_types(crd: &Value) -> Vec<ResourceType> {
             subresources,
             has_status,
             has_scale: scale.is_some(),
-            crd_schema: Some(Arc::new(version["schema"]["openAPIV3Schema"].clone())),
+            crd_schema: Some(Arc::new(schema.clone())),
+            crd_rules: Some(Arc::new(kube::core::cel::compile_schema(schema))),
             crd_scale: scale,
             crd_printer_columns: version.get("additionalPrinterColumns").cloned(),
         });

@@ -106,6 +106,15 @@ impl LabelSelector {
         self.0.is_empty()
     }
 
+    /// The `key=value` requirements: every matching object carries each of them, so a label
+    /// index can narrow a list to the objects carrying one.
+    pub fn equalities(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().filter_map(|r| match r {
+            Requirement::Equals(k, v) => Some((k.as_str(), v.as_str())),
+            _ => None,
+        })
+    }
+
     pub fn matches(&self, object: &Value) -> bool {
         let labels = &object["metadata"]["labels"];
         let get = |k: &str| labels.get(k).and_then(Value::as_str);
@@ -216,6 +225,14 @@ mod tests {
         assert!(LabelSelector::parse("tier").unwrap().matches(&obj));
         assert!(!LabelSelector::parse("!tier").unwrap().matches(&obj));
         assert!(LabelSelector::parse("a==b==c").is_err());
+    }
+
+    #[test]
+    fn equalities_are_the_key_value_requirements_only() {
+        let sel = LabelSelector::parse("app=demo,tier==backend,env!=prod,zone in (a),x").unwrap();
+        let found: Vec<(&str, &str)> = sel.equalities().collect();
+        assert_eq!(found, vec![("app", "demo"), ("tier", "backend")]);
+        assert_eq!(LabelSelector::parse("!x").unwrap().equalities().count(), 0);
     }
 
     #[test]

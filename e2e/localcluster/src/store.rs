@@ -229,6 +229,26 @@ impl Store {
         self.index.by_uid.get(uid)
     }
 
+    /// The objects of `key` whose uid is one of `uids`, ordered by namespace and name (like
+    /// [`Store::list`]). Costs O(uids), not O(objects).
+    pub fn with_uids<'a>(
+        &self,
+        key: &ResourceKey,
+        uids: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<&Value> {
+        let mut found: Vec<&ObjectRef> = uids
+            .into_iter()
+            .filter_map(|uid| self.find_uid(uid))
+            .filter(|at| &at.key == key)
+            .collect();
+        found.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        found.dedup();
+        found
+            .into_iter()
+            .filter_map(|at| self.get_ref(at))
+            .collect()
+    }
+
     /// The objects whose ownerReferences name `owner_uid`, ordered like [`Store::all`].
     pub fn dependents(&self, owner_uid: &str) -> impl Iterator<Item = &ObjectRef> {
         self.index.dependents.get(owner_uid).into_iter().flatten()
@@ -474,6 +494,39 @@ mod tests {
 
     fn dependents(store: &Store, owner: &str) -> Vec<String> {
         store.dependents(owner).map(|at| at.name.clone()).collect()
+    }
+
+    #[test]
+    fn with_uids_finds_the_objects_of_one_kind_in_list_order() {
+        let mut store = Store::new(100);
+        for (ns, name, uid) in [
+            ("b", "rs-1", "u-1"),
+            ("a", "rs-2", "u-2"),
+            ("a", "rs-3", "u-3"),
+        ] {
+            store.put(
+                &replicasets(),
+                object(ns, name, uid, &[], json!({})),
+                ChangeType::Added,
+            );
+        }
+        store.put(
+            &pods(),
+            object("a", "pod-1", "u-pod", &["u-2"], json!({})),
+            ChangeType::Added,
+        );
+        let uids = ["u-1", "u-pod", "u-missing", "u-2", "u-1"];
+        assert_eq!(
+            names(store.with_uids(&replicasets(), uids)),
+            ["rs-2", "rs-1"],
+            "ReplicaSets only, each once, by namespace then name"
+        );
+        let scanned: Vec<&Value> = store
+            .list(&replicasets(), None)
+            .into_iter()
+            .filter(|o| uids.contains(&o["metadata"]["uid"].as_str().unwrap_or("")))
+            .collect();
+        assert_eq!(store.with_uids(&replicasets(), uids), scanned);
     }
 
     #[test]

@@ -220,7 +220,8 @@ pub fn validate(
         if errors.blocks_cel {
             causes.push(crd_schema::cel_skipped_cause());
         } else {
-            causes.extend(crd_schema::validate_cel(new, old, schema));
+            let rules = rt.crd_rules.as_deref();
+            causes.extend(crd_schema::validate_cel(new, old, schema, rules));
         }
     }
     if causes.is_empty() {

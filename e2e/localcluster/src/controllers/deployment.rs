@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, Scope, controlled_by, is_terminating, label_selector, name, namespace, objects_where,
+    MANAGER, Scope, controlled_by, is_terminating, label_selector, name, namespace,
     owner_reference, resource, scaled_value, timestamp, uid,
 };
 use crate::api::State;
@@ -90,9 +90,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     ) else {
         return;
     };
-    for d in objects_where(state, &deploy_rt, None, |d| {
-        !is_terminating(d) && scope.touches(d)
-    }) {
+    for d in scope.touched_where(state, &deploy_rt, |d| !is_terminating(d)) {
         sync_deployment(state, d, now);
     }
 }

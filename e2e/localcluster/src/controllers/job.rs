@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, Scope, controlled_by, is_terminating, name, namespace, objects_where, owner_reference,
-    pod_ready, resource, timestamp, uid,
+    MANAGER, Scope, controlled_by, is_terminating, name, namespace, owner_reference, pod_ready,
+    resource, timestamp, uid,
 };
 use crate::api::State;
 use crate::system::{record_event, write_as};
@@ -40,9 +40,8 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
         return;
     };
     let now_text = timestamp(now);
-    for job in objects_where(state, &job_rt, None, |job| {
+    for job in scope.touched_where(state, &job_rt, |job| {
         !(is_terminating(job) || finished(job) || job["spec"]["suspend"] == Value::Bool(true))
-            && scope.touches(job)
     }) {
         let mut pods: Vec<Value> = controlled_by(state, &pod_rt, &job);
         pods.retain(|p| !is_terminating(p));

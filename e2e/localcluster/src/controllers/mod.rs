@@ -211,6 +211,27 @@ impl Scope {
             .is_none_or(|c| c.uids.contains(uid(object)))
     }
 
+    /// The objects of `rt` that [`Scope::touches`] and `keep` accept, cloned, ordered like
+    /// [`objects_where`]. A scoped pass finds them through the store's uid index: it runs
+    /// after every burst of writes, and a scan would make it O(objects).
+    pub fn touched_where(
+        &self,
+        state: &State,
+        rt: &ResourceType,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        match &self.changes {
+            None => objects_where(state, rt, None, keep),
+            Some(c) => state
+                .store
+                .with_uids(&rt.key(), c.uids.iter().map(String::as_str))
+                .into_iter()
+                .filter(|object| keep(object))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// An object named `namespace/name` (of any kind) changed.
     pub fn touches_name(&self, namespace: &str, name: &str) -> bool {
         self.changes

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, Scope, controlled_by, is_terminating, label_selector, name, namespace, objects_where,
+    MANAGER, Scope, controlled_by, is_terminating, label_selector, name, namespace,
     owner_reference, pod_available, pod_ready, resource, timestamp,
 };
 use crate::api::State;
@@ -48,9 +48,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
         return;
     };
     let now_text = timestamp(now);
-    for rs in objects_where(state, &rs_rt, None, |rs| {
-        !is_terminating(rs) && scope.touches(rs)
-    }) {
+    for rs in scope.touched_where(state, &rs_rt, |rs| !is_terminating(rs)) {
         let ns = namespace(&rs).to_string();
         let Some(selector) = label_selector(&rs["spec"]["selector"]) else {
             continue;
