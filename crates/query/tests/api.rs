@@ -709,7 +709,7 @@ async fn readyz_and_metrics(backend: Backend) {
         "kb_http_requests_total{method=\"POST\",route=\"/v1/search\",status=\"200\"} 1",
         "kb_http_request_duration_seconds_bucket",
         "kb_cache_capacity_bytes{cache=\"index\"} 268435456",
-        "kb_cache_capacity_bytes{cache=\"metadata\"} 67108864",
+        "kb_cache_capacity_bytes{cache=\"metadata\"} 16777216",
     ] {
         assert!(metrics.contains(name), "missing {name:?} in\n{metrics}");
     }
