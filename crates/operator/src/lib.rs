@@ -10,7 +10,6 @@ pub mod controller;
 pub mod error;
 pub mod http;
 pub mod leader;
-pub mod memory;
 pub mod metrics;
 pub mod observe;
 pub mod reconcile;

@@ -116,7 +116,7 @@ struct RunArgs {
 
 fn main() -> anyhow::Result<()> {
     // Before the runtime starts its threads: mallopt must run while the process has one.
-    kbeast_operator::memory::limit_arenas();
+    kbeast_memory::limit_arenas();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -149,7 +149,7 @@ async fn run_command(command: Command) -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(&args.log);
-    kbeast_operator::memory::spawn_release_loop();
+    kbeast_memory::spawn_release_loop();
     let client = kube_client(args.kubeconfig.as_deref()).await?;
     let identity = args
         .identity

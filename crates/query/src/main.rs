@@ -4,7 +4,6 @@ mod cli;
 mod embed;
 mod http;
 mod ingest;
-mod memory;
 mod purge;
 mod search;
 mod serve;
@@ -15,7 +14,7 @@ mod telemetry;
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
-    memory::limit_arenas();
+    kbeast_memory::limit_arenas();
     let cli = cli::Cli::parse();
     telemetry::init_logging(&cli.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()

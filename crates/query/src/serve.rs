@@ -216,8 +216,8 @@ async fn warm_up(state: &AppState, store: &Arc<Store>) {
         tracing::warn!(error = %error, "warm-up vector query failed");
     }
     state.warmup.query_path.store(true, Ordering::SeqCst);
-    crate::memory::release_free();
-    crate::memory::spawn_release_loop();
+    kbeast_memory::release_free();
+    kbeast_memory::spawn_release_loop();
     // Not awaited: until it is loaded, vector searches go to LanceDB.
     match store.version().await {
         Ok(version) => store

@@ -212,7 +212,7 @@ async fn run(
                     () = idle => {
                         unindexed_chunks = 0;
                         update_indices(&store).await;
-                        crate::memory::release_free();
+                        kbeast_memory::release_free();
                         continue;
                     }
                 }
@@ -405,7 +405,7 @@ fn train_vector_index(store: &Arc<Store>, training: &Arc<VectorIndexTraining>, r
             }
             Err(error) => tracing::warn!(error = %error, "building the vector index failed"),
         }
-        crate::memory::release_free();
+        kbeast_memory::release_free();
         training.running.store(false, Ordering::SeqCst);
     });
 }
@@ -465,7 +465,7 @@ async fn maintain(
     }
 
     update_gauges(store, metrics).await;
-    crate::memory::release_free();
+    kbeast_memory::release_free();
 }
 
 type UpsertRequest = (

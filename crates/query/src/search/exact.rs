@@ -279,7 +279,7 @@ impl ExactIndex {
                 }
             }
             // The read's buffers, and an older snapshot, were just freed.
-            crate::memory::release_free();
+            kbeast_memory::release_free();
             index.refreshing.store(false, Ordering::Release);
         });
     }
