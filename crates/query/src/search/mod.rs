@@ -97,7 +97,9 @@ pub async fn search(
             // moderately by both searches can still surface. The keyword search
             // runs on its own task, alongside embedding and the vector search.
             let depth = (top_k * 2).max(20);
-            let by_keyword = tokio::spawn({
+            // A JoinSet aborts the task if this request is dropped (timeout, disconnect).
+            let mut by_keyword = tokio::task::JoinSet::new();
+            by_keyword.spawn({
                 let (store, query) = (Arc::clone(store), query.to_owned());
                 let filter = filter.map(str::to_owned);
                 async move { keyword::search(&store, &query, depth, filter.as_deref()).await }
@@ -109,8 +111,11 @@ pub async fn search(
                     None
                 }
             };
-            let by_keyword = by_keyword.await.map_err(SearchError::Task)?;
-            let mut by_keyword = by_keyword?;
+            let mut by_keyword = by_keyword
+                .join_next()
+                .await
+                .expect("one task was spawned")
+                .map_err(SearchError::Task)??;
             match by_vector.transpose()? {
                 Some(by_vector) => (
                     hybrid::reciprocal_rank_fusion(&[by_keyword, by_vector], top_k),
