@@ -26,13 +26,12 @@ pub fn arena_cap(malloc_arena_max: Option<&OsStr>) -> Option<i32> {
 /// Caps malloc's arenas (see `arena_cap`). Call first thing in `main`, before
 /// other threads start.
 pub fn limit_arenas() {
-    let Some(_cap) = arena_cap(std::env::var_os("MALLOC_ARENA_MAX").as_deref()) else {
-        return;
-    };
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator settings; no other thread runs yet.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, _cap);
+    if let Some(cap) = arena_cap(std::env::var_os("MALLOC_ARENA_MAX").as_deref()) {
+        // SAFETY: mallopt only changes allocator settings; no other thread runs yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, cap);
+        }
     }
 }
 
