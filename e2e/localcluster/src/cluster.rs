@@ -31,7 +31,8 @@ pub struct Options {
     pub history_limit: usize,
     /// Which emulated controllers run (all by default).
     pub controllers: ControllerSet,
-    /// How often controllers re-check time-based state (deadlines, minReadySeconds).
+    /// How often the controllers resync (a full pass; spaced further on a large cluster).
+    /// Time-based state (deadlines, minReadySeconds) is rechecked per object when due.
     pub controller_tick: Duration,
     /// Load the state saved here on start and save it on stop (see `persistence`).
     pub data_dir: Option<PathBuf>,

@@ -40,6 +40,18 @@ fn deployment(
     .unwrap()
 }
 
+/// A cluster whose resync tick is an hour: time-based state (minReadySeconds, progress
+/// deadlines) must be rechecked by the controllers themselves, as in kube-controller-manager.
+async fn cluster_without_resync() -> LocalCluster {
+    LocalCluster::start(Options {
+        controllers: ControllerSet::all(),
+        controller_tick: Duration::from_secs(3600),
+        ..Options::default()
+    })
+    .await
+    .expect("cluster starts")
+}
+
 /// Polls `check` until it returns `Some`, failing after `timeout`.
 async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
@@ -320,7 +332,7 @@ async fn rollout_25_percent_surge_and_unavailable() {
 
 #[tokio::test]
 async fn progress_deadline_exceeded_and_pause() {
-    let c = cluster(ControllerSet::all()).await;
+    let c = cluster_without_resync().await;
     let client = c.client().unwrap();
     let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
     let replicasets: Api<ReplicaSet> = Api::default_namespaced(client.clone());
@@ -548,7 +560,7 @@ async fn changes_alone_drive_the_controllers_between_ticks() {
 
 #[tokio::test]
 async fn recreate_strategy_and_min_ready_seconds() {
-    let c = cluster(ControllerSet::all()).await;
+    let c = cluster_without_resync().await;
     let client = c.client().unwrap();
     let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
     let replicasets: Api<ReplicaSet> = Api::default_namespaced(client.clone());

@@ -265,6 +265,29 @@ async fn many_projects_created_at_once_all_become_ready() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let took = started.elapsed();
+    // What the API served until then, per client, verb and resource (emulator only).
+    let requests_until_ready = env.local().map(|cluster| {
+        let mut counts = std::collections::BTreeMap::<String, u64>::new();
+        for r in cluster.requests() {
+            let client = if r.user_agent.contains("kbeast-operator") {
+                "operator"
+            } else if r.user_agent.contains("kube-controller-manager")
+                || r.client.contains("kube-controller-manager")
+            {
+                "controller-manager"
+            } else {
+                r.client.as_str()
+            };
+            *counts
+                .entry(format!("{client} {} {}", r.verb, r.resource))
+                .or_default() += 1;
+        }
+        counts
+    });
+    if let Some(counts) = &requests_until_ready {
+        let total: u64 = counts.values().sum();
+        eprintln!("scale: {total} requests until Ready: {counts:?}");
+    }
     let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", operator.0.id()))
         .ok()
         .and_then(|s| {
@@ -336,6 +359,7 @@ async fn many_projects_created_at_once_all_become_ready() {
             "reconcile_seconds": busy,
             "steady_state_seconds": steady_seconds,
             "steady_state_operator_writes": steady_writes,
+            "requests_until_ready": requests_until_ready,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&report).expect("JSON"))
             .expect("report written");

@@ -91,7 +91,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
         return;
     };
     for d in scope.touched_where(state, &deploy_rt, |d| !is_terminating(d)) {
-        sync_deployment(state, d, now);
+        sync_deployment(state, d, now, scope);
     }
 }
 
@@ -151,7 +151,7 @@ impl Sync<'_> {
     }
 }
 
-fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp) {
+fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp, scope: &Scope) {
     let mut s = Sync {
         state,
         now,
@@ -313,6 +313,9 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp) {
         .cloned()
         .unwrap_or(deployment);
     let status = calculate_status(&current, &all, new.as_ref(), paused, &s.now_text, s.now);
+    if let Some(at) = progress_deadline(&current, &status) {
+        scope.recheck_at(&current, at);
+    }
     if status != current["status"] {
         let mut updated = current.clone();
         updated["status"] = status;
@@ -477,6 +480,21 @@ fn put_nonzero(status: &mut serde_json::Map<String, Value>, key: &str, value: i6
     if value != 0 {
         status.insert(key.into(), json!(value));
     }
+}
+
+/// When a rollout still progressing times out: one second after lastUpdateTime plus
+/// progressDeadlineSeconds (the check is "more than the deadline", in whole seconds).
+fn progress_deadline(d: &Value, status: &Value) -> Option<jiff::Timestamp> {
+    let deadline = d["spec"]["progressDeadlineSeconds"].as_i64()?;
+    let progressing = status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Progressing")?;
+    if progressing["status"] != "True" || progressing["reason"] == "NewReplicaSetAvailable" {
+        return None;
+    }
+    let since: jiff::Timestamp = progressing["lastUpdateTime"].as_str()?.parse().ok()?;
+    Some(since + jiff::SignedDuration::from_secs(deadline + 1))
 }
 
 fn calculate_status(

@@ -2,8 +2,9 @@
 //! ReplicaSet → Pods (rolling updates), a scheduler binding pods to one fake node,
 //! Endpoints from ready pods, and PodDisruptionBudget status.
 //!
-//! They run in one background task: after every change (and on a short tick, for
-//! deadlines and minReadySeconds) each controller reconciles everything under the lock.
+//! They run in one background task, under the store's lock: after every burst of changes
+//! each controller reconciles what the changes touch, and objects whose time-based state
+//! (deadlines, minReadySeconds) comes due are rechecked then; a full pass on the tick resyncs.
 //! Pods run only with the pod runner (`kubelet`); without it tests mark them ready through
 //! `LocalCluster::set_pods_ready`.
 
@@ -16,7 +17,8 @@ pub mod replicaset;
 pub mod scheduler;
 pub mod volumes;
 
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,13 +84,16 @@ pub const MANAGER: &str = "kube-controller-manager";
 const MIN_PASS_GAP: Duration = Duration::from_millis(20);
 
 /// A full pass runs at most this many times as long as the last one took, apart from it.
-const FULL_PASS_SPACING: u32 = 4;
+/// Time-based state (minReadySeconds, progress deadlines) does not wait for it: controllers
+/// ask for a [`Scope::recheck_at`], so full passes are only a resync.
+const FULL_PASS_SPACING: u32 = 40;
 
 /// Runs the controllers until the shared state is dropped.
 ///
-/// A pass after changes looks only at what they can affect ([`Scope`]); a full pass runs on
-/// the tick (for deadlines and minReadySeconds) and after a missed change. On a large cluster
-/// full passes are spaced to a few times their own cost: they hold the store's lock and cost
+/// A pass after changes looks only at what they can affect ([`Scope`]), plus the objects whose
+/// recheck time has come ([`Scope::recheck_at`], like kube-controller-manager's `AddAfter`).
+/// A full pass runs on the tick as a resync, and after a missed change. On a large cluster
+/// full passes are spaced to many times their own cost: they hold the store's lock and cost
 /// O(objects).
 pub async fn run(shared: std::sync::Weak<Shared>, set: ControllerSet, tick: Duration) {
     let mut changes = match shared.upgrade() {
@@ -98,11 +103,13 @@ pub async fn run(shared: std::sync::Weak<Shared>, set: ControllerSet, tick: Dura
     let mut pending = Changes::default();
     let mut missed_changes = true;
     let mut last_full: Option<(std::time::Instant, Duration)> = None;
+    let mut rechecks = Rechecks::default();
     loop {
         let Some(shared) = shared.upgrade() else {
             return;
         };
         let pass = std::time::Instant::now();
+        rechecks.take_due(jiff::Timestamp::now(), &mut pending);
         let full_due = missed_changes
             || last_full
                 .is_none_or(|(at, took)| at.elapsed() >= tick.max(took * FULL_PASS_SPACING));
@@ -116,6 +123,7 @@ pub async fn run(shared: std::sync::Weak<Shared>, set: ControllerSet, tick: Dura
         }
         reconcile(&shared, set, &scope);
         drop(shared);
+        rechecks.add(scope.rechecks.take());
         if full_due {
             last_full = Some((pass, pass.elapsed()));
         }
@@ -134,7 +142,7 @@ pub async fn run(shared: std::sync::Weak<Shared>, set: ControllerSet, tick: Dura
             Err(_) => false,
         };
         tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep(rechecks.until_next(jiff::Timestamp::now()).map_or(tick, |d| d.min(tick))) => {}
             r = changes.recv() => {
                 let r = r.map_err(|e| match e {
                     broadcast::error::RecvError::Closed => broadcast::error::TryRecvError::Closed,
@@ -148,6 +156,36 @@ pub async fn run(shared: std::sync::Weak<Shared>, set: ControllerSet, tick: Dura
         }
         // Coalesce bursts of changes into one pass.
         while received(changes.try_recv()) {}
+    }
+}
+
+/// Objects (by uid) to reconcile again at a given time, whether or not anything changed.
+#[derive(Debug, Default)]
+struct Rechecks {
+    due: BTreeMap<jiff::Timestamp, HashSet<String>>,
+}
+
+impl Rechecks {
+    fn add(&mut self, requested: Vec<(String, jiff::Timestamp)>) {
+        for (uid, at) in requested {
+            self.due.entry(at).or_default().insert(uid);
+        }
+    }
+
+    /// Moves the uids due by `now` into `changes`.
+    fn take_due(&mut self, now: jiff::Timestamp, changes: &mut Changes) {
+        let later = self
+            .due
+            .split_off(&(now + jiff::SignedDuration::from_nanos(1)));
+        for uids in std::mem::replace(&mut self.due, later).into_values() {
+            changes.uids.extend(uids);
+        }
+    }
+
+    /// How long until the next recheck is due.
+    fn until_next(&self, now: jiff::Timestamp) -> Option<Duration> {
+        let next = *self.due.keys().next()?;
+        Some(Duration::try_from(next.duration_since(now)).unwrap_or(Duration::ZERO))
     }
 }
 
@@ -191,17 +229,30 @@ impl Changes {
 #[derive(Debug)]
 pub struct Scope {
     changes: Option<Changes>,
+    rechecks: RefCell<Vec<(String, jiff::Timestamp)>>,
 }
 
 impl Scope {
     pub fn all() -> Self {
-        Scope { changes: None }
+        Scope {
+            changes: None,
+            rechecks: RefCell::default(),
+        }
     }
 
     pub fn changed(changes: Changes) -> Self {
         Scope {
             changes: Some(changes),
+            rechecks: RefCell::default(),
         }
+    }
+
+    /// Asks for `object` to be reconciled again at `at`, for state that changes with time
+    /// alone (a pod becoming available after minReadySeconds, a progress deadline passing).
+    pub fn recheck_at(&self, object: &Value, at: jiff::Timestamp) {
+        self.rechecks
+            .borrow_mut()
+            .push((uid(object).to_string(), at));
     }
 
     /// The object changed, or one of the objects it owns did.
@@ -438,10 +489,15 @@ pub fn pod_available(pod: &Value, min_ready_seconds: i64, now: jiff::Timestamp) 
     if min_ready_seconds <= 0 {
         return true;
     }
-    let since = condition(pod, "Ready")
-        .and_then(|c| c["lastTransitionTime"].as_str())
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
-    since.is_some_and(|t| now.as_second() - t.as_second() >= min_ready_seconds)
+    ready_since(pod).is_some_and(|t| now.as_second() - t.as_second() >= min_ready_seconds)
+}
+
+/// When a pod's Ready condition last changed.
+pub fn ready_since(pod: &Value) -> Option<jiff::Timestamp> {
+    condition(pod, "Ready")?["lastTransitionTime"]
+        .as_str()?
+        .parse()
+        .ok()
 }
 
 /// Sets or replaces a condition, keeping lastTransitionTime while the status is unchanged.
@@ -567,6 +623,32 @@ mod scope_tests {
         );
         assert!(!scope.touches_pods("a", selects("other")));
         assert!(!scope.touches_pods("b", selects("new")), "other namespace");
+    }
+
+    #[test]
+    fn rechecks_come_due_once_at_their_time() {
+        let t0: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let secs = jiff::SignedDuration::from_secs;
+        let mut rechecks = Rechecks::default();
+        rechecks.add(vec![
+            ("late".into(), t0 + secs(5)),
+            ("soon".into(), t0 + secs(2)),
+        ]);
+        assert_eq!(rechecks.until_next(t0), Some(Duration::from_secs(2)));
+        let mut changes = Changes::default();
+        rechecks.take_due(t0 + secs(1), &mut changes);
+        assert!(changes.uids.is_empty(), "nothing is due yet");
+        rechecks.take_due(t0 + secs(2), &mut changes);
+        assert_eq!(changes.uids, HashSet::from(["soon".to_string()]));
+        assert_eq!(
+            rechecks.until_next(t0 + secs(6)),
+            Some(Duration::ZERO),
+            "overdue"
+        );
+        let mut changes = Changes::default();
+        rechecks.take_due(t0 + secs(6), &mut changes);
+        assert_eq!(changes.uids, HashSet::from(["late".to_string()]));
+        assert_eq!(rechecks.until_next(t0 + secs(6)), None);
     }
 
     #[test]

@@ -112,6 +112,15 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
             status.insert("readyReplicas".into(), json!(ready));
         }
         let available = count(&|p| pod_available(p, min_ready, now));
+        // Ready pods not yet available become so with time alone.
+        if let Some(at) = pods
+            .iter()
+            .filter(|p| pod_ready(p) && !pod_available(p, min_ready, now))
+            .filter_map(super::ready_since)
+            .min()
+        {
+            scope.recheck_at(&rs, at + jiff::SignedDuration::from_secs(min_ready));
+        }
         if available > 0 {
             status.insert("availableReplicas".into(), json!(available));
         }
