@@ -512,19 +512,22 @@ fn serve_resource(
             let object = state
                 .store
                 .get(&t.rt.key(), ns, name)
-                .ok_or_else(|| ApiError::not_found(&t.subject(name)))?;
+                .ok_or_else(|| ApiError::not_found(&t.subject(name)))?
+                .clone();
+            // The object is a copy: convert and encode it without holding up writers.
+            drop(state);
             if t.subresource.as_deref() == Some("log") && t.rt.resource == "pods" {
-                return pod_log(shared, request, object);
+                return pod_log(shared, request, &object);
             }
+            let rv = object["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             let body = match t.subresource.as_deref() {
-                Some("scale") => crate::scale::scale_view(&t.rt, object),
-                _ => conversion::to_served(&t.rt, &with_type_meta(object.clone(), &t.rt)),
+                Some("scale") => crate::scale::scale_view(&t.rt, &object),
+                _ => conversion::to_served(&t.rt, &with_type_meta(object, &t.rt)),
             };
             if repr == Representation::Table && t.subresource.is_none() {
-                let rv = object["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
                 return Ok(json_response(
                     200,
                     &crate::table::render(&t.rt, &[body], &rv),
@@ -565,6 +568,7 @@ fn serve_resource(
                     delete::delete_collection(&mut state, t, &selector, &options, &ctx)?
                 }
             };
+            drop(state);
             let mut response = json_response(status, &render(body, repr));
             for w in &ctx.warnings.lock().expect("warnings lock").clone() {
                 if let Ok(v) =

@@ -322,6 +322,7 @@ impl LocalCluster {
             .into_iter()
             .filter(|p| selector.matches(p))
             .enumerate()
+            .filter(|(_, pod)| !pod_status_is(pod, status_text))
             .filter_map(|(i, pod)| {
                 let mut status = pod["status"].clone();
                 status["phase"] = serde_json::json!("Running");
@@ -471,4 +472,26 @@ fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents)?;
     std::fs::rename(tmp, path)
+}
+
+/// Whether `set_pods_ready` would leave this pod as it is: Running with an IP, and each of its
+/// conditions already what it would set (same status, no other fields). Checked before
+/// cloning anything.
+fn pod_status_is(pod: &serde_json::Value, ready_status: &str) -> bool {
+    let status = &pod["status"];
+    status["phase"] == "Running"
+        && status["podIP"].is_string()
+        && ["Initialized", "Ready", "ContainersReady", "PodScheduled"]
+            .into_iter()
+            .all(|type_| {
+                let want = match type_ {
+                    "Ready" | "ContainersReady" => ready_status,
+                    _ => "True",
+                };
+                controllers::condition(pod, type_).is_some_and(|c| {
+                    c["status"] == want
+                        && c["lastTransitionTime"].is_string()
+                        && c.as_object().is_some_and(|m| m.len() == 3)
+                })
+            })
 }

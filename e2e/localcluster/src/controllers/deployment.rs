@@ -51,13 +51,31 @@ fn revision(rs: &Value) -> i64 {
         .unwrap_or(0)
 }
 
-/// The template without the pod-template-hash label, for "is this the current template".
-fn template_without_hash(template: &Value) -> Value {
-    let mut t = template.clone();
-    if let Some(labels) = t["metadata"]["labels"].as_object_mut() {
-        labels.remove(HASH_LABEL);
+/// Whether a ReplicaSet's pod template is the Deployment's, apart from the pod-template-hash
+/// label (`EqualIgnoreHash`). Compared in place: every sync asks it of every ReplicaSet.
+fn same_template_ignoring_hash(rs_template: &Value, template: &Value) -> bool {
+    fn entries<'a>(object: &'a Value, skip: &str) -> Vec<(&'a str, &'a Value)> {
+        object
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != skip)
+            .map(|(k, v)| (k.as_str(), v))
+            .collect()
     }
-    t
+    let (Some(a), Some(b)) = (rs_template.as_object(), template.as_object()) else {
+        return rs_template == template;
+    };
+    let same_metadata = |ma: &Value, mb: &Value| {
+        entries(ma, "labels") == entries(mb, "labels")
+            && entries(&ma["labels"], HASH_LABEL) == entries(&mb["labels"], HASH_LABEL)
+    };
+    a.len() == b.len()
+        && a.iter().all(|(k, v)| match (k.as_str(), b.get(k)) {
+            (_, None) => false,
+            ("metadata", Some(other)) => same_metadata(v, other),
+            (_, Some(other)) => v == other,
+        })
 }
 
 /// maxSurge and maxUnavailable resolved against the desired replicas (`ResolveFenceposts`).
@@ -173,7 +191,7 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp, scope: &Sc
 
     let mut new_rs = all
         .iter()
-        .find(|rs| template_without_hash(&rs["spec"]["template"]) == *template)
+        .find(|rs| same_template_ignoring_hash(&rs["spec"]["template"], template))
         .cloned();
     let max_revision = all.iter().map(revision).max().unwrap_or(0);
     if new_rs.is_none() && !paused {
@@ -306,17 +324,18 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp, scope: &Sc
     all.retain(|rs| !is_terminating(rs));
     let new = new_rs.and_then(|n| all.iter().find(|rs| uid(rs) == uid(&n)).cloned());
     cleanup_history(&mut s, &deployment, &all, new.as_ref());
+    // Cloned only when the status changes.
     let current = s
         .state
         .store
         .get(&deploy_rt.key(), &ns, name(&d))
-        .cloned()
-        .unwrap_or(deployment);
-    let status = calculate_status(&current, &all, new.as_ref(), paused, &s.now_text, s.now);
-    if let Some(at) = progress_deadline(&current, &status) {
-        scope.recheck_at(&current, at);
+        .unwrap_or(&deployment);
+    let status = calculate_status(current, &all, new.as_ref(), paused, &s.now_text, s.now);
+    if let Some(at) = progress_deadline(current, &status) {
+        scope.recheck_at(current, at);
     }
     if status != current["status"] {
+        let current = current.clone();
         let mut updated = current.clone();
         updated["status"] = status;
         write_as(
@@ -648,4 +667,30 @@ fn calculate_status(
     }
     status.insert("conditions".into(), json!(conditions));
     Value::Object(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_matches_its_replica_sets_apart_from_the_hash_label() {
+        let template = json!({"metadata": {"labels": {"app": "a"}, "annotations": {"x": "1"}},
+            "spec": {"containers": [{"name": "c", "image": "i:1"}]}});
+        let mut rs = template.clone();
+        rs["metadata"]["labels"][HASH_LABEL] = json!("abc");
+        assert!(same_template_ignoring_hash(&rs, &template));
+        let mut other_image = rs.clone();
+        other_image["spec"]["containers"][0]["image"] = json!("i:2");
+        assert!(!same_template_ignoring_hash(&other_image, &template));
+        let mut other_label = rs.clone();
+        other_label["metadata"]["labels"]["app"] = json!("b");
+        assert!(!same_template_ignoring_hash(&other_label, &template));
+        let mut extra_annotation = rs.clone();
+        extra_annotation["metadata"]["annotations"]["y"] = json!("2");
+        assert!(!same_template_ignoring_hash(&extra_annotation, &template));
+        let mut extra_field = rs;
+        extra_field["spec"]["hostname"] = json!("h");
+        assert!(!same_template_ignoring_hash(&extra_field, &template));
+    }
 }

@@ -53,7 +53,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
                 .is_none_or(Vec::is_empty)
             {
                 // matchLabels only: compared as is, without building a selector per pod.
-                true => scope.touches_pods(namespace(pdb), |pod| {
+                true => scope.touches_pods(namespace(pdb), &selector["matchLabels"], |pod| {
                     selector["matchLabels"]
                         .as_object()
                         .into_iter()
@@ -62,7 +62,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
                 }),
                 false => {
                     let parsed = label_selector(selector);
-                    scope.touches_pods(namespace(pdb), |pod| {
+                    scope.touches_pods(namespace(pdb), &selector["matchLabels"], |pod| {
                         parsed.as_ref().is_none_or(|s| s.matches(pod))
                     })
                 }

@@ -41,7 +41,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
         let ns = namespace(svc);
         scope.touches(svc)
             || scope.touches_name(ns, name(svc))
-            || scope.touches_pods(ns, |pod| {
+            || scope.touches_pods(ns, &svc["spec"]["selector"], |pod| {
                 selector
                     .iter()
                     .all(|(k, v)| pod["metadata"]["labels"].get(k) == Some(v))

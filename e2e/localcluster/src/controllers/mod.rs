@@ -195,8 +195,31 @@ impl Rechecks {
 #[derive(Debug, Default)]
 pub struct Changes {
     uids: HashSet<String>,
-    names: HashSet<(String, String)>,
-    pods: HashMap<String, Vec<Value>>,
+    /// Namespace → names.
+    names: HashMap<String, HashSet<String>>,
+    /// Namespace → the changed pods' labels.
+    pods: HashMap<String, ChangedPods>,
+}
+
+/// The labels of a namespace's changed pods: each pod's, and every `key → values` among them
+/// (so that a selector no changed pod can match is ruled out without testing each pod).
+#[derive(Debug, Default)]
+struct ChangedPods {
+    pods: Vec<Value>,
+    label_values: HashMap<String, HashSet<String>>,
+}
+
+impl ChangedPods {
+    fn may_match(&self, match_labels: &Value) -> bool {
+        match_labels
+            .as_object()
+            .into_iter()
+            .flatten()
+            .all(|(k, v)| {
+                v.as_str()
+                    .is_some_and(|v| self.label_values.get(k).is_some_and(|vs| vs.contains(v)))
+            })
+    }
 }
 
 impl Changes {
@@ -213,13 +236,27 @@ impl Changes {
                 self.uids.insert(owner.to_string());
             }
             self.names
-                .insert((namespace(object).to_string(), name(object).to_string()));
+                .entry(namespace(object).to_string())
+                .or_default()
+                .insert(name(object).to_string());
             if is_pod {
-                let labels = json!({"metadata": {"labels": object["metadata"]["labels"]}});
-                self.pods
-                    .entry(namespace(object).to_string())
-                    .or_default()
-                    .push(labels);
+                let changed = self.pods.entry(namespace(object).to_string()).or_default();
+                for (k, v) in object["metadata"]["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(v) = v.as_str() {
+                        changed
+                            .label_values
+                            .entry(k.clone())
+                            .or_default()
+                            .insert(v.to_string());
+                    }
+                }
+                changed
+                    .pods
+                    .push(json!({"metadata": {"labels": object["metadata"]["labels"]}}));
             }
         }
     }
@@ -285,17 +322,26 @@ impl Scope {
 
     /// An object named `namespace/name` (of any kind) changed.
     pub fn touches_name(&self, namespace: &str, name: &str) -> bool {
-        self.changes
-            .as_ref()
-            .is_none_or(|c| c.names.contains(&(namespace.to_string(), name.to_string())))
+        self.changes.as_ref().is_none_or(|c| {
+            c.names
+                .get(namespace)
+                .is_some_and(|names| names.contains(name))
+        })
     }
 
     /// A changed pod of `namespace` is one that `selects` accepts (before or after the change).
-    pub fn touches_pods(&self, namespace: &str, selects: impl Fn(&Value) -> bool) -> bool {
+    /// `match_labels` (the selector's matchLabels, or null) rules out at once the selectors
+    /// whose labels no changed pod carries: scoped passes test every Service and PDB.
+    pub fn touches_pods(
+        &self,
+        namespace: &str,
+        match_labels: &Value,
+        selects: impl Fn(&Value) -> bool,
+    ) -> bool {
         self.changes.as_ref().is_none_or(|c| {
-            c.pods
-                .get(namespace)
-                .is_some_and(|pods| pods.iter().any(selects))
+            c.pods.get(namespace).is_some_and(|changed| {
+                changed.may_match(match_labels) && changed.pods.iter().any(selects)
+            })
         })
     }
 }
@@ -613,16 +659,28 @@ mod scope_tests {
         );
         let selects =
             |app: &'static str| move |pod: &Value| pod["metadata"]["labels"]["app"] == app;
+        let app = |app: &str| json!({"app": app});
         assert!(
-            scope.touches_pods("a", selects("new")),
+            scope.touches_pods("a", &app("new"), selects("new")),
             "selector of the new labels"
         );
         assert!(
-            scope.touches_pods("a", selects("old")),
+            scope.touches_pods("a", &app("old"), selects("old")),
             "selector of the old labels"
         );
-        assert!(!scope.touches_pods("a", selects("other")));
-        assert!(!scope.touches_pods("b", selects("new")), "other namespace");
+        assert!(!scope.touches_pods("a", &app("other"), selects("other")));
+        assert!(
+            !scope.touches_pods("a", &app("other"), |_| true),
+            "ruled out by its matchLabels alone"
+        );
+        assert!(
+            scope.touches_pods("a", &Value::Null, selects("new")),
+            "no matchLabels: the pods decide"
+        );
+        assert!(
+            !scope.touches_pods("b", &app("new"), selects("new")),
+            "other namespace"
+        );
     }
 
     #[test]
@@ -656,7 +714,7 @@ mod scope_tests {
         let scope = Scope::all();
         assert!(scope.touches(&object("a", "x", "u-x")));
         assert!(scope.touches_name("a", "x"));
-        assert!(scope.touches_pods("a", |_| false));
+        assert!(scope.touches_pods("a", &json!({"app": "x"}), |_| false));
     }
 
     #[test]
@@ -664,6 +722,6 @@ mod scope_tests {
         let scope = Scope::changed(Changes::default());
         assert!(!scope.touches(&object("a", "x", "u-x")));
         assert!(!scope.touches_name("a", "x"));
-        assert!(!scope.touches_pods("a", |_| true));
+        assert!(!scope.touches_pods("a", &Value::Null, |_| true));
     }
 }
