@@ -15,7 +15,7 @@ use kbeast_e2e::{ready_for_generation, wait_for};
 use kbeast_localcluster::{Fault, FaultAction};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 const CONVERGE: Duration = Duration::from_secs(180);
@@ -236,11 +236,19 @@ async fn many_projects_created_at_once_all_become_ready() {
         })
         .unwrap_or(600);
     let deadline = Instant::now() + Duration::from_secs(deadline_seconds);
+    // Watched, like `kubectl wait`: listing every project twice a second would load the
+    // control plane under test.
+    let (seen, writer) = kube::runtime::reflector::store::<KnowledgeProject>();
+    let reflect = tokio::spawn(
+        watcher(projects.clone(), watcher::Config::default())
+            .reflect(writer)
+            .for_each(|_| async {}),
+    );
+    seen.wait_until_ready().await.expect("project watch starts");
     loop {
         env.ready_pods(namespace);
-        let list = projects.list(&ListParams::default()).await.expect("list");
-        let waiting: Vec<String> = list
-            .items
+        let all = seen.state();
+        let waiting: Vec<String> = all
             .iter()
             .filter(|p| !ready_for_generation(p))
             .map(|p| {
@@ -250,33 +258,34 @@ async fn many_projects_created_at_once_all_become_ready() {
                     .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
                     .map(|c| format!("{}: {}", c.reason, c.message))
                     .unwrap_or_default();
-                format!("{} ({ready})", p.metadata.name.clone().unwrap_or_default())
+                format!("{} ({ready})", p.name_any())
             })
             .collect();
-        if list.items.len() == PROJECTS && waiting.is_empty() {
+        if all.len() == PROJECTS && waiting.is_empty() {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "{} of {PROJECTS} projects not Ready after {deadline_seconds} s, e.g. {:?}",
-            waiting.len(),
+            waiting.len() + PROJECTS.saturating_sub(all.len()),
             waiting.iter().take(3).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    reflect.abort();
     let took = started.elapsed();
     // What the API served until then, per client, verb and resource (emulator only).
     let requests_until_ready = env.local().map(|cluster| {
         let mut counts = std::collections::BTreeMap::<String, u64>::new();
         for r in cluster.requests() {
-            let client = if r.user_agent.contains("kbeast-operator") {
-                "operator"
-            } else if r.user_agent.contains("kube-controller-manager")
-                || r.client.contains("kube-controller-manager")
+            let client = if r.user_agent.contains("kbeast-operator")
+                || r.client.contains("kbeast-operator")
             {
-                "controller-manager"
-            } else {
+                "operator"
+            } else if r.user_agent.is_empty() {
                 r.client.as_str()
+            } else {
+                r.user_agent.split('/').next().unwrap_or_default()
             };
             *counts
                 .entry(format!("{client} {} {}", r.verb, r.resource))
