@@ -298,6 +298,21 @@ impl QueryLoop {
         self.failed.load(Ordering::Relaxed)
     }
 
+    /// Waits until `more` further queries have succeeded, so that a check spans real traffic
+    /// however fast the change under test was. Panics after `timeout`.
+    pub async fn wait_for_more(&self, more: u64, timeout: Duration) {
+        let target = self.succeeded.load(Ordering::Relaxed) + more;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.succeeded.load(Ordering::Relaxed) < target {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the query loop made no progress in {timeout:?} ({} failed)",
+                self.failed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Stops the loop; returns (succeeded, failed).
     pub async fn finish(self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
