@@ -82,7 +82,7 @@ pub fn delete_object_with_grace(
         let ns = object["metadata"]["namespace"].as_str().unwrap_or("");
         let name = object["metadata"]["name"].as_str().unwrap_or("");
         let removed = state.store.remove(&key, ns, name);
-        return Deleted::Removed(removed.unwrap_or_else(|| object.clone()));
+        return Deleted::Removed(removed.map_or_else(|| object.clone(), |r| (*r).clone()));
     }
     if rt.kind == "Pod"
         && object["metadata"]["deletionTimestamp"].is_null()
@@ -135,7 +135,7 @@ pub fn delete_object_with_grace(
         let removed = state
             .store
             .remove(&key, &ns, &name)
-            .unwrap_or_else(|| object.clone());
+            .map_or_else(|| object.clone(), |r| (*r).clone());
         if rt.kind == "Pod" {
             // An unscheduled pod is removed at once; the response shows the graceful delete.
             let mut shown = removed;

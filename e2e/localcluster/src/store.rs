@@ -1,7 +1,7 @@
 //! In-memory object storage with one cluster-wide resourceVersion counter and a change log
 //! that watches replay from.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -61,6 +61,35 @@ struct Indexes {
     terminating: BTreeSet<ObjectRef>,
     /// (resource, namespace, label key, label value) → names.
     labels: HashMap<(ResourceKey, String, String, String), BTreeSet<String>>,
+    /// Services and PDBs: (resource, namespace, label key, label value) → the names of those
+    /// whose selector requires that label ([`pod_selector_labels`]).
+    selecting: HashMap<(ResourceKey, String, String, String), BTreeSet<String>>,
+    /// Services and PDBs whose selector requires no label: (resource, namespace) → names.
+    selecting_any: HashMap<(ResourceKey, String), BTreeSet<String>>,
+}
+
+/// The labels a Service's or PDB's pod selector requires (`spec.selector`, or its
+/// `matchLabels`); `None` for other kinds and for a Service without a selector.
+pub fn pod_selector_labels<'a>(
+    key: &ResourceKey,
+    object: &'a Value,
+) -> Option<Vec<(&'a String, &'a str)>> {
+    let selector = match (key.group.as_str(), key.resource.as_str()) {
+        ("", "services") => object["spec"]["selector"].as_object()?,
+        ("policy", "poddisruptionbudgets") => {
+            match object["spec"]["selector"]["matchLabels"].as_object() {
+                Some(labels) => labels,
+                None => return Some(Vec::new()),
+            }
+        }
+        _ => return None,
+    };
+    Some(
+        selector
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k, v)))
+            .collect(),
+    )
 }
 
 fn owner_uids(object: &Value) -> impl Iterator<Item = &str> {
@@ -108,6 +137,28 @@ impl Indexes {
                 .or_default()
                 .insert(at.name.clone());
         }
+        match pod_selector_labels(&at.key, object) {
+            None => {}
+            Some(required) if required.is_empty() => {
+                self.selecting_any
+                    .entry((at.key.clone(), at.namespace.clone()))
+                    .or_default()
+                    .insert(at.name.clone());
+            }
+            Some(required) => {
+                for (label, value) in required {
+                    self.selecting
+                        .entry((
+                            at.key.clone(),
+                            at.namespace.clone(),
+                            label.clone(),
+                            value.to_string(),
+                        ))
+                        .or_default()
+                        .insert(at.name.clone());
+                }
+            }
+        }
     }
 
     fn remove(&mut self, at: &ObjectRef, object: &Value) {
@@ -143,6 +194,34 @@ impl Indexes {
                 }
             }
         }
+        match pod_selector_labels(&at.key, object) {
+            None => {}
+            Some(required) if required.is_empty() => {
+                let entry = (at.key.clone(), at.namespace.clone());
+                if let Some(names) = self.selecting_any.get_mut(&entry) {
+                    names.remove(&at.name);
+                    if names.is_empty() {
+                        self.selecting_any.remove(&entry);
+                    }
+                }
+            }
+            Some(required) => {
+                for (label, value) in required {
+                    let entry = (
+                        at.key.clone(),
+                        at.namespace.clone(),
+                        label.clone(),
+                        value.to_string(),
+                    );
+                    if let Some(names) = self.selecting.get_mut(&entry) {
+                        names.remove(&at.name);
+                        if names.is_empty() {
+                            self.selecting.remove(&entry);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -152,8 +231,9 @@ pub struct Change {
     pub resource_version: u64,
     pub key: ResourceKey,
     pub change_type: ChangeType,
-    pub object: Value,
-    pub previous: Option<Value>,
+    /// Shared with the store (and with the next change's `previous`): one copy per version.
+    pub object: Arc<Value>,
+    pub previous: Option<Arc<Value>>,
 }
 
 /// How many changes watches can resume from before they get 410 Gone.
@@ -161,7 +241,7 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 10_000;
 
 pub struct Store {
     resource_version: u64,
-    objects: BTreeMap<ResourceKey, BTreeMap<(String, String), Value>>,
+    objects: BTreeMap<ResourceKey, BTreeMap<(String, String), Arc<Value>>>,
     index: Indexes,
     history: VecDeque<Arc<Change>>,
     history_limit: usize,
@@ -200,6 +280,7 @@ impl Store {
         self.objects
             .get(key)
             .and_then(|m| m.get(&(namespace.to_string(), name.to_string())))
+            .map(|o| &**o)
     }
 
     /// Objects of a resource in a namespace (`None` = all namespaces), ordered by namespace and name.
@@ -208,12 +289,12 @@ impl Store {
             return Vec::new();
         };
         match namespace {
-            None => m.values().collect(),
+            None => m.values().map(|v| &**v).collect(),
             // Keys sort by namespace first: one range, not a scan of every namespace.
             Some(ns) => m
                 .range((ns.to_string(), String::new())..)
                 .take_while(|((n, _), _)| n == ns)
-                .map(|(_, v)| v)
+                .map(|(_, v)| &**v)
                 .collect(),
         }
     }
@@ -222,6 +303,7 @@ impl Store {
         self.objects
             .get(&at.key)?
             .get(&(at.namespace.clone(), at.name.clone()))
+            .map(|o| &**o)
     }
 
     /// Where the object with this uid is stored.
@@ -312,6 +394,44 @@ impl Store {
         names
             .iter()
             .filter_map(|n| m.get(&(namespace.to_string(), n.clone())))
+            .map(|o| &**o)
+            .collect()
+    }
+
+    /// The Services or PDBs (`key`) of `namespace` whose selector could match a pod carrying
+    /// some of `labels` (label key → values): those requiring one of these labels, and those
+    /// requiring none. Ordered by name. Callers still match the whole selector.
+    pub fn selecting(
+        &self,
+        key: &ResourceKey,
+        namespace: &str,
+        labels: &HashMap<String, HashSet<String>>,
+    ) -> Vec<&Value> {
+        let Some(m) = self.objects.get(key) else {
+            return Vec::new();
+        };
+        let mut names: BTreeSet<&String> = self
+            .index
+            .selecting_any
+            .get(&(key.clone(), namespace.to_string()))
+            .into_iter()
+            .flatten()
+            .collect();
+        for (label, values) in labels {
+            for value in values {
+                let entry = (
+                    key.clone(),
+                    namespace.to_string(),
+                    label.clone(),
+                    value.clone(),
+                );
+                names.extend(self.index.selecting.get(&entry).into_iter().flatten());
+            }
+        }
+        names
+            .into_iter()
+            .filter_map(|n| m.get(&(namespace.to_string(), n.clone())))
+            .map(|o| &**o)
             .collect()
     }
 
@@ -322,7 +442,7 @@ impl Store {
             .flat_map(|(k, m)| {
                 m.range((namespace.to_string(), String::new())..)
                     .take_while(|((n, _), _)| n == namespace)
-                    .map(move |(_, v)| (k, v))
+                    .map(move |(_, v)| (k, &**v))
             })
             .collect()
     }
@@ -330,7 +450,7 @@ impl Store {
     pub fn all(&self) -> impl Iterator<Item = (&ResourceKey, &Value)> {
         self.objects
             .iter()
-            .flat_map(|(k, m)| m.values().map(move |v| (k, v)))
+            .flat_map(|(k, m)| m.values().map(move |v| (k, &**v)))
     }
 
     /// Stores `object` (whose metadata.resourceVersion the caller already set) and records the change.
@@ -349,6 +469,7 @@ impl Store {
             namespace: namespace.clone(),
             name: name.clone(),
         };
+        let object = Arc::new(object);
         let previous = self
             .objects
             .entry(key.clone())
@@ -362,7 +483,7 @@ impl Store {
     }
 
     /// Removes an object; the DELETED event carries its last state with a new resourceVersion.
-    pub fn remove(&mut self, key: &ResourceKey, namespace: &str, name: &str) -> Option<Value> {
+    pub fn remove(&mut self, key: &ResourceKey, namespace: &str, name: &str) -> Option<Arc<Value>> {
         let removed = self
             .objects
             .get_mut(key)?
@@ -374,9 +495,15 @@ impl Store {
         };
         self.index.remove(&at, &removed);
         let rv = self.next_resource_version();
-        let mut last = removed.clone();
+        let mut last = (*removed).clone();
         last["metadata"]["resourceVersion"] = Value::String(rv.to_string());
-        self.record(key, ChangeType::Deleted, last, Some(removed.clone()), rv);
+        self.record(
+            key,
+            ChangeType::Deleted,
+            Arc::new(last),
+            Some(removed.clone()),
+            rv,
+        );
         Some(removed)
     }
 
@@ -384,8 +511,8 @@ impl Store {
         &mut self,
         key: &ResourceKey,
         change_type: ChangeType,
-        object: Value,
-        previous: Option<Value>,
+        object: Arc<Value>,
+        previous: Option<Arc<Value>>,
         rv: u64,
     ) {
         let change = Arc::new(Change {
@@ -606,6 +733,95 @@ mod tests {
         check(&store, "deleting the last dependent");
         assert_eq!(store.dangling_owners().count(), 0);
         assert_eq!(store.index, Indexes::default());
+    }
+
+    #[test]
+    fn services_and_pdbs_are_found_by_the_labels_their_selectors_require() {
+        let services = ResourceKey::new("", "services");
+        let pdbs = ResourceKey::new("policy", "poddisruptionbudgets");
+        let mut store = Store::new(100);
+        let check = |store: &Store, step: &str| {
+            assert_eq!(store.index, rebuilt(store), "indexes after {step}");
+        };
+        let with = |mut o: Value, path: &[&str], v: Value| {
+            let mut at = &mut o;
+            for p in path {
+                at = &mut at[*p];
+            }
+            *at = v;
+            o
+        };
+        let svc = |name: &str, selector: Value| {
+            with(
+                object("a", name, name, &[], json!({})),
+                &["spec", "selector"],
+                selector,
+            )
+        };
+        store.put(
+            &services,
+            svc("web", json!({"app": "web", "tier": "1"})),
+            ChangeType::Added,
+        );
+        store.put(
+            &services,
+            svc("db", json!({"app": "db"})),
+            ChangeType::Added,
+        );
+        store.put(&services, svc("all", json!({})), ChangeType::Added);
+        store.put(
+            &services,
+            object("a", "external", "ext", &[], json!({})),
+            ChangeType::Added,
+        );
+        let pdb = |name: &str, selector: Value| {
+            with(
+                object("a", name, &format!("pdb-{name}"), &[], json!({})),
+                &["spec", "selector"],
+                selector,
+            )
+        };
+        store.put(
+            &pdbs,
+            pdb("web", json!({"matchLabels": {"app": "web"}})),
+            ChangeType::Added,
+        );
+        store.put(
+            &pdbs,
+            pdb(
+                "expr",
+                json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}),
+            ),
+            ChangeType::Added,
+        );
+        check(&store, "creates");
+        let pod_labels = |pairs: &[(&str, &str)]| {
+            let mut labels: HashMap<String, HashSet<String>> = HashMap::new();
+            for (k, v) in pairs {
+                labels
+                    .entry(k.to_string())
+                    .or_default()
+                    .insert(v.to_string());
+            }
+            labels
+        };
+        let web = pod_labels(&[("app", "web")]);
+        assert_eq!(
+            names(store.selecting(&services, "a", &web)),
+            ["all", "web"],
+            "a selector requiring one of the labels, or none; not one without a selector"
+        );
+        assert_eq!(names(store.selecting(&pdbs, "a", &web)), ["expr", "web"]);
+        assert_eq!(names(store.selecting(&services, "b", &web)).len(), 0);
+        store.put(
+            &services,
+            svc("web", json!({"app": "other"})),
+            ChangeType::Modified,
+        );
+        store.remove(&pdbs, "a", "expr");
+        check(&store, "an update and a delete");
+        assert_eq!(names(store.selecting(&services, "a", &web)), ["all"]);
+        assert_eq!(names(store.selecting(&pdbs, "a", &web)), ["web"]);
     }
 
     #[test]

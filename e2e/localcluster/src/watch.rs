@@ -202,7 +202,7 @@ fn change_line(
             (false, true) => Some(event_line("ADDED", filter.render(object))),
             (true, false) => {
                 // Leaving the selector: DELETED with the previous state and the new version.
-                let mut previous = change.previous.clone().unwrap_or_default();
+                let mut previous = change.previous.as_deref().cloned().unwrap_or_default();
                 previous["metadata"]["resourceVersion"] = json!(parse_rv(object).to_string());
                 Some(event_line("DELETED", filter.render(&previous)))
             }
