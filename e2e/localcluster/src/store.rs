@@ -1,7 +1,7 @@
 //! In-memory object storage with one cluster-wide resourceVersion counter and a change log
 //! that watches replay from.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -61,35 +61,6 @@ struct Indexes {
     terminating: BTreeSet<ObjectRef>,
     /// (resource, namespace, label key, label value) → names.
     labels: HashMap<(ResourceKey, String, String, String), BTreeSet<String>>,
-    /// Services and PDBs: (resource, namespace, label key, label value) → the names of those
-    /// whose selector requires that label ([`pod_selector_labels`]).
-    selecting: HashMap<(ResourceKey, String, String, String), BTreeSet<String>>,
-    /// Services and PDBs whose selector requires no label: (resource, namespace) → names.
-    selecting_any: HashMap<(ResourceKey, String), BTreeSet<String>>,
-}
-
-/// The labels a Service's or PDB's pod selector requires (`spec.selector`, or its
-/// `matchLabels`); `None` for other kinds and for a Service without a selector.
-pub fn pod_selector_labels<'a>(
-    key: &ResourceKey,
-    object: &'a Value,
-) -> Option<Vec<(&'a String, &'a str)>> {
-    let selector = match (key.group.as_str(), key.resource.as_str()) {
-        ("", "services") => object["spec"]["selector"].as_object()?,
-        ("policy", "poddisruptionbudgets") => {
-            match object["spec"]["selector"]["matchLabels"].as_object() {
-                Some(labels) => labels,
-                None => return Some(Vec::new()),
-            }
-        }
-        _ => return None,
-    };
-    Some(
-        selector
-            .iter()
-            .filter_map(|(k, v)| v.as_str().map(|v| (k, v)))
-            .collect(),
-    )
 }
 
 fn owner_uids(object: &Value) -> impl Iterator<Item = &str> {
@@ -137,28 +108,6 @@ impl Indexes {
                 .or_default()
                 .insert(at.name.clone());
         }
-        match pod_selector_labels(&at.key, object) {
-            None => {}
-            Some(required) if required.is_empty() => {
-                self.selecting_any
-                    .entry((at.key.clone(), at.namespace.clone()))
-                    .or_default()
-                    .insert(at.name.clone());
-            }
-            Some(required) => {
-                for (label, value) in required {
-                    self.selecting
-                        .entry((
-                            at.key.clone(),
-                            at.namespace.clone(),
-                            label.clone(),
-                            value.to_string(),
-                        ))
-                        .or_default()
-                        .insert(at.name.clone());
-                }
-            }
-        }
     }
 
     fn remove(&mut self, at: &ObjectRef, object: &Value) {
@@ -191,34 +140,6 @@ impl Indexes {
                 names.remove(&at.name);
                 if names.is_empty() {
                     self.labels.remove(&entry);
-                }
-            }
-        }
-        match pod_selector_labels(&at.key, object) {
-            None => {}
-            Some(required) if required.is_empty() => {
-                let entry = (at.key.clone(), at.namespace.clone());
-                if let Some(names) = self.selecting_any.get_mut(&entry) {
-                    names.remove(&at.name);
-                    if names.is_empty() {
-                        self.selecting_any.remove(&entry);
-                    }
-                }
-            }
-            Some(required) => {
-                for (label, value) in required {
-                    let entry = (
-                        at.key.clone(),
-                        at.namespace.clone(),
-                        label.clone(),
-                        value.to_string(),
-                    );
-                    if let Some(names) = self.selecting.get_mut(&entry) {
-                        names.remove(&at.name);
-                        if names.is_empty() {
-                            self.selecting.remove(&entry);
-                        }
-                    }
                 }
             }
         }
@@ -393,43 +314,6 @@ impl Store {
         };
         names
             .iter()
-            .filter_map(|n| m.get(&(namespace.to_string(), n.clone())))
-            .map(|o| &**o)
-            .collect()
-    }
-
-    /// The Services or PDBs (`key`) of `namespace` whose selector could match a pod carrying
-    /// some of `labels` (label key → values): those requiring one of these labels, and those
-    /// requiring none. Ordered by name. Callers still match the whole selector.
-    pub fn selecting(
-        &self,
-        key: &ResourceKey,
-        namespace: &str,
-        labels: &HashMap<String, HashSet<String>>,
-    ) -> Vec<&Value> {
-        let Some(m) = self.objects.get(key) else {
-            return Vec::new();
-        };
-        let mut names: BTreeSet<&String> = self
-            .index
-            .selecting_any
-            .get(&(key.clone(), namespace.to_string()))
-            .into_iter()
-            .flatten()
-            .collect();
-        for (label, values) in labels {
-            for value in values {
-                let entry = (
-                    key.clone(),
-                    namespace.to_string(),
-                    label.clone(),
-                    value.clone(),
-                );
-                names.extend(self.index.selecting.get(&entry).into_iter().flatten());
-            }
-        }
-        names
-            .into_iter()
             .filter_map(|n| m.get(&(namespace.to_string(), n.clone())))
             .map(|o| &**o)
             .collect()
@@ -733,95 +617,6 @@ mod tests {
         check(&store, "deleting the last dependent");
         assert_eq!(store.dangling_owners().count(), 0);
         assert_eq!(store.index, Indexes::default());
-    }
-
-    #[test]
-    fn services_and_pdbs_are_found_by_the_labels_their_selectors_require() {
-        let services = ResourceKey::new("", "services");
-        let pdbs = ResourceKey::new("policy", "poddisruptionbudgets");
-        let mut store = Store::new(100);
-        let check = |store: &Store, step: &str| {
-            assert_eq!(store.index, rebuilt(store), "indexes after {step}");
-        };
-        let with = |mut o: Value, path: &[&str], v: Value| {
-            let mut at = &mut o;
-            for p in path {
-                at = &mut at[*p];
-            }
-            *at = v;
-            o
-        };
-        let svc = |name: &str, selector: Value| {
-            with(
-                object("a", name, name, &[], json!({})),
-                &["spec", "selector"],
-                selector,
-            )
-        };
-        store.put(
-            &services,
-            svc("web", json!({"app": "web", "tier": "1"})),
-            ChangeType::Added,
-        );
-        store.put(
-            &services,
-            svc("db", json!({"app": "db"})),
-            ChangeType::Added,
-        );
-        store.put(&services, svc("all", json!({})), ChangeType::Added);
-        store.put(
-            &services,
-            object("a", "external", "ext", &[], json!({})),
-            ChangeType::Added,
-        );
-        let pdb = |name: &str, selector: Value| {
-            with(
-                object("a", name, &format!("pdb-{name}"), &[], json!({})),
-                &["spec", "selector"],
-                selector,
-            )
-        };
-        store.put(
-            &pdbs,
-            pdb("web", json!({"matchLabels": {"app": "web"}})),
-            ChangeType::Added,
-        );
-        store.put(
-            &pdbs,
-            pdb(
-                "expr",
-                json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}),
-            ),
-            ChangeType::Added,
-        );
-        check(&store, "creates");
-        let pod_labels = |pairs: &[(&str, &str)]| {
-            let mut labels: HashMap<String, HashSet<String>> = HashMap::new();
-            for (k, v) in pairs {
-                labels
-                    .entry(k.to_string())
-                    .or_default()
-                    .insert(v.to_string());
-            }
-            labels
-        };
-        let web = pod_labels(&[("app", "web")]);
-        assert_eq!(
-            names(store.selecting(&services, "a", &web)),
-            ["all", "web"],
-            "a selector requiring one of the labels, or none; not one without a selector"
-        );
-        assert_eq!(names(store.selecting(&pdbs, "a", &web)), ["expr", "web"]);
-        assert_eq!(names(store.selecting(&services, "b", &web)).len(), 0);
-        store.put(
-            &services,
-            svc("web", json!({"app": "other"})),
-            ChangeType::Modified,
-        );
-        store.remove(&pdbs, "a", "expr");
-        check(&store, "an update and a delete");
-        assert_eq!(names(store.selecting(&services, "a", &web)), ["all"]);
-        assert_eq!(names(store.selecting(&pdbs, "a", &web)), ["web"]);
     }
 
     #[test]

@@ -320,36 +320,6 @@ impl Scope {
         }
     }
 
-    /// The Services or PDBs of `rt` that the changes can affect and `keep` accepts, cloned,
-    /// ordered like [`objects_where`]: those changed or named by a change, and those whose
-    /// selector requires a label that a changed pod carries or requires none (through the
-    /// store's selector index). `keep` still decides; the index only narrows.
-    pub fn selecting_where(
-        &self,
-        state: &State,
-        rt: &ResourceType,
-        keep: impl Fn(&Value) -> bool,
-    ) -> Vec<Value> {
-        let Some(c) = &self.changes else {
-            return objects_where(state, rt, None, keep);
-        };
-        let key = rt.key();
-        let mut found: Vec<&Value> = state
-            .store
-            .with_uids(&key, c.uids.iter().map(String::as_str));
-        for (ns, names) in &c.names {
-            found.extend(names.iter().filter_map(|n| state.store.get(&key, ns, n)));
-        }
-        for (ns, pods) in &c.pods {
-            found.extend(state.store.selecting(&key, ns, &pods.label_values));
-        }
-        let found: BTreeMap<(&str, &str), &Value> = found
-            .into_iter()
-            .map(|o| ((namespace(o), name(o)), o))
-            .collect();
-        found.into_values().filter(|o| keep(o)).cloned().collect()
-    }
-
     /// An object named `namespace/name` (of any kind) changed.
     pub fn touches_name(&self, namespace: &str, name: &str) -> bool {
         self.changes.as_ref().is_none_or(|c| {
