@@ -435,7 +435,10 @@ async fn crashing_container_backs_off_with_growing_restart_count() {
             {
                 saw.store(true, std::sync::atomic::Ordering::SeqCst);
             }
-            (s.restart_count >= 3).then_some(s)
+            // Between restarts: a running container without a readiness probe is ready for the
+            // moment it runs, as in Kubernetes.
+            let waiting = s.state.as_ref().is_some_and(|st| st.waiting.is_some());
+            (s.restart_count >= 3 && waiting).then_some(s)
         }
     })
     .await;
