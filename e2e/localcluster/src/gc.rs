@@ -44,6 +44,17 @@ pub fn delete_object(
     propagation: &str,
     now: &str,
 ) -> Deleted {
+    // Controllers pass working copies without managedFields; delete the stored version.
+    let meta = &object["metadata"];
+    let stored = state
+        .store
+        .get(
+            &rt.key(),
+            meta["namespace"].as_str().unwrap_or(""),
+            meta["name"].as_str().unwrap_or(""),
+        )
+        .cloned();
+    let object = stored.as_ref().unwrap_or(object);
     delete_object_with_grace(state, rt, object, propagation, None, now)
 }
 

@@ -9,17 +9,29 @@ use crate::registry::ResourceType;
 use crate::ssa::{self, Writer};
 use crate::store::ChangeType;
 
-fn without_times(object: &Value) -> Value {
-    let mut o = object.clone();
-    if let Some(entries) = o["metadata"]["managedFields"].as_array_mut() {
-        for e in entries.iter_mut().filter_map(Value::as_object_mut) {
-            e.remove("time");
-        }
+/// Whether two versions of an object are the same apart from their resourceVersion and the
+/// times of their managedFields entries. Compared in place: every controller write asks.
+fn same_apart_from_times(a: &Value, b: &Value) -> bool {
+    fn entries_except<'a>(object: &'a Value, skip: &[&str]) -> Vec<(&'a String, &'a Value)> {
+        object
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .collect()
     }
-    if let Some(m) = o["metadata"].as_object_mut() {
-        m.remove("resourceVersion");
+    fn managed(o: &Value) -> Vec<Vec<(&String, &Value)>> {
+        o["metadata"]["managedFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| entries_except(e, &["time"]))
+            .collect()
     }
-    o
+    entries_except(a, &["metadata"]) == entries_except(b, &["metadata"])
+        && entries_except(&a["metadata"], &["resourceVersion", "managedFields"])
+            == entries_except(&b["metadata"], &["resourceVersion", "managedFields"])
+        && managed(a) == managed(b)
 }
 
 /// Stores `new` (a create when `old` is `None`) as an Update by `manager`. Returns the stored
@@ -37,7 +49,19 @@ pub fn write_as(
         obj.insert("kind".into(), json!(rt.kind));
         obj.insert("apiVersion".into(), json!(rt.api_version()));
     }
-    let mut entries = old.map(ssa::decode).unwrap_or_default();
+    // Controllers work on copies without managedFields (see `controllers::working_copy`): the
+    // stored version is what the write is recorded against.
+    let stored = old.and_then(|o| {
+        let meta = &o["metadata"];
+        state.store.get(
+            &rt.key(),
+            meta["namespace"].as_str().unwrap_or(""),
+            meta["name"].as_str().unwrap_or(""),
+        )
+    });
+    let old_full = stored.or(old).cloned();
+    let old_full = old_full.as_ref();
+    let mut entries = old_full.map(ssa::decode).unwrap_or_default();
     let zero = defaults::zero_object(&rt.kind, rt.is_custom());
     let writer = Writer {
         manager,
@@ -56,8 +80,8 @@ pub fn write_as(
     if old.is_none() {
         defaults::admit_new(&rt.kind, &mut new);
     }
-    if let Some(old) = old
-        && without_times(old) == without_times(&new)
+    if let Some(old) = old_full
+        && same_apart_from_times(old, &new)
     {
         return old.clone();
     }
@@ -125,4 +149,39 @@ pub fn record_event(
         None,
         now,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_apart_from_times;
+    use serde_json::json;
+
+    #[test]
+    fn versions_differing_only_in_times_are_the_same() {
+        let a = json!({"metadata": {"name": "x", "resourceVersion": "1",
+            "managedFields": [{"manager": "m", "time": "2026-01-01T00:00:00Z", "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"replicas": 1}});
+        let mut b = a.clone();
+        b["metadata"]["resourceVersion"] = json!("2");
+        b["metadata"]["managedFields"][0]["time"] = json!("2026-01-01T00:00:09Z");
+        assert!(same_apart_from_times(&a, &b));
+        for change in [
+            json!({"spec": {"replicas": 2}}),
+            json!({"metadata": {"labels": {"a": "b"}}}),
+            json!({"metadata": {"managedFields": [{"manager": "other", "time": "t", "fieldsV1": {"f:spec": {}}}]}}),
+            json!({"status": {}}),
+        ] {
+            let mut c = a.clone();
+            for (k, v) in change.as_object().unwrap() {
+                if k == "metadata" {
+                    for (mk, mv) in v.as_object().unwrap() {
+                        c["metadata"][mk] = mv.clone();
+                    }
+                } else {
+                    c[k] = v.clone();
+                }
+            }
+            assert!(!same_apart_from_times(&a, &c), "{change}");
+        }
+    }
 }

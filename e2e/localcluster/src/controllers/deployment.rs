@@ -335,7 +335,7 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp, scope: &Sc
         scope.recheck_at(current, at);
     }
     if status != current["status"] {
-        let current = current.clone();
+        let current = super::working_copy(current);
         let mut updated = current.clone();
         updated["status"] = status;
         write_as(

@@ -299,9 +299,9 @@ impl Scope {
             .is_none_or(|c| c.uids.contains(uid(object)))
     }
 
-    /// The objects of `rt` that [`Scope::touches`] and `keep` accept, cloned, ordered like
-    /// [`objects_where`]. A scoped pass finds them through the store's uid index: it runs
-    /// after every burst of writes, and a scan would make it O(objects).
+    /// The objects of `rt` that [`Scope::touches`] and `keep` accept, as working copies,
+    /// ordered like [`objects_where`]. A scoped pass finds them through the store's uid index:
+    /// it runs after every burst of writes, and a scan would make it O(objects).
     pub fn touched_where(
         &self,
         state: &State,
@@ -315,7 +315,7 @@ impl Scope {
                 .with_uids(&rt.key(), c.uids.iter().map(String::as_str))
                 .into_iter()
                 .filter(|object| keep(object))
-                .cloned()
+                .map(working_copy)
                 .collect(),
         }
     }
@@ -387,6 +387,31 @@ pub fn resource(
     state.registry.find(group, version, plural)
 }
 
+/// A copy of a stored object for a controller to work on, without its managedFields, which
+/// are often the larger part of an object and which controllers never read. `write_as` records
+/// a write against the stored version, so the copy may go back as a write's `old`.
+pub fn working_copy(object: &Value) -> Value {
+    let Some(map) = object.as_object() else {
+        return object.clone();
+    };
+    Value::Object(
+        map.iter()
+            .map(|(k, v)| {
+                let v = match (k.as_str(), v.as_object()) {
+                    ("metadata", Some(meta)) => Value::Object(
+                        meta.iter()
+                            .filter(|(mk, _)| mk.as_str() != "managedFields")
+                            .map(|(mk, mv)| (mk.clone(), mv.clone()))
+                            .collect(),
+                    ),
+                    _ => v.clone(),
+                };
+                (k.clone(), v)
+            })
+            .collect(),
+    )
+}
+
 /// Objects of a resource, cloned (controllers write while iterating).
 pub fn objects(state: &State, rt: &ResourceType, namespace: Option<&str>) -> Vec<Value> {
     state
@@ -397,8 +422,8 @@ pub fn objects(state: &State, rt: &ResourceType, namespace: Option<&str>) -> Vec
         .collect()
 }
 
-/// The objects of `rt` in `namespace` that `keep` accepts, cloned. Filters before cloning: the
-/// per-owner lookups run for every owner on every pass.
+/// The objects of `rt` in `namespace` that `keep` accepts, as working copies. Filters before
+/// copying: the per-owner lookups run for every owner on every pass.
 pub fn objects_where(
     state: &State,
     rt: &ResourceType,
@@ -410,13 +435,13 @@ pub fn objects_where(
         .list(&rt.key(), namespace)
         .into_iter()
         .filter(|object| keep(object))
-        .cloned()
+        .map(working_copy)
         .collect()
 }
 
-/// The objects of `rt` in the owner's namespace whose controller is `owner`, cloned, ordered by
-/// name. Through the store's owner index: controllers look these up for every owner on every
-/// pass, and a scan of the namespace would make a pass O(owners × objects).
+/// The objects of `rt` in the owner's namespace whose controller is `owner`, as working copies,
+/// ordered by name. Through the store's owner index: controllers look these up for every owner
+/// on every pass, and a scan of the namespace would make a pass O(owners × objects).
 pub fn controlled_by(state: &State, rt: &ResourceType, owner: &Value) -> Vec<Value> {
     let (owner_uid, ns) = (uid(owner), namespace(owner));
     state
@@ -424,7 +449,7 @@ pub fn controlled_by(state: &State, rt: &ResourceType, owner: &Value) -> Vec<Val
         .dependents_of_kind(&rt.key(), owner_uid)
         .into_iter()
         .filter(|o| namespace(o) == ns && controller_uid(o) == Some(owner_uid))
-        .cloned()
+        .map(working_copy)
         .collect()
 }
 

@@ -134,7 +134,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
         let current = state
             .store
             .get(&rs_rt.key(), &ns, name(&rs))
-            .cloned()
+            .map(super::working_copy)
             .unwrap_or(rs);
         if current["status"] != status {
             let mut updated = current.clone();
