@@ -51,16 +51,16 @@ pub fn write_as(
     }
     // Controllers work on copies without managedFields (see `controllers::working_copy`): the
     // stored version is what the write is recorded against.
-    let stored = old.and_then(|o| {
+    let key = rt.key();
+    let old_full = old.and_then(|o| {
         let meta = &o["metadata"];
         state.store.get(
-            &rt.key(),
+            &key,
             meta["namespace"].as_str().unwrap_or(""),
             meta["name"].as_str().unwrap_or(""),
         )
     });
-    let old_full = stored.or(old).cloned();
-    let old_full = old_full.as_ref();
+    let old_full = old_full.or(old);
     let mut entries = old_full.map(ssa::decode).unwrap_or_default();
     let zero = defaults::zero_object(&rt.kind, rt.is_custom());
     let writer = Writer {
@@ -92,7 +92,7 @@ pub fn write_as(
     } else {
         ChangeType::Added
     };
-    state.store.put(&rt.key(), new.clone(), change);
+    state.store.put(&key, new.clone(), change);
     new
 }
 
