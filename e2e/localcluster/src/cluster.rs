@@ -337,15 +337,10 @@ impl LocalCluster {
                     status["startTime"] = serde_json::json!(now);
                 }
                 let mut conditions = status["conditions"].as_array().cloned().unwrap_or_default();
-                for type_ in ["Initialized", "Ready", "ContainersReady", "PodScheduled"] {
-                    let s = if matches!(type_, "Ready" | "ContainersReady") {
-                        status_text
-                    } else {
-                        "True"
-                    };
+                for type_ in POD_CONDITIONS {
                     controllers::set_condition(
                         &mut conditions,
-                        serde_json::json!({"type": type_, "status": s}),
+                        serde_json::json!({"type": type_, "status": pod_condition_status(type_, status_text)}),
                         &now,
                         false,
                     );
@@ -481,17 +476,23 @@ fn pod_status_is(pod: &serde_json::Value, ready_status: &str) -> bool {
     let status = &pod["status"];
     status["phase"] == "Running"
         && status["podIP"].is_string()
-        && ["Initialized", "Ready", "ContainersReady", "PodScheduled"]
-            .into_iter()
-            .all(|type_| {
-                let want = match type_ {
-                    "Ready" | "ContainersReady" => ready_status,
-                    _ => "True",
-                };
-                controllers::condition(pod, type_).is_some_and(|c| {
-                    c["status"] == want
-                        && c["lastTransitionTime"].is_string()
-                        && c.as_object().is_some_and(|m| m.len() == 3)
-                })
+        && POD_CONDITIONS.into_iter().all(|type_| {
+            controllers::condition(pod, type_).is_some_and(|c| {
+                c["status"] == pod_condition_status(type_, ready_status)
+                    && c["lastTransitionTime"].is_string()
+                    && c.as_object().is_some_and(|m| m.len() == 3)
             })
+        })
+}
+
+/// The pod conditions `set_pods_ready` sets.
+const POD_CONDITIONS: [&str; 4] = ["Initialized", "Ready", "ContainersReady", "PodScheduled"];
+
+/// The status `set_pods_ready` gives a pod condition: Ready and ContainersReady follow
+/// `ready_status`, the others are True.
+fn pod_condition_status<'a>(type_: &str, ready_status: &'a str) -> &'a str {
+    match type_ {
+        "Ready" | "ContainersReady" => ready_status,
+        _ => "True",
+    }
 }

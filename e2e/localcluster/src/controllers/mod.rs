@@ -141,8 +141,11 @@ pub async fn run(shared: std::sync::Weak<Shared>, set: ControllerSet, tick: Dura
             }
             Err(_) => false,
         };
+        let wait = rechecks
+            .until_next(jiff::Timestamp::now())
+            .map_or(tick, |due| due.min(tick));
         tokio::select! {
-            _ = tokio::time::sleep(rechecks.until_next(jiff::Timestamp::now()).map_or(tick, |d| d.min(tick))) => {}
+            _ = tokio::time::sleep(wait) => {}
             r = changes.recv() => {
                 let r = r.map_err(|e| match e {
                     broadcast::error::RecvError::Closed => broadcast::error::TryRecvError::Closed,
