@@ -159,7 +159,7 @@ async fn keys_rotate_without_a_restart_and_without_failed_queries() {
     write_keys(&client, &both, &read, &write, &admin).await;
     wait_until_every_pod(cluster, &pods, &read, true, "every pod accepts the new key").await;
     // The old key keeps working alongside the new one.
-    old_client.wait_for_more(3, Duration::from_secs(30)).await;
+    old_client.wait_for_more(6, Duration::from_secs(30)).await;
     assert_eq!(
         api_keys(&client, NAMESPACE, "docs").await["read-key"],
         read,
@@ -192,7 +192,7 @@ async fn keys_rotate_without_a_restart_and_without_failed_queries() {
     )
     .await;
     wait_until_every_pod(cluster, &pods, &read, true, "the new key still works").await;
-    new_client.wait_for_more(3, Duration::from_secs(30)).await;
+    new_client.wait_for_more(6, Duration::from_secs(30)).await;
     let (succeeded, failed) = new_client.finish().await;
     assert_eq!(failed, 0, "no query with the new key failed");
     assert!(succeeded > 5, "the new client kept querying");
