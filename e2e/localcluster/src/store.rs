@@ -61,6 +61,62 @@ struct Indexes {
     terminating: BTreeSet<ObjectRef>,
     /// (resource, namespace, label key, label value) → names.
     labels: HashMap<(ResourceKey, String, String, String), BTreeSet<String>>,
+    /// (resource, namespace) → the pod selectors of its Services or PodDisruptionBudgets.
+    pod_selectors: HashMap<(ResourceKey, String), PodSelectors>,
+}
+
+/// The pod selectors of one kind in one namespace, so that the objects whose selector may
+/// select a given pod are found without testing each.
+#[derive(Debug, Default, PartialEq)]
+struct PodSelectors {
+    /// Plain matchLabels: their keys (sorted) → their values in key order → names.
+    by_labels: HashMap<Vec<String>, HashMap<Vec<String>, BTreeSet<String>>>,
+    /// Any other selector (matchExpressions, empty): a candidate for every pod.
+    other: BTreeSet<String>,
+}
+
+/// How an object selects pods, for the `pod_selectors` index.
+enum PodSelector<'a> {
+    /// Selects no pods (a Service without a selector); not indexed.
+    Nothing,
+    /// matchLabels alone, every value a string, sorted by key.
+    Labels(Vec<(&'a String, &'a str)>),
+    Other,
+}
+
+fn pod_selector<'a>(key: &ResourceKey, object: &'a Value) -> PodSelector<'a> {
+    let match_labels = match (key.group.as_str(), key.resource.as_str()) {
+        ("", "services") => match object["spec"]["selector"].as_object() {
+            Some(labels) => labels,
+            None => return PodSelector::Nothing,
+        },
+        ("policy", "poddisruptionbudgets") => {
+            let selector = &object["spec"]["selector"];
+            let expressions = selector["matchExpressions"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty());
+            match selector["matchLabels"].as_object() {
+                Some(labels) if !expressions => labels,
+                _ => return PodSelector::Other,
+            }
+        }
+        _ => return PodSelector::Nothing,
+    };
+    let labels: Option<Vec<(&String, &str)>> = match_labels
+        .iter()
+        .map(|(k, v)| v.as_str().map(|v| (k, v)))
+        .collect();
+    match labels {
+        Some(labels) if !labels.is_empty() => PodSelector::Labels(labels),
+        _ => PodSelector::Other,
+    }
+}
+
+fn split_labels(labels: &[(&String, &str)]) -> (Vec<String>, Vec<String>) {
+    labels
+        .iter()
+        .map(|(k, v)| ((*k).clone(), v.to_string()))
+        .unzip()
 }
 
 fn owner_uids(object: &Value) -> impl Iterator<Item = &str> {
@@ -108,6 +164,15 @@ impl Indexes {
                 .or_default()
                 .insert(at.name.clone());
         }
+        let selectors = match pod_selector(&at.key, object) {
+            PodSelector::Nothing => return,
+            selector => self
+                .pod_selectors
+                .entry((at.key.clone(), at.namespace.clone()))
+                .or_default()
+                .with(selector),
+        };
+        selectors.insert(at.name.clone());
     }
 
     fn remove(&mut self, at: &ObjectRef, object: &Value) {
@@ -141,6 +206,69 @@ impl Indexes {
                 if names.is_empty() {
                     self.labels.remove(&entry);
                 }
+            }
+        }
+        let selector = pod_selector(&at.key, object);
+        let entry = (at.key.clone(), at.namespace.clone());
+        if matches!(selector, PodSelector::Nothing) {
+            return;
+        }
+        let Some(selectors) = self.pod_selectors.get_mut(&entry) else {
+            return;
+        };
+        selectors.remove(selector, &at.name);
+        if selectors == &PodSelectors::default() {
+            self.pod_selectors.remove(&entry);
+        }
+    }
+}
+
+impl PodSelectors {
+    /// The set of names that `selector` belongs in.
+    fn with(&mut self, selector: PodSelector) -> &mut BTreeSet<String> {
+        match selector {
+            PodSelector::Labels(labels) => {
+                let (keys, values) = split_labels(&labels);
+                self.by_labels
+                    .entry(keys)
+                    .or_default()
+                    .entry(values)
+                    .or_default()
+            }
+            _ => &mut self.other,
+        }
+    }
+
+    fn remove(&mut self, selector: PodSelector, name: &str) {
+        let PodSelector::Labels(labels) = selector else {
+            self.other.remove(name);
+            return;
+        };
+        let (keys, values) = split_labels(&labels);
+        let Some(by_values) = self.by_labels.get_mut(&keys) else {
+            return;
+        };
+        if let Some(names) = by_values.get_mut(&values) {
+            names.remove(name);
+            if names.is_empty() {
+                by_values.remove(&values);
+            }
+        }
+        if by_values.is_empty() {
+            self.by_labels.remove(&keys);
+        }
+    }
+
+    /// Names whose selector may select a pod with `labels`.
+    fn selecting<'a>(&'a self, labels: &Value, into: &mut BTreeSet<&'a str>) {
+        into.extend(self.other.iter().map(String::as_str));
+        for (keys, by_values) in &self.by_labels {
+            let values: Option<Vec<String>> = keys
+                .iter()
+                .map(|k| labels[k.as_str()].as_str().map(str::to_string))
+                .collect();
+            if let Some(names) = values.and_then(|values| by_values.get(&values)) {
+                into.extend(names.iter().map(String::as_str));
             }
         }
     }
@@ -316,6 +444,26 @@ impl Store {
             .iter()
             .filter_map(|n| m.get(&(namespace.to_string(), n.clone())))
             .map(|o| &**o)
+            .collect()
+    }
+
+    /// The Services or PodDisruptionBudgets (`key`) of `namespace` whose pod selector may select
+    /// a pod with `labels` (a pod's metadata.labels), ordered by name: every one whose
+    /// matchLabels the labels include, and every one with another kind of selector. Costs
+    /// O(distinct matchLabels key sets), not O(objects).
+    pub fn selecting_pod(&self, key: &ResourceKey, namespace: &str, labels: &Value) -> Vec<&Value> {
+        let Some(selectors) = self
+            .index
+            .pod_selectors
+            .get(&(key.clone(), namespace.to_string()))
+        else {
+            return Vec::new();
+        };
+        let mut names = BTreeSet::new();
+        selectors.selecting(labels, &mut names);
+        names
+            .into_iter()
+            .filter_map(|name| self.get(key, namespace, name))
             .collect()
     }
 
@@ -616,6 +764,104 @@ mod tests {
         store.remove(&pods(), "b", "pod-2");
         check(&store, "deleting the last dependent");
         assert_eq!(store.dangling_owners().count(), 0);
+        assert_eq!(store.index, Indexes::default());
+    }
+
+    #[test]
+    fn selecting_pod_finds_the_services_and_pdbs_whose_selector_may_match() {
+        let services = ResourceKey::new("", "services");
+        let pdbs = ResourceKey::new("policy", "poddisruptionbudgets");
+        let with_spec = |ns: &str, name: &str, spec: Value| {
+            // A PDB's selector is a LabelSelector: its uid differs from the Service's of that name.
+            let kind = match spec["selector"].get("matchLabels").is_some()
+                || spec["selector"].get("matchExpressions").is_some()
+            {
+                true => "pdb",
+                false => "svc",
+            };
+            let mut o = object(ns, name, &format!("u-{kind}-{ns}-{name}"), &[], json!({}));
+            o["spec"] = spec;
+            o
+        };
+        let mut store = Store::new(100);
+        for (ns, name, selector) in [
+            ("a", "web", json!({"app": "web"})),
+            ("a", "web-blue", json!({"app": "web", "track": "blue"})),
+            ("a", "db", json!({"app": "db"})),
+            ("b", "web", json!({"app": "web"})),
+            ("a", "empty", json!({})),
+        ] {
+            store.put(
+                &services,
+                with_spec(ns, name, json!({"selector": selector})),
+                ChangeType::Added,
+            );
+        }
+        store.put(
+            &services,
+            with_spec("a", "external", json!({"type": "ExternalName"})),
+            ChangeType::Added,
+        );
+        store.put(
+            &pdbs,
+            with_spec(
+                "a",
+                "web",
+                json!({"selector": {"matchLabels": {"app": "web"}}}),
+            ),
+            ChangeType::Added,
+        );
+        store.put(
+            &pdbs,
+            with_spec(
+                "a",
+                "any-track",
+                json!({"selector": {"matchExpressions":
+                [{"key": "track", "operator": "Exists"}]}}),
+            ),
+            ChangeType::Added,
+        );
+        assert_eq!(store.index, rebuilt(&store));
+        let pod = json!({"app": "web", "track": "blue", "pod-template-hash": "abc"});
+        assert_eq!(
+            names(store.selecting_pod(&services, "a", &pod)),
+            ["empty", "web", "web-blue"],
+            "every subset of the pod's labels, and the empty selector; not db, not namespace b"
+        );
+        assert_eq!(
+            names(store.selecting_pod(&services, "a", &json!({"app": "web"}))),
+            ["empty", "web"]
+        );
+        assert_eq!(
+            names(store.selecting_pod(&pdbs, "a", &json!({"app": "db"}))),
+            ["any-track"],
+            "matchExpressions are left to the caller"
+        );
+        assert_eq!(store.selecting_pod(&services, "c", &pod).len(), 0);
+
+        // A changed selector moves the entry; deletes empty the index.
+        store.put(
+            &services,
+            with_spec("a", "web", json!({"selector": {"app": "db"}})),
+            ChangeType::Modified,
+        );
+        assert_eq!(store.index, rebuilt(&store));
+        assert_eq!(
+            names(store.selecting_pod(&services, "a", &json!({"app": "db"}))),
+            ["db", "empty", "web"]
+        );
+        for (key, ns, name) in [
+            (&services, "a", "web"),
+            (&services, "a", "web-blue"),
+            (&services, "a", "db"),
+            (&services, "b", "web"),
+            (&services, "a", "empty"),
+            (&services, "a", "external"),
+            (&pdbs, "a", "web"),
+            (&pdbs, "a", "any-track"),
+        ] {
+            store.remove(key, ns, name);
+        }
         assert_eq!(store.index, Indexes::default());
     }
 

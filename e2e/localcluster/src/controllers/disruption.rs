@@ -3,8 +3,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, Scope, controller_uid, is_terminating, label_selector, namespace, objects_where,
-    pod_ready, resource, scaled_value, selector_candidates, timestamp,
+    MANAGER, Scope, controller_uid, is_terminating, label_selector, namespace, pod_ready, resource,
+    scaled_value, selector_candidates, timestamp,
 };
 use crate::api::State;
 use crate::system::write_as;
@@ -68,7 +68,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
                 }
             }
     };
-    for pdb in objects_where(state, &pdb_rt, None, affected) {
+    for pdb in scope.selecting_changed_pods(state, &pdb_rt, false, affected) {
         if is_terminating(&pdb) {
             continue;
         }

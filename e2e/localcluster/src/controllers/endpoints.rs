@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::{
-    MANAGER, Scope, is_terminating, label_selector, name, namespace, objects_where, pod_ready,
-    resource, selector_candidates, timestamp,
+    MANAGER, Scope, is_terminating, label_selector, name, namespace, pod_ready, resource,
+    selector_candidates, timestamp,
 };
 use crate::api::State;
 use crate::system::write_as;
@@ -47,7 +47,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
                     .all(|(k, v)| pod["metadata"]["labels"].get(k) == Some(v))
             })
     };
-    for svc in objects_where(state, &svc_rt, None, affected) {
+    for svc in scope.selecting_changed_pods(state, &svc_rt, true, affected) {
         let Some(selector_map) = svc["spec"]["selector"].as_object() else {
             continue;
         };

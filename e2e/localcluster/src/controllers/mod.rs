@@ -323,6 +323,45 @@ impl Scope {
         }
     }
 
+    /// The Services or PodDisruptionBudgets (`rt`) that `keep` accepts, for a pass that
+    /// follows pods: in a scoped pass only those changed themselves, named like a changed
+    /// object (when `by_name`: a Service and its Endpoints), or whose selector may select a
+    /// changed pod (through the store's selector index). Working copies, ordered like
+    /// [`objects_where`]. A scan would make every scoped pass O(objects).
+    pub fn selecting_changed_pods(
+        &self,
+        state: &State,
+        rt: &ResourceType,
+        by_name: bool,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let Some(c) = &self.changes else {
+            return objects_where(state, rt, None, keep);
+        };
+        let key = rt.key();
+        let store = &state.store;
+        let mut found: Vec<&Value> = store.with_uids(&key, c.uids.iter().map(String::as_str));
+        if by_name {
+            for (ns, names) in &c.names {
+                found.extend(names.iter().filter_map(|n| store.get(&key, ns, n)));
+            }
+        }
+        for (ns, changed) in &c.pods {
+            for pod in &changed.pods {
+                found.extend(store.selecting_pod(&key, ns, &pod["metadata"]["labels"]));
+            }
+        }
+        let found: BTreeMap<(&str, &str), &Value> = found
+            .into_iter()
+            .map(|object| ((namespace(object), name(object)), object))
+            .collect();
+        found
+            .into_values()
+            .filter(|object| keep(object))
+            .map(working_copy)
+            .collect()
+    }
+
     /// An object named `namespace/name` (of any kind) changed.
     pub fn touches_name(&self, namespace: &str, name: &str) -> bool {
         self.changes.as_ref().is_none_or(|c| {
@@ -363,7 +402,7 @@ pub fn reconcile(shared: &Arc<Shared>, set: ControllerSet, scope: &Scope) {
         job::reconcile(&mut state, now, scope);
     }
     if set.scheduler {
-        scheduler::reconcile(&mut state, now);
+        scheduler::reconcile(&mut state, now, scope);
     }
     if set.endpoints {
         endpoints::reconcile(&mut state, now, scope);
@@ -373,7 +412,7 @@ pub fn reconcile(shared: &Arc<Shared>, set: ControllerSet, scope: &Scope) {
         autoscaler::reconcile(&mut state, now, scope);
     }
     if set.volumes {
-        volumes::reconcile(&mut state, now);
+        volumes::reconcile(&mut state, now, scope);
     }
 }
 

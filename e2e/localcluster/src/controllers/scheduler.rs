@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{NODE_NAME, is_terminating, objects_where, resource, set_condition, timestamp};
+use super::{NODE_NAME, Scope, is_terminating, resource, set_condition, timestamp};
 use crate::api::State;
 use crate::system::write_as;
 
@@ -32,14 +32,15 @@ pub fn ensure_node(state: &mut State, now: &str) {
     write_as(state, &rt, None, node, "kubelet", None, now);
 }
 
-pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
+pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     let Some(pod_rt) = resource(state, "", "v1", "pods") else {
         return;
     };
     let now_text = timestamp(now);
     ensure_node(state, &now_text);
-    // Filtered before cloning: nearly every pod is bound already.
-    let pending = objects_where(state, &pod_rt, None, |pod| {
+    // A scoped pass looks at the changed pods only (a new pod is a change); nearly every pod
+    // is bound already.
+    let pending = scope.touched_where(state, &pod_rt, |pod| {
         let scheduler = pod["spec"]["schedulerName"]
             .as_str()
             .unwrap_or("default-scheduler");

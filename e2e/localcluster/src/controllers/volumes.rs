@@ -3,16 +3,16 @@
 
 use serde_json::json;
 
-use super::{MANAGER, is_terminating, objects_where, resource, timestamp, uid};
+use super::{MANAGER, Scope, is_terminating, resource, timestamp, uid};
 use crate::api::State;
 use crate::system::write_as;
 
-pub fn reconcile(state: &mut State, now: jiff::Timestamp) {
+pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     let Some(rt) = resource(state, "", "v1", "persistentvolumeclaims") else {
         return;
     };
     let now_text = timestamp(now);
-    for pvc in objects_where(state, &rt, None, |pvc| {
+    for pvc in scope.touched_where(state, &rt, |pvc| {
         !is_terminating(pvc) && pvc["status"]["phase"] != "Bound"
     }) {
         let mut bound = pvc.clone();
