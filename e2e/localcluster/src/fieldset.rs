@@ -313,6 +313,10 @@ fn compare_into(
     path: &mut Vec<String>,
     c: &mut Comparison,
 ) {
+    // Most of an object is unchanged by a write: compare before building paths into it.
+    if old == new {
+        return;
+    }
     match (old, new) {
         (Value::Null, Value::Object(_)) => {
             compare_into(&Value::Object(Map::new()), new, schema, path, c)
