@@ -525,7 +525,7 @@ fn serve_resource(
                 .to_string();
             let body = match t.subresource.as_deref() {
                 Some("scale") => crate::scale::scale_view(&t.rt, &object),
-                _ => conversion::to_served(&t.rt, &with_type_meta(object, &t.rt)),
+                _ => conversion::into_served(&t.rt, with_type_meta(object, &t.rt)),
             };
             if repr == Representation::Table && t.subresource.is_none() {
                 return Ok(json_response(
@@ -940,7 +940,7 @@ fn list_candidates<'a>(state: &'a State, t: &Target, options: &ListOptions) -> V
 
 /// Built-in list items carry no kind/apiVersion; custom resources (unstructured) keep them.
 fn item_view(rt: &ResourceType, object: &Value) -> Value {
-    let object = conversion::to_served(rt, object);
+    let object = conversion::served_view(rt, object).into_owned();
     if rt.is_custom() {
         object
     } else {

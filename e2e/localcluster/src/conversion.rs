@@ -1,6 +1,8 @@
 //! Serving a stored kind through another version: autoscaling/v1 HorizontalPodAutoscalers
 //! are stored as autoscaling/v2 and converted on the way in and out.
 
+use std::borrow::Cow;
+
 use serde_json::{Value, json};
 
 use crate::registry::ResourceType;
@@ -17,15 +19,36 @@ fn is_cpu_utilization(metric: &Value) -> bool {
         && metric["resource"]["target"]["type"] == "Utilization"
 }
 
-/// A stored (v2) object as the served version shows it.
-pub fn to_served(rt: &ResourceType, object: &Value) -> Value {
+/// Whether `object`, as stored, differs from what `rt` serves.
+fn needs_conversion(rt: &ResourceType, object: &Value) -> bool {
     let passthrough = [
         "Status",
         "PartialObjectMetadata",
         "PartialObjectMetadataList",
         "Table",
     ];
-    if storage_version(rt).is_none() || passthrough.iter().any(|k| object["kind"] == *k) {
+    storage_version(rt).is_some() && !passthrough.iter().any(|k| object["kind"] == *k)
+}
+
+/// A stored (v2) object as the served version shows it: itself for nearly every type.
+pub fn served_view<'a>(rt: &ResourceType, object: &'a Value) -> Cow<'a, Value> {
+    match needs_conversion(rt, object) {
+        true => Cow::Owned(to_served(rt, object)),
+        false => Cow::Borrowed(object),
+    }
+}
+
+/// [`to_served`] of an object the caller owns, which is returned as is when no conversion applies.
+pub fn into_served(rt: &ResourceType, object: Value) -> Value {
+    match needs_conversion(rt, &object) {
+        true => to_served(rt, &object),
+        false => object,
+    }
+}
+
+/// A stored (v2) object as the served version shows it.
+pub fn to_served(rt: &ResourceType, object: &Value) -> Value {
+    if !needs_conversion(rt, object) {
         return object.clone();
     }
     let spec = &object["spec"];

@@ -10,9 +10,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::api::{
-    ListOptions, Representation, Request, Shared, Target, as_metadata, validate_list_params,
-};
+use crate::api::{ListOptions, Representation, Request, Shared, Target, validate_list_params};
 use crate::error::ApiError;
 use crate::store::{ChangeType, parse_rv};
 
@@ -30,18 +28,40 @@ impl WatchFilter {
             .is_none_or(|ns| object["metadata"]["namespace"].as_str() == Some(ns))
             && self.options.matches(object)
     }
-    fn render(&self, object: &Value) -> Value {
+    /// One line of the watch stream: `object` as this watch shows it.
+    fn event_line(&self, event_type: &str, object: &Value) -> Bytes {
         if self.metadata_only {
-            as_metadata(object)
-        } else {
-            crate::conversion::to_served(&self.rt, object)
+            return event_line(event_type, &MetadataView(&object["metadata"]));
         }
+        event_line(
+            event_type,
+            &*crate::conversion::served_view(&self.rt, object),
+        )
     }
 }
 
-fn event_line(event_type: &str, object: Value) -> Bytes {
-    let mut line =
-        serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
+/// What `as_metadata` makes of an object, serialised without copying its metadata.
+struct MetadataView<'a>(&'a Value);
+
+impl serde::Serialize for MetadataView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry("kind", "PartialObjectMetadata")?;
+        map.serialize_entry("apiVersion", "meta.k8s.io/v1")?;
+        map.serialize_entry("metadata", self.0)?;
+        map.end()
+    }
+}
+
+fn event_line(event_type: &str, object: &impl serde::Serialize) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Event<'a, T> {
+        #[serde(rename = "type")]
+        event_type: &'a str,
+        object: &'a T,
+    }
+    let mut line = serde_json::to_vec(&Event { event_type, object }).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }
@@ -100,13 +120,13 @@ pub fn serve(
                         .as_deref()
                         .is_none_or(|n| object["metadata"]["name"] == n)
                 {
-                    initial.push(event_line("ADDED", filter.render(object)));
+                    initial.push(filter.event_line("ADDED", object));
                 }
             }
             if send_initial && bookmarks {
                 initial.push(event_line(
                     "BOOKMARK",
-                    bookmark(&kind, &api_version, current, true),
+                    &bookmark(&kind, &api_version, current, true),
                 ));
             }
             (receiver, current)
@@ -121,7 +141,7 @@ pub fn serve(
                         .to_status();
                 let mut status = status;
                 status.as_object_mut().map(|m| m.remove("details"));
-                initial.push(event_line("ERROR", status));
+                initial.push(event_line("ERROR", &status));
                 drop(receiver);
                 return Ok(stream_response(initial, None));
             }
@@ -159,7 +179,7 @@ pub fn serve(
                 _ = sleep => return,
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if bookmarks => {
-                    if tx.send(event_line("BOOKMARK", bookmark(&kind, &api_version, last_rv, false))).await.is_err() {
+                    if tx.send(event_line("BOOKMARK", &bookmark(&kind, &api_version, last_rv, false))).await.is_err() {
                         return;
                     }
                 }
@@ -196,15 +216,15 @@ fn change_line(
     let now_matches = filter.matches(object);
     let before_matches = change.previous.as_ref().is_some_and(|p| filter.matches(p));
     match change.change_type {
-        ChangeType::Deleted => now_matches.then(|| event_line("DELETED", filter.render(object))),
+        ChangeType::Deleted => now_matches.then(|| filter.event_line("DELETED", object)),
         _ => match (before_matches, now_matches) {
-            (true, true) => Some(event_line("MODIFIED", filter.render(object))),
-            (false, true) => Some(event_line("ADDED", filter.render(object))),
+            (true, true) => Some(filter.event_line("MODIFIED", object)),
+            (false, true) => Some(filter.event_line("ADDED", object)),
             (true, false) => {
                 // Leaving the selector: DELETED with the previous state and the new version.
                 let mut previous = change.previous.as_deref().cloned().unwrap_or_default();
                 previous["metadata"]["resourceVersion"] = json!(parse_rv(object).to_string());
-                Some(event_line("DELETED", filter.render(&previous)))
+                Some(filter.event_line("DELETED", &previous))
             }
             (false, false) => None,
         },
