@@ -542,6 +542,15 @@ fn serve_resource(
         }
         "create" | "update" | "patch" | "delete" | "deletecollection" => {
             let ctx = WriteContext::from_request(request)?;
+            let optimistic = match verb {
+                "update" | "patch" if t.name.is_some() => {
+                    write_optimistically(shared, t, verb, request, &ctx)?
+                }
+                _ => None,
+            };
+            if let Some((status, body)) = optimistic {
+                return Ok(write_response(status, body, repr, &ctx));
+            }
             let mut state = shared.lock();
             let (status, body) = match verb {
                 "create" => {
@@ -569,18 +578,65 @@ fn serve_resource(
                 }
             };
             drop(state);
-            let mut response = json_response(status, &render(body, repr));
-            for w in &ctx.warnings.lock().expect("warnings lock").clone() {
-                if let Ok(v) =
-                    HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "\\\"")))
-                {
-                    response.headers_mut().append("warning", v);
-                }
-            }
-            Ok(response)
+            Ok(write_response(status, body, repr, &ctx))
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+fn write_response(status: u16, body: Value, repr: Representation, ctx: &WriteContext) -> Response {
+    let mut response = json_response(status, &render(body, repr));
+    for w in &ctx.warnings.lock().expect("warnings lock").clone() {
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "\\\""))) {
+            response.headers_mut().append("warning", v);
+        }
+    }
+    response
+}
+
+/// How often an update or patch is computed again outside the lock after the object changed
+/// under it, before it is done under the lock.
+const OPTIMISTIC_ATTEMPTS: usize = 3;
+
+/// An update or patch of an existing object, computed outside the store's lock and committed
+/// if the object is still the version it was computed from; computed again otherwise (the
+/// API server's `GuaranteedUpdate`). The lock is held only to read and to commit, so that
+/// admission, validation and managed fields of concurrent writes run in parallel. `None` when
+/// the write goes the locked way: a missing object (create by apply, or 404), /scale, or
+/// repeated changes under it.
+fn write_optimistically(
+    shared: &Arc<Shared>,
+    t: &Target,
+    verb: &str,
+    request: &Request,
+    ctx: &WriteContext,
+) -> Result<Option<(u16, Value)>, ApiError> {
+    let key = t.rt.key();
+    let namespace = t.namespace.as_deref().unwrap_or("");
+    let name = t.name.as_deref().unwrap_or("");
+    let clear_warnings = || ctx.warnings.lock().expect("warnings lock").clear();
+    for _ in 0..OPTIMISTIC_ATTEMPTS {
+        clear_warnings();
+        let Some(old) = shared.lock().store.get_shared(&key, namespace, name) else {
+            return Ok(None);
+        };
+        let Some(prepared) = write::planned_update(t, verb, request, ctx, &old)? else {
+            return Ok(None);
+        };
+        let mut state = shared.lock();
+        let unchanged = state
+            .store
+            .get_shared(&key, namespace, name)
+            .is_some_and(|now| Arc::ptr_eq(&now, &old));
+        if unchanged {
+            return Ok(Some((
+                200,
+                write::commit_update(&mut state, t, prepared, ctx),
+            )));
+        }
+    }
+    clear_warnings();
+    Ok(None)
 }
 
 /// A write through a served version that is stored in another one: the body is converted to

@@ -332,6 +332,15 @@ impl Store {
             .map(|o| &**o)
     }
 
+    /// The stored version itself, shared: for work done outside the lock that must check, back
+    /// under it, that the object has not changed since (`Arc::ptr_eq`).
+    pub fn get_shared(&self, key: &ResourceKey, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        self.objects
+            .get(key)
+            .and_then(|m| m.get(&(namespace.to_string(), name.to_string())))
+            .cloned()
+    }
+
     /// Objects of a resource in a namespace (`None` = all namespaces), ordered by namespace and name.
     pub fn list(&self, key: &ResourceKey, namespace: Option<&str>) -> Vec<&Value> {
         let Some(m) = self.objects.get(key) else {

@@ -458,7 +458,12 @@ fn prepare(
 }
 
 /// Stores an updated object (or deletes it when its last finalizer went away).
-fn commit_update(state: &mut State, t: &Target, prepared: Prepared, ctx: &WriteContext) -> Value {
+pub fn commit_update(
+    state: &mut State,
+    t: &Target,
+    prepared: Prepared,
+    ctx: &WriteContext,
+) -> Value {
     let mut object = match prepared {
         Prepared::Unchanged(old) => return old,
         Prepared::Write(o) => o,
@@ -513,12 +518,7 @@ pub fn update(
         return write_scale(state, t, body, ctx);
     }
     let body = parse_json_body(request, &t.rt)?;
-    let given = body["metadata"]["name"].as_str().unwrap_or("");
-    if given != name {
-        return Err(ApiError::bad_request(format!(
-            "the name of the object ({given}) does not match the name on the URL ({name})"
-        )));
-    }
+    check_update_name(&body, &name)?;
     let Some(old) = state
         .store
         .get(&t.rt.key(), t.namespace.as_deref().unwrap_or(""), &name)
@@ -526,6 +526,28 @@ pub fn update(
     else {
         return Err(ApiError::not_found(&t.subject(&name)));
     };
+    let prepared = update_prepared(t, body, ctx, &old)?;
+    Ok((200, commit_update(state, t, prepared, ctx)))
+}
+
+fn check_update_name(body: &Value, name: &str) -> Result<(), ApiError> {
+    let given = body["metadata"]["name"].as_str().unwrap_or("");
+    if given != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({given}) does not match the name on the URL ({name})"
+        )));
+    }
+    Ok(())
+}
+
+/// An update (PUT) of `old`, up to the commit.
+fn update_prepared(
+    t: &Target,
+    body: Value,
+    ctx: &WriteContext,
+    old: &Value,
+) -> Result<Prepared, ApiError> {
+    let name = t.name.clone().unwrap_or_default();
     match body["metadata"]["resourceVersion"].as_str() {
         Some(rv)
             if !rv.is_empty()
@@ -546,25 +568,57 @@ pub fn update(
         }
         _ => {}
     }
-    let prepared = prepare(
+    prepare(
         t,
-        Some(&old),
+        Some(old),
         body,
         ctx,
         t.subresource.as_deref(),
         Ownership::Update,
-    )?;
-    Ok((200, commit_update(state, t, prepared, ctx)))
+    )
 }
 
-pub fn patch(
-    state: &mut State,
+/// An update, patch or apply of the existing object `old`, computed without the store: the
+/// caller commits it with [`commit_update`] if `old` is still the stored version, and computes
+/// it again otherwise (Kubernetes' optimistic `GuaranteedUpdate`). `None` for the writes that
+/// need the store throughout (the scale subresource); they go through [`update`] or [`patch`].
+pub fn planned_update(
     t: &Target,
+    verb: &str,
     request: &Request,
     ctx: &WriteContext,
-) -> Result<(u16, Value), ApiError> {
+    old: &Value,
+) -> Result<Option<Prepared>, ApiError> {
+    if t.subresource.as_deref() == Some("scale") {
+        return Ok(None);
+    }
+    let prepared = match verb {
+        "update" => {
+            let body = parse_json_body(request, &t.rt)?;
+            check_update_name(&body, t.name.as_deref().unwrap_or(""))?;
+            update_prepared(t, body, ctx, old)?
+        }
+        "patch" => match patch_content_type(t, request)? {
+            PatchKind::Apply => {
+                let config = apply_config(t, request)?;
+                apply_prepared(t, ctx, config, old)?
+            }
+            PatchKind::Other(ct) => patch_prepared(t, &patch_body(request)?, ctx, &ct, old)?,
+        },
+        _ => return Ok(None),
+    };
+    Ok(Some(prepared))
+}
+
+enum PatchKind {
+    Apply,
+    /// Another patch format: its content type.
+    Other(String),
+}
+
+/// The patch format, or the error Kubernetes gives for an unsupported one.
+fn patch_content_type(t: &Target, request: &Request) -> Result<PatchKind, ApiError> {
     let ct = request.content_type().to_string();
-    let name = t.name.clone().unwrap_or_default();
     let accepted_custom = [
         "application/json-patch+json",
         "application/merge-patch+json",
@@ -584,30 +638,68 @@ pub fn patch(
         }
         return Err(ApiError::unsupported_media_type(&accepted));
     }
-    if ct == "application/apply-patch+yaml" {
-        return apply(state, t, request, ctx);
-    }
-    let patch_body: Value = serde_json::from_slice(&request.body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-    let old = live(state, t)?.clone();
-    let mut current = match t.subresource.as_deref() {
-        Some("scale") => crate::scale::scale_view(&t.rt, &old),
-        _ => old.clone(),
+    Ok(match ct.as_str() {
+        "application/apply-patch+yaml" => PatchKind::Apply,
+        _ => PatchKind::Other(ct),
+    })
+}
+
+pub fn patch(
+    state: &mut State,
+    t: &Target,
+    request: &Request,
+    ctx: &WriteContext,
+) -> Result<(u16, Value), ApiError> {
+    let ct = match patch_content_type(t, request)? {
+        PatchKind::Apply => return apply(state, t, request, ctx),
+        PatchKind::Other(ct) => ct,
     };
-    match ct.as_str() {
+    let patch_body = patch_body(request)?;
+    let old = live(state, t)?.clone();
+    if t.subresource.as_deref() == Some("scale") {
+        let current = patched(t, &ct, &patch_body, crate::scale::scale_view(&t.rt, &old))?;
+        return write_scale(state, t, current, ctx);
+    }
+    let prepared = patch_prepared(t, &patch_body, ctx, &ct, &old)?;
+    Ok((200, commit_update(state, t, prepared, ctx)))
+}
+
+fn patch_body(request: &Request) -> Result<Value, ApiError> {
+    serde_json::from_slice(&request.body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+}
+
+/// `current` with a patch of content type `ct` applied.
+fn patched(
+    t: &Target,
+    ct: &str,
+    patch_body: &Value,
+    mut current: Value,
+) -> Result<Value, ApiError> {
+    match ct {
         "application/json-patch+json" => {
-            patch::json_patch(&mut current, &patch_body).map_err(|mut e| {
+            patch::json_patch(&mut current, patch_body).map_err(|mut e| {
                 e.message = "the server rejected our request due to an error in our request".into();
                 e.details = Some(json!({}));
                 e
             })?
         }
-        "application/merge-patch+json" => patch::merge_patch(&mut current, &patch_body),
-        _ => patch::strategic_merge(&mut current, &patch_body, t.rt.schema()),
+        "application/merge-patch+json" => patch::merge_patch(&mut current, patch_body),
+        _ => patch::strategic_merge(&mut current, patch_body, t.rt.schema()),
     }
-    if t.subresource.as_deref() == Some("scale") {
-        return write_scale(state, t, current, ctx);
-    }
+    Ok(current)
+}
+
+/// A JSON, merge or strategic-merge patch of `old` (not through /scale), up to the commit.
+fn patch_prepared(
+    t: &Target,
+    patch_body: &Value,
+    ctx: &WriteContext,
+    ct: &str,
+    old: &Value,
+) -> Result<Prepared, ApiError> {
+    let name = t.name.clone().unwrap_or_default();
+    let current = patched(t, ct, patch_body, old.clone())?;
     // The patched object is decoded like a request body; decode errors become 422 on "patch".
     if let Err(e) = validation::decode_types(&current, &t.rt) {
         let detail = e.message.split(": ").skip(1).collect::<Vec<_>>().join(": ");
@@ -628,15 +720,14 @@ pub fn patch(
     {
         return Err(ApiError::conflict(&t.subject(&name)));
     }
-    let prepared = prepare(
+    prepare(
         t,
-        Some(&old),
+        Some(old),
         current,
         ctx,
         t.subresource.as_deref(),
         Ownership::Update,
-    )?;
-    Ok((200, commit_update(state, t, prepared, ctx)))
+    )
 }
 
 fn apply(
@@ -645,6 +736,43 @@ fn apply(
     request: &Request,
     ctx: &WriteContext,
 ) -> Result<(u16, Value), ApiError> {
+    let config = apply_config(t, request)?;
+    let name = t.name.clone().unwrap_or_default();
+    let rt = &t.rt;
+    let scale = t.subresource.as_deref() == Some("scale");
+    let existing = state
+        .store
+        .get(&rt.key(), t.namespace.as_deref().unwrap_or(""), &name)
+        .cloned();
+    if let (Some(old), false) = (&existing, scale) {
+        let prepared = apply_prepared(t, ctx, config, old)?;
+        return Ok((200, commit_update(state, t, prepared, ctx)));
+    }
+    let (merged, entries) = apply_merged(t, ctx, config, existing.as_ref())?;
+    match existing {
+        None => {
+            if scale {
+                return Err(ApiError::not_found(&t.subject(&name)));
+            }
+            create_object(state, t, merged, ctx, Ownership::Applied(entries))
+        }
+        Some(old) => {
+            let prepared = prepare(
+                t,
+                Some(&old),
+                merged,
+                ctx,
+                None,
+                Ownership::Applied(entries),
+            )?;
+            let object = commit_update(state, t, prepared, ctx);
+            Ok((200, crate::scale::scale_view(rt, &object)))
+        }
+    }
+}
+
+/// The apply configuration of a request, checked against the target's kind.
+fn apply_config(t: &Target, request: &Request) -> Result<Value, ApiError> {
     if request.param("fieldManager").is_none_or(str::is_empty) {
         return Err(options_invalid(
             "PatchOptions",
@@ -666,10 +794,8 @@ fn apply(
             ))
         })?,
     };
-    let name = t.name.clone().unwrap_or_default();
     let rt = &t.rt;
-    let scale = t.subresource.as_deref() == Some("scale");
-    let (expected_kind, expected_api_version) = if scale {
+    let (expected_kind, expected_api_version) = if t.subresource.as_deref() == Some("scale") {
         ("Scale".to_string(), "autoscaling/v1".to_string())
     } else {
         (rt.kind.clone(), rt.api_version())
@@ -682,11 +808,38 @@ fn apply(
             "invalid object type: {g}/{v}, Kind={kind}"
         )));
     }
-    let existing = state
-        .store
-        .get(&rt.key(), t.namespace.as_deref().unwrap_or(""), &name)
-        .cloned();
-    let mut config = config;
+    Ok(config)
+}
+
+/// An apply of `config` onto the existing object `old` (not through /scale), up to the commit.
+fn apply_prepared(
+    t: &Target,
+    ctx: &WriteContext,
+    config: Value,
+    old: &Value,
+) -> Result<Prepared, ApiError> {
+    let (merged, entries) = apply_merged(t, ctx, config, Some(old))?;
+    prepare(
+        t,
+        Some(old),
+        merged,
+        ctx,
+        t.subresource.as_deref(),
+        Ownership::Applied(entries),
+    )
+}
+
+/// `config` merged onto the live object (if any) by server-side apply, with the managed
+/// fields after it.
+fn apply_merged(
+    t: &Target,
+    ctx: &WriteContext,
+    mut config: Value,
+    existing: Option<&Value>,
+) -> Result<(Value, Vec<ManagerEntry>), ApiError> {
+    let name = t.name.clone().unwrap_or_default();
+    let rt = &t.rt;
+    let scale = t.subresource.as_deref() == Some("scale");
     if scale {
         let replicas = config["spec"]["replicas"].clone();
         config = json!({"apiVersion": rt.api_version(), "kind": rt.kind, "metadata": {"name": name}, "spec": {"replicas": replicas}});
@@ -703,10 +856,10 @@ fn apply(
             m.remove("status");
         }
     }
-    let live_value = existing.clone().unwrap_or(Value::Null);
-    let mut entries = existing.as_ref().map(ssa::decode).unwrap_or_default();
+    let live_value = existing.unwrap_or(&Value::Null);
+    let mut entries = existing.map(ssa::decode).unwrap_or_default();
     let schema: Schema = rt.schema();
-    if let Some(live) = &existing {
+    if let Some(live) = existing {
         // Fields nobody is recorded as owning belong to the synthetic "before-first-apply"
         // manager, so the first applier conflicts with them instead of silently taking them.
         let replicas = FieldSet::from_json(&json!({"f:spec": {"f:replicas": {}}}));
@@ -741,40 +894,14 @@ fn apply(
         now: &ctx.now,
     };
     let merged = ssa::apply(
-        &live_value,
+        live_value,
         &config,
         schema,
         &mut entries,
         ctx.force,
         &writer,
     )?;
-    match existing {
-        None => {
-            if scale {
-                return Err(ApiError::not_found(&t.subject(&name)));
-            }
-            create_object(state, t, merged, ctx, Ownership::Applied(entries))
-        }
-        Some(old) => {
-            let prepared = prepare(
-                t,
-                Some(&old),
-                merged,
-                ctx,
-                if scale {
-                    None
-                } else {
-                    t.subresource.as_deref()
-                },
-                Ownership::Applied(entries),
-            )?;
-            let object = commit_update(state, t, prepared, ctx);
-            if scale {
-                return Ok((200, crate::scale::scale_view(rt, &object)));
-            }
-            Ok((200, object))
-        }
-    }
+    Ok((merged, entries))
 }
 
 fn yaml_error(e: &serde_yaml::Error) -> String {
