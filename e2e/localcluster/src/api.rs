@@ -617,7 +617,12 @@ fn write_optimistically(
     let clear_warnings = || ctx.warnings.lock().expect("warnings lock").clear();
     for _ in 0..OPTIMISTIC_ATTEMPTS {
         clear_warnings();
-        let Some(old) = shared.lock().store.get_shared(&key, namespace, name) else {
+        let Some(old) = shared
+            .lock()
+            .store
+            .get_shared(&key, namespace, name)
+            .cloned()
+        else {
             return Ok(None);
         };
         let Some(prepared) = write::planned_update(t, verb, request, ctx, &old)? else {
@@ -627,7 +632,7 @@ fn write_optimistically(
         let unchanged = state
             .store
             .get_shared(&key, namespace, name)
-            .is_some_and(|now| Arc::ptr_eq(&now, &old));
+            .is_some_and(|now| Arc::ptr_eq(now, &old));
         if unchanged {
             return Ok(Some((
                 200,
@@ -982,16 +987,22 @@ fn list(
 fn list_candidates<'a>(state: &'a State, t: &Target, options: &ListOptions) -> Vec<&'a Value> {
     let key = t.rt.key();
     let Some(namespace) = t.namespace.as_deref() else {
-        return state.store.list(&key, None);
+        return state
+            .store
+            .list(&key, None)
+            .into_iter()
+            .map(|o| &**o)
+            .collect();
     };
     let rarest = options
         .labels
         .equalities()
         .min_by_key(|(label, value)| state.store.count_labeled(&key, namespace, label, value));
-    match rarest {
+    let candidates = match rarest {
         Some((label, value)) => state.store.labeled(&key, namespace, label, value),
         None => state.store.list(&key, Some(namespace)),
-    }
+    };
+    candidates.into_iter().map(|o| &**o).collect()
 }
 
 /// Built-in list items carry no kind/apiVersion; custom resources (unstructured) keep them.

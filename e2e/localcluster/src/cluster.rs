@@ -346,7 +346,7 @@ impl LocalCluster {
                     );
                 }
                 status["conditions"] = serde_json::json!(conditions);
-                (status != pod["status"]).then(|| (pod.clone(), status))
+                (status != pod["status"]).then(|| ((**pod).clone(), status))
             })
             .collect();
         let mut changed = 0;
@@ -382,7 +382,7 @@ impl LocalCluster {
             .list(&rt.key(), Some(namespace))
             .into_iter()
             .filter(|p| selector.matches(p))
-            .cloned()
+            .map(|p| (**p).clone())
             .collect();
         let now = crate::write::now();
         let phase = if succeeded { "Succeeded" } else { "Failed" };

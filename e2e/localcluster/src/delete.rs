@@ -130,7 +130,7 @@ pub fn delete_collection(
         .list(&t.rt.key(), t.namespace.as_deref())
         .into_iter()
         .filter(|o| selector.matches(o))
-        .cloned()
+        .map(|o| (**o).clone())
         .collect();
     let mut items = Vec::new();
     for v in victims {

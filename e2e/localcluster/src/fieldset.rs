@@ -323,7 +323,13 @@ fn compare_into(
         }
         (Value::Null, Value::Array(_)) => compare_into(&Value::Array(vec![]), new, schema, path, c),
         (Value::Object(o), Value::Object(n)) if !schema.is_atomic_map() => {
+            // Nobody owns managedFields (see STRIPPED_METADATA): not worth comparing.
+            let in_metadata = path.len() == 1 && path[0] == "f:metadata";
+            let unowned = |k: &str| in_metadata && k == "managedFields";
             for (k, nv) in n {
+                if unowned(k) {
+                    continue;
+                }
                 path.push(format!("f:{k}"));
                 match o.get(k) {
                     Some(ov) => compare_into(ov, nv, schema.field(k), path, c),
@@ -332,7 +338,7 @@ fn compare_into(
                 path.pop();
             }
             for (k, ov) in o {
-                if !n.contains_key(k) {
+                if !n.contains_key(k) && !unowned(k) {
                     path.push(format!("f:{k}"));
                     graft(&mut c.removed, path, subtree(ov, schema.field(k)));
                     path.pop();

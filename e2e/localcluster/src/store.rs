@@ -334,34 +334,41 @@ impl Store {
 
     /// The stored version itself, shared: for work done outside the lock that must check, back
     /// under it, that the object has not changed since (`Arc::ptr_eq`).
-    pub fn get_shared(&self, key: &ResourceKey, namespace: &str, name: &str) -> Option<Arc<Value>> {
+    pub fn get_shared(
+        &self,
+        key: &ResourceKey,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&Arc<Value>> {
         self.objects
             .get(key)
             .and_then(|m| m.get(&(namespace.to_string(), name.to_string())))
-            .cloned()
     }
 
     /// Objects of a resource in a namespace (`None` = all namespaces), ordered by namespace and name.
-    pub fn list(&self, key: &ResourceKey, namespace: Option<&str>) -> Vec<&Value> {
+    pub fn list(&self, key: &ResourceKey, namespace: Option<&str>) -> Vec<&Arc<Value>> {
         let Some(m) = self.objects.get(key) else {
             return Vec::new();
         };
         match namespace {
-            None => m.values().map(|v| &**v).collect(),
+            None => m.values().collect(),
             // Keys sort by namespace first: one range, not a scan of every namespace.
             Some(ns) => m
                 .range((ns.to_string(), String::new())..)
                 .take_while(|((n, _), _)| n == ns)
-                .map(|(_, v)| &**v)
+                .map(|(_, v)| v)
                 .collect(),
         }
     }
 
     pub fn get_ref(&self, at: &ObjectRef) -> Option<&Value> {
+        self.get_ref_shared(at).map(|o| &**o)
+    }
+
+    fn get_ref_shared(&self, at: &ObjectRef) -> Option<&Arc<Value>> {
         self.objects
             .get(&at.key)?
             .get(&(at.namespace.clone(), at.name.clone()))
-            .map(|o| &**o)
     }
 
     /// Where the object with this uid is stored.
@@ -375,7 +382,7 @@ impl Store {
         &self,
         key: &ResourceKey,
         uids: impl IntoIterator<Item = &'a str>,
-    ) -> Vec<&Value> {
+    ) -> Vec<&Arc<Value>> {
         let mut found: Vec<&ObjectRef> = uids
             .into_iter()
             .filter_map(|uid| self.find_uid(uid))
@@ -385,7 +392,7 @@ impl Store {
         found.dedup();
         found
             .into_iter()
-            .filter_map(|at| self.get_ref(at))
+            .filter_map(|at| self.get_ref_shared(at))
             .collect()
     }
 
@@ -395,10 +402,10 @@ impl Store {
     }
 
     /// The objects of `key` whose ownerReferences name `owner_uid`, ordered by namespace and name.
-    pub fn dependents_of_kind(&self, key: &ResourceKey, owner_uid: &str) -> Vec<&Value> {
+    pub fn dependents_of_kind(&self, key: &ResourceKey, owner_uid: &str) -> Vec<&Arc<Value>> {
         self.dependents(owner_uid)
             .filter(|at| &at.key == key)
-            .filter_map(|at| self.get_ref(at))
+            .filter_map(|at| self.get_ref_shared(at))
             .collect()
     }
 
@@ -436,7 +443,7 @@ impl Store {
         namespace: &str,
         label: &str,
         value: &str,
-    ) -> Vec<&Value> {
+    ) -> Vec<&Arc<Value>> {
         let entry = (
             key.clone(),
             namespace.to_string(),
@@ -452,7 +459,6 @@ impl Store {
         names
             .iter()
             .filter_map(|n| m.get(&(namespace.to_string(), n.clone())))
-            .map(|o| &**o)
             .collect()
     }
 
@@ -460,7 +466,12 @@ impl Store {
     /// a pod with `labels` (a pod's metadata.labels), ordered by name: every one whose
     /// matchLabels the labels include, and every one with another kind of selector. Costs
     /// O(distinct matchLabels key sets), not O(objects).
-    pub fn selecting_pod(&self, key: &ResourceKey, namespace: &str, labels: &Value) -> Vec<&Value> {
+    pub fn selecting_pod(
+        &self,
+        key: &ResourceKey,
+        namespace: &str,
+        labels: &Value,
+    ) -> Vec<&Arc<Value>> {
         let Some(selectors) = self
             .index
             .pod_selectors
@@ -470,9 +481,12 @@ impl Store {
         };
         let mut names = BTreeSet::new();
         selectors.selecting(labels, &mut names);
+        let Some(m) = self.objects.get(key) else {
+            return Vec::new();
+        };
         names
             .into_iter()
-            .filter_map(|name| self.get(key, namespace, name))
+            .filter_map(|name| m.get(&(namespace.to_string(), name.to_string())))
             .collect()
     }
 
@@ -653,7 +667,7 @@ mod tests {
         index
     }
 
-    fn names(objects: Vec<&Value>) -> Vec<&str> {
+    fn names(objects: Vec<&Arc<Value>>) -> Vec<&str> {
         objects
             .iter()
             .map(|o| o["metadata"]["name"].as_str().unwrap_or(""))
@@ -689,7 +703,7 @@ mod tests {
             ["rs-2", "rs-1"],
             "ReplicaSets only, each once, by namespace then name"
         );
-        let scanned: Vec<&Value> = store
+        let scanned: Vec<&Arc<Value>> = store
             .list(&replicasets(), None)
             .into_iter()
             .filter(|o| uids.contains(&o["metadata"]["uid"].as_str().unwrap_or("")))
@@ -889,15 +903,11 @@ mod tests {
         assert_eq!(names(store.list(&pods(), Some(""))), ["c"]);
         assert_eq!(store.list(&pods(), Some("c")).len(), 0);
         assert_eq!(store.list(&pods(), None).len(), 5);
-        assert_eq!(
-            names(
-                store
-                    .in_namespace("a")
-                    .into_iter()
-                    .map(|(_, o)| o)
-                    .collect()
-            ),
-            ["x", "z"]
-        );
+        let in_a: Vec<&str> = store
+            .in_namespace("a")
+            .into_iter()
+            .map(|(_, o)| o["metadata"]["name"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(in_a, ["x", "z"]);
     }
 }

@@ -49,8 +49,8 @@ pub fn write_as(
         obj.insert("kind".into(), json!(rt.kind));
         obj.insert("apiVersion".into(), json!(rt.api_version()));
     }
-    // Controllers work on copies without managedFields (see `controllers::working_copy`): the
-    // stored version is what the write is recorded against.
+    // `old` may be a copy without managedFields (see `controllers::working_copy`): the stored
+    // version is what the write is recorded against.
     let key = rt.key();
     let old_full = old.and_then(|o| {
         let meta = &o["metadata"];

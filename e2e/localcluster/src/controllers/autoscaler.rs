@@ -109,7 +109,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
         };
         status["conditions"] = json!(conditions);
         if hpa["status"] != status {
-            let mut updated = hpa.clone();
+            let mut updated = super::working_copy(&hpa);
             updated["status"] = status;
             write_as(
                 state,

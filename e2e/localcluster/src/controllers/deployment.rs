@@ -2,6 +2,8 @@
 //! arithmetic, revisions, status and the Available/Progressing conditions, as in
 //! kubernetes/pkg/controller/deployment.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::{
@@ -109,7 +111,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
         return;
     };
     for d in scope.touched_where(state, &deploy_rt, |d| !is_terminating(d)) {
-        sync_deployment(state, d, now, scope);
+        sync_deployment(state, &d, now, scope);
     }
 }
 
@@ -124,13 +126,13 @@ impl Sync<'_> {
         resource(self.state, "apps", "v1", "replicasets").expect("replicasets are served")
     }
 
-    fn scale(&mut self, d: &Value, rs: &Value, replicas: i64) -> Value {
+    fn scale(&mut self, d: &Value, rs: &Arc<Value>, replicas: i64) -> Arc<Value> {
         let old_count = spec_replicas(rs);
         if old_count == replicas {
-            return rs.clone();
+            return Arc::clone(rs);
         }
         let (surge, _) = fenceposts(d);
-        let mut updated = rs.clone();
+        let mut updated = super::working_copy(rs);
         updated["spec"]["replicas"] = json!(replicas);
         let annotations = updated["metadata"]["annotations"].as_object_mut();
         if let Some(a) = annotations {
@@ -165,11 +167,11 @@ impl Sync<'_> {
             "deployment-controller",
             &self.now_text,
         );
-        stored
+        Arc::new(stored)
     }
 }
 
-fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp, scope: &Scope) {
+fn sync_deployment(state: &mut State, d: &Value, now: jiff::Timestamp, scope: &Scope) {
     let mut s = Sync {
         state,
         now,
@@ -177,29 +179,29 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp, scope: &Sc
     };
     let rs_rt = s.rs_rt();
     let deploy_rt = resource(s.state, "apps", "v1", "deployments").expect("deployments are served");
-    let ns = namespace(&d).to_string();
+    let ns = namespace(d).to_string();
     if label_selector(&d["spec"]["selector"]).is_none() {
         return;
     }
-    let mut all: Vec<Value> = controlled_by(s.state, &rs_rt, &d);
+    let mut all: Vec<Arc<Value>> = controlled_by(s.state, &rs_rt, d);
     all.retain(|rs| !is_terminating(rs));
-    all.sort_by_key(creation);
+    all.sort_by_key(|rs| creation(rs));
     let replicas = int(&d["spec"]["replicas"]);
     let template = &d["spec"]["template"];
     let paused = d["spec"]["paused"] == Value::Bool(true);
-    let mut deployment = d.clone();
+    let mut deployment = super::working_copy(d);
 
     let mut new_rs = all
         .iter()
         .find(|rs| same_template_ignoring_hash(&rs["spec"]["template"], template))
         .cloned();
-    let max_revision = all.iter().map(revision).max().unwrap_or(0);
+    let max_revision = all.iter().map(|rs| revision(rs)).max().unwrap_or(0);
     if new_rs.is_none() && !paused {
         // A new ReplicaSet for the current template, sized as NewRSNewReplicas allows.
         let collision = int(&d["status"]["collisionCount"]);
         let hash = pod_template_hash(template, collision);
-        let (surge, _) = fenceposts(&d);
-        let current: i64 = all.iter().map(spec_replicas).sum();
+        let (surge, _) = fenceposts(d);
+        let current: i64 = all.iter().map(|rs| spec_replicas(rs)).sum();
         let size = if d["spec"]["strategy"]["type"] == "Recreate" {
             if all.iter().all(|rs| spec_replicas(rs) == 0) {
                 replicas
@@ -227,7 +229,7 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp, scope: &Sc
         }
         let rs = json!({
             "metadata": {
-                "name": format!("{}-{hash}", name(&d)),
+                "name": format!("{}-{hash}", name(d)),
                 "namespace": ns,
                 "uid": uuid::Uuid::new_v4().to_string(),
                 "creationTimestamp": s.now_text,
@@ -238,7 +240,7 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp, scope: &Sc
                     MAX: (replicas + surge).to_string(),
                     REVISION: (max_revision + 1).to_string(),
                 },
-                "ownerReferences": [owner_reference(&d)],
+                "ownerReferences": [owner_reference(d)],
             },
             "spec": spec,
             "status": {"replicas": 0},
@@ -247,7 +249,7 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp, scope: &Sc
         if size > 0 {
             record_event(
                 s.state,
-                &d,
+                d,
                 "ScalingReplicaSet",
                 &format!("Scaled up replica set {} from 0 to {size}", name(&created)),
                 "deployment-controller",
@@ -272,13 +274,14 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp, scope: &Sc
         deployment = write_as(
             s.state,
             &deploy_rt,
-            Some(&d),
+            Some(d),
             deployment,
             MANAGER,
             Some("status"),
             &s.now_text,
         );
-        all.push(created.clone());
+        let created = Arc::new(created);
+        all.push(Arc::clone(&created));
         new_rs = Some(created);
     } else if let Some(rs) = &new_rs {
         // Keep the deployment's revision annotation in line with its newest ReplicaSet.
@@ -299,7 +302,7 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp, scope: &Sc
     }
 
     if !paused && let Some(new) = new_rs.clone() {
-        let old: Vec<Value> = all
+        let old: Vec<Arc<Value>> = all
             .iter()
             .filter(|rs| uid(rs) != uid(&new))
             .cloned()
@@ -320,17 +323,17 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp, scope: &Sc
     }
 
     // Re-read what the sync wrote, then compute status.
-    let mut all: Vec<Value> = controlled_by(s.state, &rs_rt, &d);
+    let mut all: Vec<Arc<Value>> = controlled_by(s.state, &rs_rt, d);
     all.retain(|rs| !is_terminating(rs));
     let new = new_rs.and_then(|n| all.iter().find(|rs| uid(rs) == uid(&n)).cloned());
-    cleanup_history(&mut s, &deployment, &all, new.as_ref());
+    cleanup_history(&mut s, &deployment, &all, new.as_deref());
     // Cloned only when the status changes.
     let current = s
         .state
         .store
-        .get(&deploy_rt.key(), &ns, name(&d))
+        .get(&deploy_rt.key(), &ns, name(d))
         .unwrap_or(&deployment);
-    let status = calculate_status(current, &all, new.as_ref(), paused, &s.now_text, s.now);
+    let status = calculate_status(current, &all, new.as_deref(), paused, &s.now_text, s.now);
     if let Some(at) = progress_deadline(current, &status) {
         scope.recheck_at(current, at);
     }
@@ -350,7 +353,7 @@ fn sync_deployment(state: &mut State, d: Value, now: jiff::Timestamp, scope: &Sc
     }
 }
 
-fn rolling(s: &mut Sync, d: &Value, old: &[Value], new: &Value) {
+fn rolling(s: &mut Sync, d: &Value, old: &[Arc<Value>], new: &Arc<Value>) {
     let replicas = int(&d["spec"]["replicas"]);
     let (surge, max_unavailable) = fenceposts(d);
     // reconcileNewReplicaSet
@@ -359,7 +362,7 @@ fn rolling(s: &mut Sync, d: &Value, old: &[Value], new: &Value) {
         let target = if new_count > replicas {
             replicas
         } else {
-            let current: i64 = old.iter().map(spec_replicas).sum::<i64>() + new_count;
+            let current: i64 = old.iter().map(|rs| spec_replicas(rs)).sum::<i64>() + new_count;
             let max_total = replicas + surge;
             if current >= max_total {
                 new_count
@@ -373,7 +376,7 @@ fn rolling(s: &mut Sync, d: &Value, old: &[Value], new: &Value) {
         }
     }
     // reconcileOldReplicaSets
-    let old_pods: i64 = old.iter().map(spec_replicas).sum();
+    let old_pods: i64 = old.iter().map(|rs| spec_replicas(rs)).sum();
     if old_pods == 0 {
         return;
     }
@@ -384,8 +387,8 @@ fn rolling(s: &mut Sync, d: &Value, old: &[Value], new: &Value) {
     if max_scaled_down <= 0 {
         return;
     }
-    let mut old: Vec<Value> = old.to_vec();
-    old.sort_by_key(creation);
+    let mut old: Vec<Arc<Value>> = old.to_vec();
+    old.sort_by_key(|rs| creation(rs));
     // cleanupUnhealthyReplicas: scale down old pods that are not available first.
     let mut cleaned = 0;
     for rs in old.iter_mut() {
@@ -426,8 +429,8 @@ fn rolling(s: &mut Sync, d: &Value, old: &[Value], new: &Value) {
     }
 }
 
-fn recreate(s: &mut Sync, d: &Value, old: &[Value], new: &Value) {
-    let active: Vec<&Value> = old.iter().filter(|rs| spec_replicas(rs) > 0).collect();
+fn recreate(s: &mut Sync, d: &Value, old: &[Arc<Value>], new: &Arc<Value>) {
+    let active: Vec<&Arc<Value>> = old.iter().filter(|rs| spec_replicas(rs) > 0).collect();
     if !active.is_empty() {
         for rs in active {
             s.scale(d, rs, 0);
@@ -445,9 +448,9 @@ fn recreate(s: &mut Sync, d: &Value, old: &[Value], new: &Value) {
 }
 
 /// Deletes old, empty ReplicaSets beyond revisionHistoryLimit once the rollout is complete.
-fn cleanup_history(s: &mut Sync, d: &Value, all: &[Value], new: Option<&Value>) {
+fn cleanup_history(s: &mut Sync, d: &Value, all: &[Arc<Value>], new: Option<&Value>) {
     let limit = d["spec"]["revisionHistoryLimit"].as_i64().unwrap_or(10);
-    let mut old: Vec<&Value> = all
+    let mut old: Vec<&Arc<Value>> = all
         .iter()
         .filter(|rs| new.is_none_or(|n| uid(n) != uid(rs)))
         .filter(|rs| spec_replicas(rs) == 0 && int(&rs["status"]["replicas"]) == 0)
@@ -518,7 +521,7 @@ fn progress_deadline(d: &Value, status: &Value) -> Option<jiff::Timestamp> {
 
 fn calculate_status(
     d: &Value,
-    all: &[Value],
+    all: &[Arc<Value>],
     new: Option<&Value>,
     paused: bool,
     now_text: &str,
@@ -527,7 +530,7 @@ fn calculate_status(
     let replicas = int(&d["spec"]["replicas"]);
     let sum = |f: &str| all.iter().map(|rs| int(&rs["status"][f])).sum::<i64>();
     let available = sum("availableReplicas");
-    let total_spec: i64 = all.iter().map(spec_replicas).sum();
+    let total_spec: i64 = all.iter().map(|rs| spec_replicas(rs)).sum();
     let actual = sum("replicas");
     let updated = new.map(|n| int(&n["status"]["replicas"])).unwrap_or(0);
     let ready = sum("readyReplicas");

@@ -127,7 +127,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
         let status = json!({"observedGeneration": generation, "disruptionsAllowed": allowed, "currentHealthy": healthy,
             "desiredHealthy": desired, "expectedPods": expected, "conditions": conditions});
         if pdb["status"] != status {
-            let mut updated = pdb.clone();
+            let mut updated = super::working_copy(&pdb);
             updated["status"] = status;
             write_as(
                 state,

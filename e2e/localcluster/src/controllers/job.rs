@@ -43,7 +43,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     for job in scope.touched_where(state, &job_rt, |job| {
         !(is_terminating(job) || finished(job) || job["spec"]["suspend"] == Value::Bool(true))
     }) {
-        let mut pods: Vec<Value> = controlled_by(state, &pod_rt, &job);
+        let mut pods: Vec<std::sync::Arc<Value>> = controlled_by(state, &pod_rt, &job);
         pods.retain(|p| !is_terminating(p));
         let phase = |p: &Value| {
             p["status"]["phase"]
@@ -56,6 +56,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
         let active: Vec<&Value> = pods
             .iter()
             .filter(|p| !matches!(phase(p).as_str(), "Succeeded" | "Failed"))
+            .map(|p| &**p)
             .collect();
         let completions = job["spec"]["completions"].as_i64().unwrap_or(1);
         let parallelism = job["spec"]["parallelism"].as_i64().unwrap_or(1);
@@ -155,7 +156,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
         }
         let status = Value::Object(status);
         if job["status"] != status {
-            let mut updated = job.clone();
+            let mut updated = super::working_copy(&job);
             updated["status"] = status;
             write_as(
                 state,

@@ -302,15 +302,15 @@ impl Scope {
             .is_none_or(|c| c.uids.contains(uid(object)))
     }
 
-    /// The objects of `rt` that [`Scope::touches`] and `keep` accept, as working copies,
-    /// ordered like [`objects_where`]. A scoped pass finds them through the store's uid index:
+    /// The objects of `rt` that [`Scope::touches`] and `keep` accept, ordered like
+    /// [`objects_where`]. A scoped pass finds them through the store's uid index:
     /// it runs after every burst of writes, and a scan would make it O(objects).
     pub fn touched_where(
         &self,
         state: &State,
         rt: &ResourceType,
         keep: impl Fn(&Value) -> bool,
-    ) -> Vec<Value> {
+    ) -> Vec<Arc<Value>> {
         match &self.changes {
             None => objects_where(state, rt, None, keep),
             Some(c) => state
@@ -318,7 +318,7 @@ impl Scope {
                 .with_uids(&rt.key(), c.uids.iter().map(String::as_str))
                 .into_iter()
                 .filter(|object| keep(object))
-                .map(working_copy)
+                .map(Arc::clone)
                 .collect(),
         }
     }
@@ -326,24 +326,24 @@ impl Scope {
     /// The Services or PodDisruptionBudgets (`rt`) that `keep` accepts, for a pass that
     /// follows pods: in a scoped pass only those changed themselves, named like a changed
     /// object (when `by_name`: a Service and its Endpoints), or whose selector may select a
-    /// changed pod (through the store's selector index). Working copies, ordered like
-    /// [`objects_where`]. A scan would make every scoped pass O(objects).
+    /// changed pod (through the store's selector index). Ordered like [`objects_where`]. A
+    /// scan would make every scoped pass O(objects).
     pub fn selecting_changed_pods(
         &self,
         state: &State,
         rt: &ResourceType,
         by_name: bool,
         keep: impl Fn(&Value) -> bool,
-    ) -> Vec<Value> {
+    ) -> Vec<Arc<Value>> {
         let Some(c) = &self.changes else {
             return objects_where(state, rt, None, keep);
         };
         let key = rt.key();
         let store = &state.store;
-        let mut found: Vec<&Value> = store.with_uids(&key, c.uids.iter().map(String::as_str));
+        let mut found: Vec<&Arc<Value>> = store.with_uids(&key, c.uids.iter().map(String::as_str));
         if by_name {
             for (ns, names) in &c.names {
-                found.extend(names.iter().filter_map(|n| store.get(&key, ns, n)));
+                found.extend(names.iter().filter_map(|n| store.get_shared(&key, ns, n)));
             }
         }
         for (ns, changed) in &c.pods {
@@ -351,14 +351,14 @@ impl Scope {
                 found.extend(store.selecting_pod(&key, ns, &pod["metadata"]["labels"]));
             }
         }
-        let found: BTreeMap<(&str, &str), &Value> = found
+        let found: BTreeMap<(&str, &str), &Arc<Value>> = found
             .into_iter()
             .map(|object| ((namespace(object), name(object)), object))
             .collect();
         found
             .into_values()
             .filter(|object| keep(object))
-            .map(working_copy)
+            .map(Arc::clone)
             .collect()
     }
 
@@ -429,9 +429,10 @@ pub fn resource(
     state.registry.find(group, version, plural)
 }
 
-/// A copy of a stored object for a controller to work on, without its managedFields, which
-/// are often the larger part of an object and which controllers never read. `write_as` records
-/// a write against the stored version, so the copy may go back as a write's `old`.
+/// A copy of a stored object for a controller to change and write, without its managedFields,
+/// which are often the larger part of an object and which `write_as` sets from the stored
+/// version. Controllers read the stored objects themselves (shared, see [`objects_where`]) and
+/// copy only what they write.
 pub fn working_copy(object: &Value) -> Value {
     let Some(map) = object.as_object() else {
         return object.clone();
@@ -454,44 +455,39 @@ pub fn working_copy(object: &Value) -> Value {
     )
 }
 
-/// Objects of a resource, cloned (controllers write while iterating).
-pub fn objects(state: &State, rt: &ResourceType, namespace: Option<&str>) -> Vec<Value> {
-    state
-        .store
-        .list(&rt.key(), namespace)
-        .into_iter()
-        .cloned()
-        .collect()
+/// Objects of a resource, shared with the store (controllers write while iterating).
+pub fn objects(state: &State, rt: &ResourceType, namespace: Option<&str>) -> Vec<Arc<Value>> {
+    objects_where(state, rt, namespace, |_| true)
 }
 
-/// The objects of `rt` in `namespace` that `keep` accepts, as working copies. Filters before
-/// copying: the per-owner lookups run for every owner on every pass.
+/// The objects of `rt` in `namespace` that `keep` accepts, shared with the store: a stored
+/// version never changes, so holding one costs no copy.
 pub fn objects_where(
     state: &State,
     rt: &ResourceType,
     namespace: Option<&str>,
     keep: impl Fn(&Value) -> bool,
-) -> Vec<Value> {
+) -> Vec<Arc<Value>> {
     state
         .store
         .list(&rt.key(), namespace)
         .into_iter()
         .filter(|object| keep(object))
-        .map(working_copy)
+        .map(Arc::clone)
         .collect()
 }
 
-/// The objects of `rt` in the owner's namespace whose controller is `owner`, as working copies,
-/// ordered by name. Through the store's owner index: controllers look these up for every owner
-/// on every pass, and a scan of the namespace would make a pass O(owners × objects).
-pub fn controlled_by(state: &State, rt: &ResourceType, owner: &Value) -> Vec<Value> {
+/// The objects of `rt` in the owner's namespace whose controller is `owner`, ordered by name.
+/// Through the store's owner index: controllers look these up for every owner on every pass,
+/// and a scan of the namespace would make a pass O(owners × objects).
+pub fn controlled_by(state: &State, rt: &ResourceType, owner: &Value) -> Vec<Arc<Value>> {
     let (owner_uid, ns) = (uid(owner), namespace(owner));
     state
         .store
         .dependents_of_kind(&rt.key(), owner_uid)
         .into_iter()
         .filter(|o| namespace(o) == ns && controller_uid(o) == Some(owner_uid))
-        .map(working_copy)
+        .map(Arc::clone)
         .collect()
 }
 
@@ -511,10 +507,11 @@ pub fn selector_candidates<'a>(
         .flatten()
         .filter_map(|(k, v)| v.as_str().map(|v| (k, v)))
         .min_by_key(|(k, v)| state.store.count_labeled(&key, namespace, k, v));
-    match rarest {
+    let candidates = match rarest {
         Some((label, value)) => state.store.labeled(&rt.key(), namespace, label, value),
         None => state.store.list(&rt.key(), Some(namespace)),
-    }
+    };
+    candidates.into_iter().map(|o| &**o).collect()
 }
 
 pub fn uid(object: &Value) -> &str {

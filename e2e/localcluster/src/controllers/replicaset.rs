@@ -1,6 +1,8 @@
 //! The ReplicaSet controller: creates and deletes Pods to match `spec.replicas` and reports
 //! replicas, fullyLabeled, ready and available counts.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::{
@@ -53,9 +55,10 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
         let Some(selector) = label_selector(&rs["spec"]["selector"]) else {
             continue;
         };
-        let (mut pods, terminating): (Vec<Value>, Vec<Value>) = controlled_by(state, &pod_rt, &rs)
-            .into_iter()
-            .partition(|p| !is_terminating(p));
+        let (mut pods, terminating): (Vec<Arc<Value>>, Vec<Arc<Value>>) =
+            controlled_by(state, &pod_rt, &rs)
+                .into_iter()
+                .partition(|p| !is_terminating(p));
         let desired = rs["spec"]["replicas"].as_i64().unwrap_or(1);
         let diff = desired - pods.len() as i64;
         if diff > 0 {
@@ -70,7 +73,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
                     "replicaset-controller",
                     &now_text,
                 );
-                pods.push(created);
+                pods.push(Arc::new(created));
             }
         } else if diff < 0 {
             // Delete the least useful pods first: unscheduled, not ready, newest.
@@ -86,7 +89,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
                     ),
                 )
             });
-            let victims: Vec<Value> = pods.drain(..(-diff) as usize).collect();
+            let victims: Vec<Arc<Value>> = pods.drain(..(-diff) as usize).collect();
             for p in victims {
                 crate::gc::delete_object(state, &pod_rt, &p, "Background", &now_text);
                 record_event(
@@ -116,7 +119,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
         if let Some(at) = pods
             .iter()
             .filter(|p| pod_ready(p) && !pod_available(p, min_ready, now))
-            .filter_map(super::ready_since)
+            .filter_map(|p| super::ready_since(p))
             .min()
         {
             scope.recheck_at(&rs, at + jiff::SignedDuration::from_secs(min_ready));
@@ -133,11 +136,11 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
         let status = Value::Object(status);
         let current = state
             .store
-            .get(&rs_rt.key(), &ns, name(&rs))
-            .map(super::working_copy)
+            .get_shared(&rs_rt.key(), &ns, name(&rs))
+            .cloned()
             .unwrap_or(rs);
         if current["status"] != status {
-            let mut updated = current.clone();
+            let mut updated = super::working_copy(&current);
             updated["status"] = status;
             write_as(
                 state,

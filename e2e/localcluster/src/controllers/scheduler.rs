@@ -49,7 +49,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
             && scheduler == "default-scheduler"
     });
     for pod in pending {
-        let mut bound = pod.clone();
+        let mut bound = super::working_copy(&pod);
         bound["spec"]["nodeName"] = json!(super::NODE_NAME);
         let mut conditions = bound["status"]["conditions"]
             .as_array()

@@ -15,7 +15,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
     for pvc in scope.touched_where(state, &rt, |pvc| {
         !is_terminating(pvc) && pvc["status"]["phase"] != "Bound"
     }) {
-        let mut bound = pvc.clone();
+        let mut bound = super::working_copy(&pvc);
         let volume = format!("pvc-{}", uid(&pvc));
         if bound["spec"]["volumeName"].is_null() {
             bound["spec"]["volumeName"] = json!(volume);

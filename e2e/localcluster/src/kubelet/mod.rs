@@ -377,6 +377,7 @@ fn sync(
     let pods: Vec<Value> = objects(&state, &pod_rt, None)
         .into_iter()
         .filter(|p| p["spec"]["nodeName"] == NODE_NAME)
+        .map(std::sync::Arc::unwrap_or_clone)
         .collect();
     let mut present = HashSet::new();
     for pod in pods {
