@@ -299,11 +299,19 @@ pub struct Store {
     /// Per-resource start of history (custom resources start when their CRD is created).
     resource_history_start: HashMap<ResourceKey, u64>,
     changes: broadcast::Sender<Arc<Change>>,
+    /// Changes trimmed from the history go to a thread that frees them: freeing an object
+    /// version is a walk of its whole tree, and the store's lock is held here.
+    retired: std::sync::mpsc::Sender<Arc<Change>>,
 }
 
 impl Store {
     pub fn new(history_limit: usize) -> Self {
         let (changes, _) = broadcast::channel(4096);
+        let (retired, to_free) = std::sync::mpsc::channel::<Arc<Change>>();
+        std::thread::Builder::new()
+            .name("store-free".into())
+            .spawn(move || to_free.into_iter().for_each(drop))
+            .expect("a thread to free trimmed history");
         Store {
             resource_version: 1,
             objects: BTreeMap::new(),
@@ -313,6 +321,7 @@ impl Store {
             oldest_retained: 0,
             resource_history_start: HashMap::new(),
             changes,
+            retired,
         }
     }
 
@@ -581,6 +590,8 @@ impl Store {
         while self.history.len() > self.history_limit {
             if let Some(dropped) = self.history.pop_front() {
                 self.oldest_retained = self.oldest_retained.max(dropped.resource_version);
+                // Freed there, or here if that thread is gone.
+                let _ = self.retired.send(dropped);
             }
         }
         // No receivers is fine: nobody watches.

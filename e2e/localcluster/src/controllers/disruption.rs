@@ -76,11 +76,8 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
         let Some(selector) = label_selector(&pdb["spec"]["selector"]) else {
             continue;
         };
-        let pods: Vec<Value> = selector_candidates(state, &pod_rt, &ns, &pdb["spec"]["selector"])
-            .into_iter()
-            .filter(|p| selector.matches(p) && !is_terminating(p))
-            .cloned()
-            .collect();
+        let mut pods = selector_candidates(state, &pod_rt, &ns, &pdb["spec"]["selector"]);
+        pods.retain(|p| selector.matches(p) && !is_terminating(p));
         let healthy = pods.iter().filter(|p| pod_ready(p)).count() as i64;
         let spec = &pdb["spec"];
         // Integer minAvailable counts pods; percentages and maxUnavailable use controller scale.

@@ -59,13 +59,10 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
             continue;
         };
         let selector_value = json!({"matchLabels": selector_map});
-        let pods: Vec<Value> = selector_candidates(state, &pod_rt, &ns, &selector_value)
-            .into_iter()
-            .filter(|p| {
-                selector.matches(p) && !is_terminating(p) && p["status"]["podIP"].is_string()
-            })
-            .cloned()
-            .collect();
+        let mut pods = selector_candidates(state, &pod_rt, &ns, &selector_value);
+        pods.retain(|p| {
+            selector.matches(p) && !is_terminating(p) && p["status"]["podIP"].is_string()
+        });
         let mut subsets = Vec::new();
         if let Some(first) = pods.first() {
             let ports: Vec<Value> = svc["spec"]["ports"]
@@ -80,7 +77,7 @@ pub fn reconcile(state: &mut State, now: jiff::Timestamp, scope: &Scope) {
                     Some(port)
                 })
                 .collect();
-            let address = |p: &Value| {
+            let address = |p: &std::sync::Arc<Value>| {
                 let mut a = json!({"ip": p["status"]["podIP"], "targetRef": {"kind": "Pod", "namespace": ns, "name": name(p), "uid": p["metadata"]["uid"]}});
                 if let Some(node) = p["spec"]["nodeName"].as_str() {
                     a["nodeName"] = json!(node);

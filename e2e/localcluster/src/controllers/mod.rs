@@ -494,12 +494,12 @@ pub fn controlled_by(state: &State, rt: &ResourceType, owner: &Value) -> Vec<Arc
 /// The objects of `rt` in `namespace` that a `metav1.LabelSelector` can match: those carrying
 /// its rarest matchLabel (through the store's label index), or all of the namespace when it
 /// has none. Callers still match the whole selector.
-pub fn selector_candidates<'a>(
-    state: &'a State,
+pub fn selector_candidates(
+    state: &State,
     rt: &ResourceType,
     namespace: &str,
     selector: &Value,
-) -> Vec<&'a Value> {
+) -> Vec<Arc<Value>> {
     let key = rt.key();
     let rarest = selector["matchLabels"]
         .as_object()
@@ -511,7 +511,7 @@ pub fn selector_candidates<'a>(
         Some((label, value)) => state.store.labeled(&rt.key(), namespace, label, value),
         None => state.store.list(&rt.key(), Some(namespace)),
     };
-    candidates.into_iter().map(|o| &**o).collect()
+    candidates.into_iter().map(Arc::clone).collect()
 }
 
 pub fn uid(object: &Value) -> &str {
