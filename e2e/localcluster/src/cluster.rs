@@ -308,61 +308,92 @@ impl LocalCluster {
     /// were changed. Pods never run processes in the emulator.
     pub fn set_pods_ready(&self, namespace: &str, label_selector: &str, ready: bool) -> usize {
         let selector = crate::selectors::LabelSelector::parse(label_selector).unwrap_or_default();
-        let mut state = self.shared.lock();
-        let Some(rt) = state.registry.find("", "v1", "pods") else {
-            return 0;
+        let (rt, pods) = {
+            let state = self.shared.lock();
+            let Some(rt) = state.registry.find("", "v1", "pods") else {
+                return 0;
+            };
+            let pods: Vec<Arc<serde_json::Value>> = state
+                .store
+                .list(&rt.key(), Some(namespace))
+                .into_iter()
+                .map(Arc::clone)
+                .collect();
+            (rt, pods)
         };
         let now = crate::write::now();
         let status_text = if ready { "True" } else { "False" };
-        // Only pods whose status changes are cloned and written: tests call this every few
-        // hundred milliseconds over every pod of a namespace.
-        let updates: Vec<(serde_json::Value, serde_json::Value)> = state
-            .store
-            .list(&rt.key(), Some(namespace))
+        // The pod as the kubelet would write it, or `None` when its status is settled.
+        let with_status = |i: usize, pod: &serde_json::Value| {
+            if pod_status_is(pod, status_text) {
+                return None;
+            }
+            let mut status = pod["status"].clone();
+            status["phase"] = serde_json::json!("Running");
+            if status["podIP"].is_null() {
+                let ip = format!(
+                    "10.244.0.{}",
+                    10 + (crate::store::parse_rv(pod) as usize + i) % 240
+                );
+                status["podIP"] = serde_json::json!(ip);
+                status["podIPs"] = serde_json::json!([{"ip": ip}]);
+                status["hostIP"] = serde_json::json!("127.0.0.1");
+                status["startTime"] = serde_json::json!(now);
+            }
+            let mut conditions = status["conditions"].as_array().cloned().unwrap_or_default();
+            for type_ in POD_CONDITIONS {
+                controllers::set_condition(
+                    &mut conditions,
+                    serde_json::json!({"type": type_, "status": pod_condition_status(type_, status_text)}),
+                    &now,
+                    false,
+                );
+            }
+            status["conditions"] = serde_json::json!(conditions);
+            (status != pod["status"]).then(|| {
+                let mut updated = controllers::working_copy(pod);
+                updated["status"] = status;
+                updated
+            })
+        };
+        // Tests call this every few hundred milliseconds over every pod of a namespace: the
+        // pods are looked at outside the store's lock, which is taken only to write the
+        // changed ones (computed again for a pod that changed meanwhile).
+        let updates: Vec<(usize, Arc<serde_json::Value>, serde_json::Value)> = pods
             .into_iter()
             .filter(|p| selector.matches(p))
             .enumerate()
-            .filter(|(_, pod)| !pod_status_is(pod, status_text))
-            .filter_map(|(i, pod)| {
-                let mut status = pod["status"].clone();
-                status["phase"] = serde_json::json!("Running");
-                if status["podIP"].is_null() {
-                    let ip = format!(
-                        "10.244.0.{}",
-                        10 + (crate::store::parse_rv(pod) as usize + i) % 240
-                    );
-                    status["podIP"] = serde_json::json!(ip);
-                    status["podIPs"] = serde_json::json!([{"ip": ip}]);
-                    status["hostIP"] = serde_json::json!("127.0.0.1");
-                    status["startTime"] = serde_json::json!(now);
-                }
-                let mut conditions = status["conditions"].as_array().cloned().unwrap_or_default();
-                for type_ in POD_CONDITIONS {
-                    controllers::set_condition(
-                        &mut conditions,
-                        serde_json::json!({"type": type_, "status": pod_condition_status(type_, status_text)}),
-                        &now,
-                        false,
-                    );
-                }
-                status["conditions"] = serde_json::json!(conditions);
-                (status != pod["status"]).then(|| ((**pod).clone(), status))
-            })
+            .filter_map(|(i, pod)| with_status(i, &pod).map(|updated| (i, pod, updated)))
             .collect();
+        let mut state = self.shared.lock();
         let mut changed = 0;
-        for (before, status) in updates {
-            let mut updated = before.clone();
-            updated["status"] = status;
-            let stored = crate::system::write_as(
+        for (i, seen, updated) in updates {
+            let key = rt.key();
+            let Some(stored) = state
+                .store
+                .get_shared(&key, namespace, controllers::name(&seen))
+                .cloned()
+            else {
+                continue;
+            };
+            let updated = match Arc::ptr_eq(&stored, &seen) {
+                true => Some(updated),
+                false if selector.matches(&stored) => with_status(i, &stored),
+                false => None,
+            };
+            let Some(updated) = updated else {
+                continue;
+            };
+            let written = crate::system::write_as(
                 &mut state,
                 &rt,
-                Some(&before),
+                Some(&stored),
                 updated,
                 "kubelet",
                 Some("status"),
                 &now,
             );
-            if stored != before {
+            if written["metadata"]["resourceVersion"] != stored["metadata"]["resourceVersion"] {
                 changed += 1;
             }
         }
