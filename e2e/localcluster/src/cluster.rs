@@ -365,10 +365,10 @@ impl LocalCluster {
             .enumerate()
             .filter_map(|(i, pod)| with_status(i, &pod).map(|updated| (i, pod, updated)))
             .collect();
+        let key = rt.key();
         let mut state = self.shared.lock();
         let mut changed = 0;
         for (i, seen, updated) in updates {
-            let key = rt.key();
             let Some(stored) = state
                 .store
                 .get_shared(&key, namespace, controllers::name(&seen))

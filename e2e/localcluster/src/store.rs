@@ -335,10 +335,7 @@ impl Store {
     }
 
     pub fn get(&self, key: &ResourceKey, namespace: &str, name: &str) -> Option<&Value> {
-        self.objects
-            .get(key)
-            .and_then(|m| m.get(&(namespace.to_string(), name.to_string())))
-            .map(|o| &**o)
+        self.get_shared(key, namespace, name).map(|o| &**o)
     }
 
     /// The stored version itself, shared: for work done outside the lock that must check, back
@@ -462,12 +459,19 @@ impl Store {
         let Some(names) = self.index.labels.get(&entry) else {
             return Vec::new();
         };
-        let Some(m) = self.objects.get(key) else {
-            return Vec::new();
-        };
+        self.named(key, namespace, names.iter().map(String::as_str))
+    }
+
+    /// The stored objects of `key` in `namespace` with these names, in their order.
+    fn named<'a>(
+        &self,
+        key: &ResourceKey,
+        namespace: &str,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<&Arc<Value>> {
         names
-            .iter()
-            .filter_map(|n| m.get(&(namespace.to_string(), n.clone())))
+            .into_iter()
+            .filter_map(|name| self.get_shared(key, namespace, name))
             .collect()
     }
 
@@ -490,13 +494,7 @@ impl Store {
         };
         let mut names = BTreeSet::new();
         selectors.selecting(labels, &mut names);
-        let Some(m) = self.objects.get(key) else {
-            return Vec::new();
-        };
-        names
-            .into_iter()
-            .filter_map(|name| m.get(&(namespace.to_string(), name.to_string())))
-            .collect()
+        self.named(key, namespace, names)
     }
 
     /// Every object in `namespace`, ordered like [`Store::all`].
