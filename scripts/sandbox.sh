@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The zero-cluster tour, in one command (`make sandbox`): starts the local control plane with its
-# pod runner, installs the CRD, starts the operator, creates config/samples/minimal.yaml, ingests
-# this repository's docs/ as a sample corpus through the project's Service, and prints a search
-# command that works. Ctrl-C stops everything.
+# The zero-cluster tour, in one command (`make sandbox`): starts a real control plane
+# (scripts/control-plane.sh) and a node agent that runs pods as local processes, installs the
+# chart's CRD and RBAC, starts the operator as the chart's ServiceAccount, creates
+# config/samples/minimal.yaml, ingests this repository's docs/ as a sample corpus through the
+# project's Service, and prints a search command that works. Ctrl-C stops everything.
 #
 #   scripts/sandbox.sh [--port 18080] [--check]
 #
-# --check runs the printed search itself and exits (used by the e2e test). Needs root (the pod
-# runner puts each pod in its own network namespace). State lives in $KBEAST_SANDBOX_DIR
+# --check runs the printed search itself and exits (used by the e2e test). Needs root (the node
+# agent puts each pod in its own network namespace). State lives in $KBEAST_SANDBOX_DIR
 # (default ~/.cache/kbeast/sandbox, wiped at each start).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,42 +39,64 @@ mkdir -p "$dir"
 export KUBECONFIG="$dir/kubeconfig"
 image=ghcr.io/kbeast/kbeast
 
+helm="${KBEAST_TOOLS_DIR:-$HOME/.cache/kbeast/tools}/bin/helm"
+
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    "$root/scripts/control-plane.sh" stop "$dir/control-plane" || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 step() { echo "== $*"; }
-# The emulator serves no OpenAPI documents for kubectl's client-side validation.
 
-step "local control plane with the pod runner (log: $dir/localcluster.log)"
-"$bin/kbeast-localcluster" --kubeconfig "$KUBECONFIG" --kubelet \
+step "control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler (logs: $dir/control-plane)"
+"$root/scripts/control-plane.sh" start "$dir/control-plane"
+cp "$dir/control-plane/admin.kubeconfig" "$KUBECONFIG"
+
+step "node agent (log: $dir/node-agent.log)"
+"$bin/kbeast-node-agent" --kubeconfig "$KUBECONFIG" --work-dir "$dir/node" --network-id "$port" \
     --image-map "$image=$bin/kbeast-query" \
-    --forward "default/svc/docs:8080=$port" >"$dir/localcluster.log" 2>&1 &
+    --forward "default/svc/docs:8080=$port" >"$dir/node-agent.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do [ -s "$KUBECONFIG" ] && break; sleep 0.1; done
-[ -s "$KUBECONFIG" ] || { echo "the local control plane did not start; see $dir/localcluster.log" >&2; exit 1; }
+for _ in $(seq 300); do
+    "$kubectl" get node kbeast-node >/dev/null 2>&1 && break
+    sleep 0.2
+done
+"$kubectl" wait --for=condition=Ready node/kbeast-node --timeout=60s >/dev/null
 
-step "CRD and operator namespace"
-"$kubectl" apply --server-side --validate=false -f crds/ >/dev/null
+step "the chart's CRD and RBAC, and the operator's namespace"
+"$kubectl" create namespace kbeast-system >/dev/null
+"$helm" template kbeast charts/kbeast --namespace kbeast-system --show-only templates/crds.yaml \
+    --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
+    | "$kubectl" apply --server-side -f - >/dev/null
 "$kubectl" wait --for=condition=Established crd/knowledgeprojects.kbeast.io --timeout=30s >/dev/null
-"$kubectl" apply --server-side --validate=false -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: kbeast-system
-EOF
 
-step "kbeast-operator (log: $dir/operator.log)"
-"$bin/kbeast-operator" run --kubeconfig "$KUBECONFIG" --operator-namespace kbeast-system \
+step "kbeast-operator as ServiceAccount kbeast-system/kbeast (log: $dir/operator.log)"
+token=$("$kubectl" create token kbeast -n kbeast-system --duration=24h)
+server=$(awk '/server:/ {print $2; exit}' "$KUBECONFIG")
+cat >"$dir/operator.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: sandbox
+  cluster: {server: "$server", certificate-authority: "$dir/control-plane/pki/ca.crt"}
+users:
+- name: kbeast
+  user: {token: "$token"}
+contexts:
+- name: sandbox
+  context: {cluster: sandbox, user: kbeast}
+current-context: sandbox
+EOF
+"$bin/kbeast-operator" run --kubeconfig "$dir/operator.kubeconfig" --operator-namespace kbeast-system \
     --query-image "$image:sandbox" --listen 127.0.0.1:0 >"$dir/operator.log" 2>&1 &
 pids+=($!)
 
 step "KnowledgeProject default/docs from config/samples/minimal.yaml"
-"$kubectl" apply --server-side --validate=false -n default -f config/samples/minimal.yaml >/dev/null
+"$kubectl" apply --server-side -n default -f config/samples/minimal.yaml >/dev/null
 "$kubectl" wait -n default --for=condition=Ready kp/docs --timeout=300s
 "$kubectl" get -n default kp/docs
 

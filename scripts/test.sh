@@ -17,6 +17,11 @@ fi
 
 "$root/scripts/install-build-deps.sh"
 "$root/scripts/install-test-tools.sh"
+# The real control plane the end-to-end tests run on, built once from pinned Go modules into
+# ~/.cache/kbeast/k8s (scripts/build-control-plane.sh); a cold build takes a while.
+echo "== real control plane (kube-apiserver, kube-controller-manager, kube-scheduler, etcd)"
+KBEAST_K8S_BIN=$("$root/scripts/build-control-plane.sh")
+export KBEAST_K8S_BIN
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

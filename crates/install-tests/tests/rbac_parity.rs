@@ -138,8 +138,10 @@ async fn operator_requests() -> Vec<RecordedRequest> {
     requests
 }
 
-/// The permission a request needs.
-fn permission(request: &RecordedRequest) -> Permission {
+/// The permissions a request needs, as the API server authorizes it: the verb follows the method
+/// and path, and a server-side apply to a resource (not a subresource) is authorized as `patch`
+/// and, when the object does not exist yet, as `create` too.
+fn permissions(request: &RecordedRequest) -> Vec<Permission> {
     let parts: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
     let (group, rest) = match parts.first() {
         Some(&"api") => (String::new(), &parts[2..]),
@@ -149,25 +151,45 @@ fn permission(request: &RecordedRequest) -> Permission {
         ["namespaces", _, rest @ ..] => rest,
         rest => rest,
     };
-    let resource = match rest {
-        [resource] | [resource, _] => resource.to_string(),
-        [resource, _, subresource] => format!("{resource}/{subresource}"),
+    let (resource, subresource) = match rest {
+        [resource] | [resource, _] => (resource.to_string(), None),
+        [resource, _, subresource] => (resource.to_string(), Some(*subresource)),
         other => panic!("unexpected path {other:?}"),
     };
-    let verb = match (request.method.as_str(), rest.len()) {
-        ("GET", 1) => "list",
-        ("GET", _) => "get",
-        ("POST", _) => "create",
-        ("PUT", _) => "update",
-        ("PATCH", _) => "patch",
-        ("DELETE", _) => "delete",
+    let collection = rest.len() == 1;
+    let verbs: &[&str] = match (request.method.as_str(), collection) {
+        ("GET", true) if request.query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            &["watch"]
+        }
+        ("GET", true) => &["list"],
+        ("GET", false) => &["get"],
+        ("POST", _) => &["create"],
+        ("PUT", _) => &["update"],
+        ("PATCH", _) if is_apply(request) && subresource.is_none() => &["patch", "create"],
+        ("PATCH", _) => &["patch"],
+        ("DELETE", true) => &["deletecollection"],
+        ("DELETE", false) => &["delete"],
         (other, _) => panic!("unexpected method {other}"),
     };
-    (group, resource, verb.to_string())
+    let resource = match subresource {
+        Some(sub) => format!("{resource}/{sub}"),
+        None => resource,
+    };
+    verbs
+        .iter()
+        .map(|verb| (group.clone(), resource.clone(), verb.to_string()))
+        .collect()
+}
+
+fn is_apply(request: &RecordedRequest) -> bool {
+    request
+        .content_type
+        .as_deref()
+        .is_some_and(|t| t.starts_with("application/apply-patch"))
 }
 
 fn needed_permissions(requests: &[RecordedRequest]) -> BTreeSet<Permission> {
-    let mut needed: BTreeSet<Permission> = requests.iter().map(permission).collect();
+    let mut needed: BTreeSet<Permission> = requests.iter().flat_map(permissions).collect();
     for (group, resource) in WATCHED_RESOURCES {
         for verb in ["list", "watch"] {
             needed.insert((group.to_string(), resource.to_string(), verb.to_string()));

@@ -41,4 +41,5 @@ pub use controllers::ControllerSet;
 pub use error::{ApiError, Error};
 pub use faults::{Fault, FaultAction};
 pub use kubelet::KubeletOptions;
+pub use kubelet::agent::{NodeAgent, NodeAgentOptions};
 pub use request_log::{RequestFilter, RequestRecord};

@@ -9,17 +9,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kbeast_api::KnowledgeProject;
-use kbeast_localcluster::{ControllerSet, KubeletOptions, LocalCluster, Options, RequestRecord};
+use kbeast_localcluster::{LocalCluster, Options, RequestRecord};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
+use crate::control_plane::{ControlPlane, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE};
 use crate::{
     Operator, create_namespace, install_crd, ready_for_generation, repo_root, start_operator_with,
-    wait_for,
+    wait_for, wait_for_crd,
 };
 
 /// Where the test runs.
 pub enum Target {
+    /// The real control plane of `scripts/control-plane.sh` with a node agent (the default).
+    ControlPlane(ControlPlane),
+    /// The emulator (`kbeast-localcluster`), for the fault-injection tests that still need it.
     Local(LocalCluster),
     /// The cluster of `KBEAST_E2E_KUBECONFIG`.
     Real,
@@ -27,42 +31,113 @@ pub enum Target {
 
 pub struct Env {
     pub target: Target,
+    /// An admin's kubeconfig.
     pub kubeconfig: PathBuf,
+    /// The operator's: the chart's ServiceAccount on the control plane and a real cluster.
+    pub operator_kubeconfig: PathBuf,
     pub query_image: String,
+    /// An admin's client.
     pub client: Client,
     _dir: tempfile::TempDir,
 }
 
+/// A point in a target's request history, for counting requests made after it.
+#[derive(Debug, Clone, Copy)]
+pub enum Mark {
+    Emulator(u128),
+    Audit(jiff::Timestamp),
+}
+
+/// The query image the operator is told to use; the node agent maps it to this build's
+/// `kbeast-query`.
+pub const LOCAL_QUERY_IMAGE: &str = "kbeast-query:e2e";
+
 impl Env {
+    /// The default target: a real cluster when `KBEAST_E2E_KUBECONFIG` is set, else the real
+    /// control plane with a node agent running this build's `kbeast-query` (needs root).
     pub async fn start() -> Env {
+        Env::start_with(&[], None).await
+    }
+
+    /// As [`Env::start`], with more images mapped to local programs and a shorter
+    /// CrashLoopBackOff.
+    pub async fn start_with(images: &[(&str, PathBuf)], backoff_base: Option<Duration>) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (target, kubeconfig, query_image) = match std::env::var_os("KBEAST_E2E_KUBECONFIG") {
-            Some(path) => (
-                Target::Real,
-                PathBuf::from(path),
-                std::env::var("KBEAST_E2E_IMAGE").expect("KBEAST_E2E_IMAGE names the query image"),
-            ),
-            None => {
-                let kubeconfig = dir.path().join("kubeconfig");
-                let cluster = LocalCluster::start(Options {
-                    kubeconfig_path: Some(kubeconfig.clone()),
-                    ..Options::default()
-                })
-                .await
-                .expect("local cluster starts");
-                (
-                    Target::Local(cluster),
-                    kubeconfig,
-                    "kbeast-query:e2e".to_string(),
-                )
-            }
-        };
+        if let Some(path) = std::env::var_os("KBEAST_E2E_KUBECONFIG") {
+            let kubeconfig = PathBuf::from(path);
+            let client = client_for(&kubeconfig).await;
+            let image =
+                std::env::var("KBEAST_E2E_IMAGE").expect("KBEAST_E2E_IMAGE names the query image");
+            // The chart's RBAC, applied the same way as on the control plane.
+            create_namespace(&client, OPERATOR_NAMESPACE).await;
+            let rendered = crate::helm_template(&[]);
+            crate::kubectl_apply(&kubeconfig, &crate::rbac_documents(&rendered));
+            let operator_kubeconfig = crate::service_account_kubeconfig(
+                &client,
+                &kubeconfig,
+                dir.path(),
+                OPERATOR_NAMESPACE,
+                OPERATOR_ACCOUNT,
+            )
+            .await;
+            return Env::finish(Target::Real, kubeconfig, operator_kubeconfig, image, client, dir)
+                .await;
+        }
+        let plane = ControlPlane::start(images, backoff_base).await;
+        create_namespace(&plane.client, OPERATOR_NAMESPACE).await;
+        plane.install_chart_rbac(&[]);
+        let operator_kubeconfig = plane.operator_kubeconfig().await;
+        let kubeconfig = plane.admin_kubeconfig.clone();
+        let client = plane.client.clone();
+        Env::finish(
+            Target::ControlPlane(plane),
+            kubeconfig,
+            operator_kubeconfig,
+            LOCAL_QUERY_IMAGE.to_string(),
+            client,
+            dir,
+        )
+        .await
+    }
+
+    /// The emulator, with the operator as its admin (it enforces no RBAC): for the tests that
+    /// inject API faults, which the real API server cannot.
+    pub async fn start_emulator() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let cluster = LocalCluster::start(Options {
+            kubeconfig_path: Some(kubeconfig.clone()),
+            ..Options::default()
+        })
+        .await
+        .expect("local cluster starts");
         let client = client_for(&kubeconfig).await;
         install_crd(&client).await;
+        Env::finish(
+            Target::Local(cluster),
+            kubeconfig.clone(),
+            kubeconfig,
+            LOCAL_QUERY_IMAGE.to_string(),
+            client,
+            dir,
+        )
+        .await
+    }
+
+    async fn finish(
+        target: Target,
+        kubeconfig: PathBuf,
+        operator_kubeconfig: PathBuf,
+        query_image: String,
+        client: Client,
+        dir: tempfile::TempDir,
+    ) -> Env {
+        wait_for_crd(&client).await;
         create_namespace(&client, "kbeast-system").await;
         Env {
             target,
             kubeconfig,
+            operator_kubeconfig,
             query_image,
             client,
             _dir: dir,
@@ -72,7 +147,14 @@ impl Env {
     pub fn local(&self) -> Option<&LocalCluster> {
         match &self.target {
             Target::Local(cluster) => Some(cluster),
-            Target::Real => None,
+            _ => None,
+        }
+    }
+
+    pub fn control_plane(&self) -> Option<&ControlPlane> {
+        match &self.target {
+            Target::ControlPlane(plane) => Some(plane),
+            _ => None,
         }
     }
 
@@ -80,9 +162,71 @@ impl Env {
     pub fn request_log_or_skip(&self, check: &str) -> Option<&LocalCluster> {
         let local = self.local();
         if local.is_none() {
-            eprintln!("skipped on a real cluster: {check} needs the emulator's request log");
+            eprintln!("skipped: {check} needs the emulator's request log");
         }
         local
+    }
+
+    /// Now, in the target's request history (the emulator's request log or the API server's
+    /// audit log); None on a real cluster, whose requests the suite cannot see.
+    pub fn mark(&self, check: &str) -> Option<Mark> {
+        match &self.target {
+            Target::Local(cluster) => Some(Mark::Emulator(cluster.elapsed_ms())),
+            Target::ControlPlane(_) => Some(Mark::Audit(jiff::Timestamp::now())),
+            Target::Real => {
+                eprintln!("skipped on a real cluster: {check} needs the request history");
+                None
+            }
+        }
+    }
+
+    /// The operator's writes since `mark`, Lease renewals and Events aside, described.
+    pub fn operator_writes_since(&self, mark: Mark) -> Vec<String> {
+        match (&self.target, mark) {
+            (Target::Local(_), Mark::Emulator(since)) => self
+                .writes_since(since)
+                .into_iter()
+                .map(|r| format!("{r:?}"))
+                .collect(),
+            (Target::ControlPlane(plane), Mark::Audit(since)) => {
+                // The audit log is written as requests complete; give it a moment.
+                std::thread::sleep(Duration::from_millis(500));
+                let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}");
+                plane
+                    .audit_records(since)
+                    .into_iter()
+                    .filter(|r| {
+                        r.user == user
+                            && r.is_write()
+                            && r.resource != "leases"
+                            && r.resource != "events"
+                    })
+                    .map(|r| format!("{r:?}"))
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// How many requests the operator made since `mark`.
+    pub fn operator_requests_since(&self, mark: Mark) -> usize {
+        match (&self.target, mark) {
+            (Target::Local(cluster), Mark::Emulator(since)) => {
+                cluster.count_requests(&kbeast_localcluster::RequestFilter {
+                    since_ms: Some(since),
+                    ..Default::default()
+                })
+            }
+            (Target::ControlPlane(plane), Mark::Audit(since)) => {
+                let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}");
+                plane
+                    .audit_records(since)
+                    .iter()
+                    .filter(|r| r.user == user)
+                    .count()
+            }
+            _ => 0,
+        }
     }
 
     /// `kbeast-operator run` with the e2e query image, metrics on a free port, and `extra`.
@@ -96,7 +240,7 @@ impl Env {
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        (start_operator_with(&self.kubeconfig, &args), port)
+        (start_operator_with(&self.operator_kubeconfig, &args), port)
     }
 
     pub fn projects(&self, namespace: &str) -> Api<KnowledgeProject> {
@@ -122,7 +266,8 @@ impl Env {
             .expect("project created")
     }
 
-    /// Plays the kubelet where no pod runner runs the query pods: marks them ready.
+    /// On the emulator, where no pod runner runs the query pods, plays the kubelet: marks them
+    /// ready. Elsewhere real pods become ready by their probes.
     pub fn ready_pods(&self, namespace: &str) {
         if let Some(cluster) = self.local() {
             cluster.set_pods_ready(namespace, "app.kubernetes.io/name=kbeast-query", true);
@@ -144,6 +289,20 @@ impl Env {
             },
         )
         .await;
+    }
+
+    /// `http://…` reaching port `port` of a Service from this process, or None on a real
+    /// cluster (no route to its pods from here).
+    pub async fn service_url(&self, namespace: &str, service: &str, port: u16) -> Option<String> {
+        match &self.target {
+            Target::ControlPlane(plane) => Some(plane.service_url(namespace, service, port).await),
+            Target::Local(cluster) => cluster
+                .port_forward(namespace, &format!("svc/{service}"), port)
+                .await
+                .ok()
+                .map(|address| format!("http://{address}")),
+            Target::Real => None,
+        }
     }
 
     /// Writes recorded by the emulator since `since_ms`, Lease renewals and Events aside.
@@ -176,31 +335,6 @@ pub async fn client_for(kubeconfig: &std::path::Path) -> Client {
         .expect("kubeconfig loads"),
     )
     .expect("client")
-}
-
-/// A local control plane whose pod runner runs `images` (repository → program) as real
-/// processes; the kubeconfig is written to `kubeconfig`. Needs root.
-pub async fn cluster_with_pod_runner(
-    kubeconfig: &std::path::Path,
-    images: &[(&str, PathBuf)],
-    backoff_base: Option<Duration>,
-) -> LocalCluster {
-    let mut kubelet = KubeletOptions::default();
-    if let Some(base) = backoff_base {
-        kubelet.backoff_base = base;
-    }
-    for (image, program) in images {
-        let repo = kbeast_localcluster::kubelet::image_repository(image);
-        kubelet.images.insert(repo.to_string(), program.clone());
-    }
-    LocalCluster::start(Options {
-        kubeconfig_path: Some(kubeconfig.to_path_buf()),
-        controllers: ControllerSet::all().with_kubelet(),
-        kubelet,
-        ..Options::default()
-    })
-    .await
-    .expect("local cluster with the pod runner starts (needs root)")
 }
 
 pub fn free_port() -> u16 {
@@ -342,8 +476,8 @@ pub async fn api_keys(
         .collect()
 }
 
-/// SIGKILLs the process `program` (file name) of the pod runner's pod `pod`, found by the
-/// `HOSTNAME` every container gets; returns its pid. Local control plane only.
+/// SIGKILLs the process `program` (file name) of the node agent's pod `pod`, found by the
+/// `HOSTNAME` every container gets; returns its pid.
 pub fn kill_pod_process(pod: &str, program: &str) -> u32 {
     let hostname = format!("HOSTNAME={pod}");
     let pid = std::fs::read_dir("/proc")
@@ -366,30 +500,30 @@ pub fn kill_pod_process(pod: &str, program: &str) -> u32 {
     pid
 }
 
-/// The local control plane with the pod runner, the CRD, and the operator's namespace: the
-/// set-up of the tests that run real query pods. Emulator only.
+/// The real control plane with a node agent, the chart's CRD and RBAC, and the operator's
+/// namespace: the set-up of the tests that run real query pods. Needs root.
 pub struct PodCluster {
-    pub cluster: LocalCluster,
+    pub plane: ControlPlane,
+    /// The operator's kubeconfig: the chart's ServiceAccount.
     pub kubeconfig: PathBuf,
+    /// An admin's client.
     pub client: Client,
-    _dir: tempfile::TempDir,
 }
 
 impl PodCluster {
     /// `images` maps image repositories to local programs; `backoff_base` shortens the
     /// CrashLoopBackOff delays.
     pub async fn start(images: &[(&str, PathBuf)], backoff_base: Option<Duration>) -> PodCluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        let cluster = cluster_with_pod_runner(&kubeconfig, images, backoff_base).await;
-        let client = cluster.client().expect("client");
-        install_crd(&client).await;
-        create_namespace(&client, "kbeast-system").await;
+        let plane = ControlPlane::start(images, backoff_base).await;
+        let client = plane.client.clone();
+        create_namespace(&client, OPERATOR_NAMESPACE).await;
+        plane.install_chart_rbac(&[]);
+        wait_for_crd(&client).await;
+        let kubeconfig = plane.operator_kubeconfig().await;
         PodCluster {
-            cluster,
+            plane,
             kubeconfig,
             client,
-            _dir: dir,
         }
     }
 
@@ -424,13 +558,18 @@ impl PodCluster {
 
     /// `http://<address>` of port `port` of a Service, forwarded to this process.
     pub async fn service_url(&self, namespace: &str, service: &str, port: u16) -> String {
-        let address = self
-            .cluster
-            .port_forward(namespace, &format!("svc/{service}"), port)
-            .await
-            .expect("port-forward to the Service");
-        format!("http://{address}")
+        self.plane.service_url(namespace, service, port).await
     }
+}
+
+/// `http://<pod IP>:<port>` of a pod: the node agent's pod network is routed from the host.
+pub async fn pod_url(client: &Client, namespace: &str, pod: &str, port: u16) -> String {
+    let pod = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), namespace)
+        .get(pod)
+        .await
+        .expect("pod");
+    let ip = pod.status.and_then(|s| s.pod_ip).expect("pod IP");
+    format!("http://{ip}:{port}")
 }
 
 /// The project's status, or an empty one.

@@ -2,6 +2,7 @@
 //! against the local control plane (`kbeast-localcluster`), or a real cluster.
 
 pub mod children;
+pub mod control_plane;
 pub mod harness;
 
 use std::path::PathBuf;
@@ -106,7 +107,13 @@ pub async fn install_crd(client: &Client) {
         Err(kube::Error::Api(status)) if status.code == 409 => {}
         Err(error) => panic!("CRD not created: {error}"),
     }
-    wait_for("CRD established", Duration::from_secs(10), || async {
+    wait_for_crd(client).await;
+}
+
+/// Waits until the KnowledgeProject CRD is established.
+pub async fn wait_for_crd(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    wait_for("CRD established", Duration::from_secs(30), || async {
         api.get("knowledgeprojects.kbeast.io")
             .await
             .ok()
@@ -119,6 +126,102 @@ pub async fn install_crd(client: &Client) {
             })
     })
     .await;
+}
+
+/// The documents of rendered manifests that install the CRD and the operator's RBAC (not the
+/// operator's Deployment, which the tests replace with a local process).
+pub fn rbac_documents(rendered: &str) -> String {
+    let kinds = [
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ];
+    rendered
+        .split("\n---")
+        .filter(|doc| doc.lines().any(|l| kinds.iter().any(|k| l == format!("kind: {k}"))))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// `kubectl apply --server-side -f -` with `kubeconfig`; returns kubectl's output.
+pub fn kubectl_apply(kubeconfig: &std::path::Path, manifests: &str) -> String {
+    use std::io::Write;
+    let mut apply = Command::new(kbeast_testkit::tool("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["apply", "--server-side", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    apply
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(manifests.as_bytes())
+        .expect("manifests written");
+    let applied = apply.wait_with_output().expect("kubectl finishes");
+    let stdout = String::from_utf8_lossy(&applied.stdout).into_owned();
+    assert!(
+        applied.status.success(),
+        "kubectl apply failed: {stdout}{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    stdout
+}
+
+/// Writes `<dir>/<namespace>-<name>.kubeconfig`: the cluster of `admin_kubeconfig`, as
+/// ServiceAccount `namespace/name` with a token from the TokenRequest API.
+pub async fn service_account_kubeconfig(
+    client: &Client,
+    admin_kubeconfig: &std::path::Path,
+    dir: &std::path::Path,
+    namespace: &str,
+    name: &str,
+) -> PathBuf {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            expiration_seconds: Some(24 * 3600),
+            bound_object_ref: None,
+        },
+        ..TokenRequest::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let token = loop {
+        // The ServiceAccount may not exist yet right after the chart was applied.
+        match accounts
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+        {
+            Ok(issued) => break issued.status.map(|s| s.token),
+            Err(error) if Instant::now() > deadline => {
+                panic!("a token for ServiceAccount {namespace}/{name}: {error}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let mut config =
+        kube::config::Kubeconfig::read_from(admin_kubeconfig).expect("admin kubeconfig");
+    for named in &mut config.auth_infos {
+        if let Some(auth) = named.auth_info.as_mut() {
+            *auth = kube::config::AuthInfo {
+                token: token.clone().map(Into::into),
+                ..Default::default()
+            };
+        }
+    }
+    let path = dir.join(format!("{namespace}-{name}.kubeconfig"));
+    std::fs::write(&path, serde_yaml::to_string(&config).expect("kubeconfig YAML"))
+        .expect("kubeconfig written");
+    path
 }
 
 pub async fn create_namespace(client: &Client, name: &str) {
@@ -153,4 +256,21 @@ pub fn ready_for_generation(project: &KnowledgeProject) -> bool {
         && status.conditions.iter().any(|c| {
             c.type_ == "Ready" && c.status == "True" && c.observed_generation == generation
         })
+}
+
+/// `helm template kbeast charts/kbeast --namespace kbeast-system` with extra arguments.
+pub fn helm_template(values: &[&str]) -> String {
+    let rendered = Command::new(kbeast_testkit::tool("helm"))
+        .args(["template", "kbeast"])
+        .arg(repo_root().join("charts/kbeast"))
+        .args(["--namespace", "kbeast-system"])
+        .args(values)
+        .output()
+        .expect("helm runs");
+    assert!(
+        rendered.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    String::from_utf8(rendered.stdout).expect("UTF-8 manifests")
 }

@@ -3,7 +3,7 @@
 //! the mounted keys file without a restart; old keys stop working, new ones work, and a client
 //! that queries throughout never sees a failure.
 //!
-//! Runs on the emulator only: every pod is checked through the emulator's port-forward.
+//! Runs on the test control plane only: every pod is checked at its pod IP.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,9 +11,8 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kbeast_client::{SearchMode, SearchRequest};
-use kbeast_e2e::harness::{PodCluster, QueryLoop, api_keys};
+use kbeast_e2e::harness::{PodCluster, QueryLoop, api_keys, pod_url};
 use kbeast_e2e::{binary, ready_for_generation, start_operator, wait_for};
-use kbeast_localcluster::LocalCluster;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -55,19 +54,15 @@ async fn write_keys(client: &Client, entries: &[Value], read: &str, write: &str,
 
 /// A search client per running pod, each straight at its pod, with `key`.
 async fn per_pod_clients(
-    cluster: &LocalCluster,
+    client: &Client,
     pods: &Api<Pod>,
     key: &str,
 ) -> Vec<(String, kbeast_client::Client)> {
     let mut clients = Vec::new();
     for pod in pods.list(&ListParams::default()).await.expect("pods").items {
         let name = pod.metadata.name.expect("name");
-        let address = cluster
-            .port_forward(NAMESPACE, &format!("pod/{name}"), 8080)
-            .await
-            .expect("port-forward to the pod");
-        let client = kbeast_client::Client::new(format!("http://{address}"), Some(key.into()))
-            .expect("client");
+        let url = pod_url(client, NAMESPACE, &name, 8080).await;
+        let client = kbeast_client::Client::new(url, Some(key.into())).expect("client");
         clients.push((name, client));
     }
     clients
@@ -75,7 +70,7 @@ async fn per_pod_clients(
 
 /// Waits until `key` gets `expected` (true: answers, false: 401) from every pod.
 async fn wait_until_every_pod(
-    cluster: &LocalCluster,
+    cluster: &Client,
     pods: &Api<Pod>,
     key: &str,
     accepted: bool,
@@ -109,12 +104,12 @@ fn new_key(prefix: &str) -> String {
 async fn keys_rotate_without_a_restart_and_without_failed_queries() {
     if std::env::var_os("KBEAST_E2E_KUBECONFIG").is_some() {
         eprintln!(
-            "skipped on a real cluster: every pod is checked through the emulator's port-forward"
+            "skipped on a real cluster: every pod is checked at its pod IP"
         );
         return;
     }
     let env = PodCluster::start(&[(IMAGE, binary("kbeast-query"))], None).await;
-    let (cluster, client) = (&env.cluster, env.client.clone());
+    let (cluster, client) = (&env.client, env.client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     let _operator = start_operator(&env.kubeconfig, IMAGE);
     let projects = env

@@ -1,16 +1,15 @@
-//! The real operator binary against the local control plane: a project converges, its
-//! children are correct (owner, labels, PDB, Service and NetworkPolicy rules), and a converged
-//! project costs no writes.
+//! The real operator binary, as the chart's ServiceAccount, against the real control plane: a
+//! project converges with real query pods, its children are correct (owner, labels, PDB,
+//! Service and NetworkPolicy rules), and a converged project costs no writes (counted in the
+//! API server's audit log).
 //!
 //! With `KBEAST_E2E_KUBECONFIG` set, the same test runs against that cluster instead, with
-//! `KBEAST_E2E_IMAGE` as the query image; checks that need the emulator's request log are
-//! skipped there, with a message.
+//! `KBEAST_E2E_IMAGE` as the query image; the write count is skipped there, with a message.
 
 use std::time::Duration;
 
 use kbeast_e2e::children::assert_children;
 use kbeast_e2e::harness::Env;
-use kbeast_localcluster::RequestFilter;
 use kube::ResourceExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,7 +18,6 @@ async fn a_project_converges_and_then_costs_no_writes() {
     let namespace = "e2e-converge";
     let (_operator, _) = env.operator(&[]);
     env.create_project(namespace, "minimal.yaml", |_| {}).await;
-    // Locally no pod runner runs here: `wait_ready` plays the kubelet and marks pods ready.
     env.wait_ready(namespace, "docs", Duration::from_secs(120))
         .await;
     let projects = env.projects(namespace);
@@ -33,21 +31,15 @@ async fn a_project_converges_and_then_costs_no_writes() {
     assert_eq!(status.replica_summary.as_deref(), Some("1/1"));
     assert_eq!(status.api_keys_secret.as_deref(), Some("docs-api-keys"));
 
-    let Some(cluster) = env.request_log_or_skip("the steady-state check") else {
+    let Some(since) = env.mark("the steady-state check") else {
         return;
     };
     // Steady state: no writes for 30 s (Lease renewals aside: leader election is a heartbeat).
-    let since = cluster.elapsed_ms();
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let writes: Vec<_> = cluster
-        .requests()
-        .into_iter()
-        .filter(|r| r.at_ms >= since && r.is_write() && r.resource != "leases")
-        .collect();
+    let writes = env.operator_writes_since(since);
     assert!(writes.is_empty(), "writes in steady state: {writes:#?}");
-    let reads = cluster.count_requests(&RequestFilter {
-        since_ms: Some(since),
-        ..RequestFilter::default()
-    });
-    assert!(reads > 0, "the operator still watches and re-checks");
+    assert!(
+        env.operator_requests_since(since) > 0,
+        "the operator still watches and re-checks"
+    );
 }

@@ -1,31 +1,24 @@
-//! The real operator and real query pods: two tenants' projects (from
-//! `config/samples/minimal.yaml`, each in its own namespace) become Ready through the pod
-//! runner's probes with real `kbeast-query` processes; documents are ingested and searched
+//! The real operator (as the chart's ServiceAccount) and real query pods on the real control
+//! plane: two tenants' projects (from `config/samples/minimal.yaml`, each in its own namespace)
+//! become Ready through the node agent's probes with real `kbeast-query` processes; documents are ingested and searched
 //! (vector, keyword, hybrid) through the Services with the generated API keys, and the
 //! tenants stay apart (each NetworkPolicy admits only its own namespace and the operator's, the
 //! other tenant's key gets 401, its documents never show up).
 //!
 //! With `KBEAST_E2E_KUBECONFIG` set, the projects run on that cluster (image
-//! `KBEAST_E2E_IMAGE`); the data-plane part needs the emulator's port-forward and is
-//! skipped there, with a message.
+//! `KBEAST_E2E_IMAGE`); the data-plane part needs a route to the pods and is skipped there,
+//! with a message.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kbeast_api::KnowledgeProject;
 use kbeast_client::{DocumentInput, IngestRequest, SearchMode, SearchRequest};
 use kbeast_e2e::children::assert_network_policy;
-use kbeast_e2e::harness::{api_keys, client_for};
-use kbeast_e2e::{
-    binary, create_namespace, install_crd, ready_for_generation, repo_root, start_operator,
-    wait_for,
-};
+use kbeast_e2e::harness::{Env, api_keys};
+use kbeast_e2e::{create_namespace, ready_for_generation, repo_root, wait_for};
 use kube::api::{Api, PostParams};
-
-/// The query image the operator is told to use; the pod runner maps it to `kbeast-query`.
-const LOCAL_IMAGE: &str = "ghcr.io/kbeast/kbeast:e2e";
 
 struct Tenant {
     namespace: &'static str,
@@ -46,27 +39,8 @@ const TENANTS: [Tenant; 2] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (cluster, kubeconfig, query_image) = match std::env::var_os("KBEAST_E2E_KUBECONFIG") {
-        Some(path) => (
-            None,
-            PathBuf::from(path),
-            std::env::var("KBEAST_E2E_IMAGE").expect("KBEAST_E2E_IMAGE names the query image"),
-        ),
-        None => {
-            let kubeconfig = dir.path().join("kubeconfig");
-            let cluster = kbeast_e2e::harness::cluster_with_pod_runner(
-                &kubeconfig,
-                &[(LOCAL_IMAGE, binary("kbeast-query"))],
-                None,
-            )
-            .await;
-            (Some(cluster), kubeconfig, LOCAL_IMAGE.to_string())
-        }
-    };
-    let client = client_for(&kubeconfig).await;
-    install_crd(&client).await;
-    create_namespace(&client, "kbeast-system").await;
+    let env = Env::start().await;
+    let client = env.client.clone();
     let sample: KnowledgeProject = serde_yaml::from_str(
         &std::fs::read_to_string(repo_root().join("config/samples/minimal.yaml")).expect("sample"),
     )
@@ -78,7 +52,7 @@ async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() 
             .await
             .expect("project created");
     }
-    let _operator = start_operator(&kubeconfig, &query_image);
+    let (_operator, _) = env.operator(&[]);
     for tenant in &TENANTS {
         let projects: Api<KnowledgeProject> = Api::namespaced(client.clone(), tenant.namespace);
         // No `set_pods_ready`: the pods are Ready because kbeast-query answers its probes.
@@ -111,20 +85,14 @@ async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() 
         assert_network_policy(&policy, &labels, &[]);
     }
 
-    let Some(cluster) = &cluster else {
-        eprintln!(
-            "skipped on a real cluster: ingest and search go through the emulator's port-forward"
-        );
-        return;
-    };
     let mut services = Vec::new();
     for tenant in &TENANTS {
-        let addr = cluster
-            .port_forward(tenant.namespace, "svc/docs", 8080)
-            .await
-            .expect("port-forward to the Service");
+        let Some(url) = env.service_url(tenant.namespace, "docs", 8080).await else {
+            eprintln!("skipped on a real cluster: ingest and search need a route to the Service");
+            return;
+        };
         let keys = api_keys(&client, tenant.namespace, "docs").await;
-        services.push((format!("http://{addr}"), keys));
+        services.push((url, keys));
     }
 
     for (tenant, (url, keys)) in TENANTS.iter().zip(&services) {

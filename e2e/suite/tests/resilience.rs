@@ -22,7 +22,8 @@ const CONVERGE: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projects_converge_through_api_faults_without_duplicate_children() {
-    let env = Env::start().await;
+    // Fault injection needs the emulator (docs/testing.md).
+    let env = Env::start_emulator().await;
     let Some(cluster) = env.request_log_or_skip("fault injection") else {
         return;
     };
@@ -205,7 +206,8 @@ async fn many_projects_created_at_once_all_become_ready() {
         .unwrap_or(200);
     #[allow(non_snake_case)]
     let PROJECTS = projects_wanted;
-    let env = Env::start().await;
+    // Hundreds of query pods would not fit this machine; the emulator plays their kubelet.
+    let env = Env::start_emulator().await;
     let (operator, metrics_port) = env.operator(&[]);
     let namespace = "e2e-scale";
     kbeast_e2e::create_namespace(&env.client, namespace).await;

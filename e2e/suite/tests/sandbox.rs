@@ -1,5 +1,5 @@
-//! The README's zero-cluster tour: `scripts/sandbox.sh --check` starts the local control plane,
-//! the operator and a sample project, ingests the sample corpus, and runs the search command it
+//! The README's zero-cluster tour: `scripts/sandbox.sh --check` starts the real control plane,
+//! a node agent, the operator under the chart's RBAC and a sample project, ingests the sample corpus, and runs the search command it
 //! prints, which must find the rollouts page for a question about rollbacks.
 
 use std::process::Command;
@@ -10,7 +10,7 @@ use kbeast_e2e::repo_root;
 #[test]
 fn the_sandbox_starts_ingests_and_answers_its_printed_search() {
     if std::env::var_os("KBEAST_E2E_KUBECONFIG").is_some() {
-        eprintln!("skipped on a real cluster: the sandbox is the local control plane");
+        eprintln!("skipped on a real cluster: the sandbox starts its own control plane");
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
@@ -32,9 +32,9 @@ fn the_sandbox_starts_ingests_and_answers_its_printed_search() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "sandbox failed ({}):\n{stdout}\n{stderr}\nlocal control plane log:\n{}\noperator log:\n{}",
+        "sandbox failed ({}):\n{stdout}\n{stderr}\nnode agent log:\n{}\noperator log:\n{}",
         output.status,
-        std::fs::read_to_string(dir.path().join("localcluster.log")).unwrap_or_default(),
+        std::fs::read_to_string(dir.path().join("node-agent.log")).unwrap_or_default(),
         std::fs::read_to_string(dir.path().join("operator.log"))
             .unwrap_or_default()
             .lines()

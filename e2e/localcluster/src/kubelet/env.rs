@@ -7,15 +7,9 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde_json::Value;
 
-use crate::api::State;
+use super::ObjectSource;
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Reads an object of a core/v1 resource.
-pub fn core_object(state: &State, plural: &str, namespace: &str, name: &str) -> Option<Value> {
-    let rt = state.registry.find("", "v1", plural)?;
-    state.store.get(&rt.key(), namespace, name).cloned()
-}
 
 /// A Secret's or ConfigMap's keys as bytes (Secret `data` is base64).
 pub fn object_data(object: &Value, secret: bool) -> BTreeMap<String, Vec<u8>> {
@@ -118,7 +112,7 @@ pub fn expand(input: &str, vars: &BTreeMap<String, String>) -> String {
 }
 
 fn key_ref(
-    state: &State,
+    objects: &dyn ObjectSource,
     namespace: &str,
     selector: &Value,
     secret: bool,
@@ -131,7 +125,7 @@ fn key_ref(
     let name = selector["name"].as_str().unwrap_or("");
     let key = selector["key"].as_str().unwrap_or("");
     let optional = selector["optional"] == Value::Bool(true);
-    let Some(object) = core_object(state, plural, namespace, name) else {
+    let Some(object) = objects.core_object(plural, namespace, name) else {
         return if optional {
             Ok(None)
         } else {
@@ -150,7 +144,7 @@ fn key_ref(
 /// The process environment of `container` (ordered; later entries win), or the kubelet's
 /// `CreateContainerConfigError` message.
 pub fn container_env(
-    state: &State,
+    objects: &dyn ObjectSource,
     pod: &Value,
     container: &Value,
     pod_ip: &str,
@@ -179,7 +173,7 @@ pub fn container_env(
             (&source["configMapRef"], false, "configmaps")
         };
         let name = selector["name"].as_str().unwrap_or("");
-        match core_object(state, plural, namespace, name) {
+        match objects.core_object(plural, namespace, name) {
             Some(object) => {
                 for (k, v) in object_data(&object, secret) {
                     set(
@@ -201,9 +195,9 @@ pub fn container_env(
         let from = &var["valueFrom"];
         let value = if from.is_object() {
             if from["secretKeyRef"].is_object() {
-                key_ref(state, namespace, &from["secretKeyRef"], true)?
+                key_ref(objects, namespace, &from["secretKeyRef"], true)?
             } else if from["configMapKeyRef"].is_object() {
-                key_ref(state, namespace, &from["configMapKeyRef"], false)?
+                key_ref(objects, namespace, &from["configMapKeyRef"], false)?
             } else if let Some(path) = from["fieldRef"]["fieldPath"].as_str() {
                 Some(field_value(pod, path, pod_ip, host_ip)?)
             } else {

@@ -6,6 +6,7 @@
 //!
 //! See `docs/testing.md` ("Pod runner") for the mapping of images and the fidelity gaps.
 
+pub mod agent;
 pub mod env;
 pub mod launch;
 pub mod network;
@@ -160,6 +161,32 @@ pub fn resolve_program(
     Ok((program, rest.to_vec()))
 }
 
+/// Where a pod's containers get the objects they refer to (Secrets, ConfigMaps, PVCs) and their
+/// service-account tokens: the emulator's store, or a real API server's watch caches.
+pub trait ObjectSource: Send + Sync {
+    /// An object of a core/v1 resource (`secrets`, `configmaps`, `persistentvolumeclaims`).
+    fn core_object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value>;
+    /// A token for the pod's service account, for `serviceAccountToken` projections.
+    fn service_account_token(&self, pod: &Value) -> Option<Vec<u8>>;
+}
+
+/// The emulator's store as an [`ObjectSource`].
+struct StoreObjects(Weak<Shared>);
+
+impl ObjectSource for StoreObjects {
+    fn core_object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let shared = self.0.upgrade()?;
+        let state = shared.lock();
+        let rt = state.registry.find("", "v1", plural)?;
+        state.store.get(&rt.key(), namespace, name).cloned()
+    }
+
+    fn service_account_token(&self, _pod: &Value) -> Option<Vec<u8>> {
+        // The emulator accepts any bearer token.
+        Some(b"localcluster".to_vec())
+    }
+}
+
 /// A task aborted when its handle is dropped.
 pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 
@@ -243,6 +270,64 @@ struct Worker {
     runtime: Arc<Mutex<PodRuntime>>,
     control: watch::Sender<Control>,
     _task: AbortOnDrop,
+}
+
+impl Worker {
+    /// Starts running `pod` at `ip` in its own task.
+    fn spawn(
+        inner: &Arc<KubeletInner>,
+        objects: Arc<dyn ObjectSource>,
+        pod: Value,
+        ip: std::net::Ipv4Addr,
+        now: &str,
+    ) -> Worker {
+        let runtime = Arc::new(Mutex::new(PodRuntime::new(&pod, now)));
+        let (control, control_rx) = watch::channel(Control::Run);
+        let ctx = Arc::new(pod::PodCtx {
+            objects,
+            kubelet: inner.clone(),
+            layout: volumes::Layout {
+                pod_dir: inner.pod_dir(
+                    pod["metadata"]["namespace"].as_str().unwrap_or(""),
+                    pod["metadata"]["name"].as_str().unwrap_or(""),
+                    &uid(&pod),
+                ),
+                pvc_root: inner.pvc_root(),
+            },
+            pod,
+            runtime: runtime.clone(),
+            ip,
+            host_ip: inner.bridge.gateway().to_string(),
+        });
+        let task = tokio::spawn(pod::run_pod(ctx, control_rx));
+        Worker {
+            runtime,
+            control,
+            _task: AbortOnDrop(task),
+        }
+    }
+
+    /// Asks the containers to stop within the pod's grace period (once).
+    fn stop_for_deletion(&self, pod: &Value) {
+        let grace = pod["metadata"]["deletionGracePeriodSeconds"]
+            .as_u64()
+            .unwrap_or(0);
+        self.control.send_if_modified(|c| {
+            let stop = Control::Stop(Duration::from_secs(grace));
+            let changed = *c != stop && matches!(c, Control::Run);
+            if changed {
+                *c = stop;
+            }
+            changed
+        });
+    }
+
+    fn runtime(&self) -> PodRuntime {
+        self.runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// The running pod runner of a cluster.
@@ -385,23 +470,9 @@ fn sync(
         present.insert(id.clone());
         if let Some(worker) = workers.get(&id) {
             if is_terminating(&pod) {
-                let grace = pod["metadata"]["deletionGracePeriodSeconds"]
-                    .as_u64()
-                    .unwrap_or(0);
-                worker.control.send_if_modified(|c| {
-                    let stop = Control::Stop(Duration::from_secs(grace));
-                    let changed = *c != stop && matches!(c, Control::Run);
-                    if changed {
-                        *c = stop;
-                    }
-                    changed
-                });
+                worker.stop_for_deletion(&pod);
             }
-            let runtime = worker
-                .runtime
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let runtime = worker.runtime();
             let updated = status::compose(&pod, &runtime, &now, &host_ip);
             let stored = crate::system::write_as(
                 &mut state,
@@ -441,33 +512,8 @@ fn sync(
             tracing::warn!(pod = %pod["metadata"]["name"], "no free pod IP");
             continue;
         };
-        let runtime = Arc::new(Mutex::new(PodRuntime::new(&pod, &now)));
-        let (control, control_rx) = watch::channel(Control::Run);
-        let ctx = Arc::new(pod::PodCtx {
-            shared: weak.clone(),
-            kubelet: inner.clone(),
-            layout: volumes::Layout {
-                pod_dir: inner.pod_dir(
-                    pod["metadata"]["namespace"].as_str().unwrap_or(""),
-                    pod["metadata"]["name"].as_str().unwrap_or(""),
-                    &id,
-                ),
-                pvc_root: inner.pvc_root(),
-            },
-            pod,
-            runtime: runtime.clone(),
-            ip,
-            host_ip: host_ip.clone(),
-        });
-        let task = tokio::spawn(pod::run_pod(ctx, control_rx));
-        workers.insert(
-            id,
-            Worker {
-                runtime,
-                control,
-                _task: AbortOnDrop(task),
-            },
-        );
+        let objects = Arc::new(StoreObjects(weak.clone()));
+        workers.insert(id, Worker::spawn(inner, objects, pod, ip, &now));
     }
     // Pods removed from the API (forced deletes, namespace cleanup): stop them at once.
     workers.retain(|id, worker| {
@@ -475,11 +521,7 @@ fn sync(
             return true;
         }
         worker.control.send_replace(Control::Stop(Duration::ZERO));
-        !worker
-            .runtime
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .finished
+        !worker.runtime().finished
     });
     done.retain(|id| present.contains(id));
 }

@@ -2,7 +2,7 @@
 //! then the containers with probes and restarts, and the graceful stop on deletion.
 
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -11,8 +11,7 @@ use tokio::sync::watch;
 use super::launch::{self, LaunchSpec};
 use super::probe::{self, Probe};
 use super::volumes::{self, Layout, VolumeDirs};
-use super::{AbortOnDrop, KubeletInner, env};
-use crate::api::Shared;
+use super::{AbortOnDrop, KubeletInner, ObjectSource, env};
 use crate::controllers::timestamp;
 
 /// What the manager asks of a pod worker.
@@ -116,7 +115,7 @@ impl PodRuntime {
 }
 
 pub struct PodCtx {
-    pub shared: Weak<Shared>,
+    pub objects: Arc<dyn ObjectSource>,
     pub kubelet: Arc<KubeletInner>,
     pub layout: Layout,
     pub pod: Value,
@@ -266,17 +265,13 @@ async fn run_in_sandbox(
     control: &mut watch::Receiver<Control>,
 ) -> Option<&'static str> {
     let volume_dirs = loop {
-        let result = {
-            let shared = ctx.shared.upgrade()?;
-            let state = shared.lock();
-            volumes::materialise(
-                &state,
-                &ctx.pod,
-                &ctx.layout,
-                &ctx.ip.to_string(),
-                &ctx.host_ip,
-            )
-        };
+        let result = volumes::materialise(
+            ctx.objects.as_ref(),
+            &ctx.pod,
+            &ctx.layout,
+            &ctx.ip.to_string(),
+            &ctx.host_ip,
+        );
         match result {
             Ok(dirs) => break dirs,
             Err(message) => {
@@ -303,12 +298,8 @@ async fn run_in_sandbox(
         AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(ctx.kubelet.options.volume_sync).await;
-                let Some(shared) = ctx.shared.upgrade() else {
-                    return;
-                };
-                let state = shared.lock();
                 volumes::refresh(
-                    &state,
+                    ctx.objects.as_ref(),
                     &ctx.pod,
                     &ctx.layout,
                     &ctx.ip.to_string(),
@@ -432,21 +423,14 @@ async fn run_container(
             return last_exit;
         }
         let prepared = (|| {
-            let shared = ctx
-                .shared
-                .upgrade()
-                .ok_or(("CreateContainerConfigError", "cluster stopped".to_string()))?;
-            let env = {
-                let state = shared.lock();
-                env::container_env(
-                    &state,
-                    &ctx.pod,
-                    &container,
-                    &ctx.ip.to_string(),
-                    &ctx.host_ip,
-                )
-                .map_err(|m| ("CreateContainerConfigError", m))?
-            };
+            let env = env::container_env(
+                ctx.objects.as_ref(),
+                &ctx.pod,
+                &container,
+                &ctx.ip.to_string(),
+                &ctx.host_ip,
+            )
+            .map_err(|m| ("CreateContainerConfigError", m))?;
             let command = env::expand_all(&container["command"], &env);
             let (program, mut args) = super::resolve_program(
                 &options.images,

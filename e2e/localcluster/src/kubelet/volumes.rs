@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::env::{core_object, field_value, object_data};
-use crate::api::State;
+use super::ObjectSource;
+use super::env::{field_value, object_data};
 
 /// Files of a projected volume: relative path → (contents, mode).
 type Files = BTreeMap<String, (Vec<u8>, u32)>;
@@ -30,7 +30,7 @@ fn mode(v: &Value, default: u32) -> u32 {
 
 /// Keys of a Secret or ConfigMap as files (`items` selects and renames).
 fn key_files(
-    state: &State,
+    objects: &dyn ObjectSource,
     namespace: &str,
     source: &Value,
     name: &str,
@@ -40,7 +40,7 @@ fn key_files(
 ) -> Result<(), String> {
     let plural = if secret { "secrets" } else { "configmaps" };
     let optional = source["optional"] == Value::Bool(true);
-    let Some(object) = core_object(state, plural, namespace, name) else {
+    let Some(object) = objects.core_object(plural, namespace, name) else {
         if optional {
             return Ok(());
         }
@@ -104,7 +104,7 @@ fn downward_files(
 
 /// The files a projection volume should hold now.
 fn projection_files(
-    state: &State,
+    objects: &dyn ObjectSource,
     pod: &Value,
     volume: &Value,
     pod_ip: &str,
@@ -115,7 +115,7 @@ fn projection_files(
     if let Some(s) = volume["secret"].as_object().map(|_| &volume["secret"]) {
         let name = s["secretName"].as_str().unwrap_or("");
         key_files(
-            state,
+            objects,
             namespace,
             s,
             name,
@@ -127,7 +127,7 @@ fn projection_files(
         let c = &volume["configMap"];
         let name = c["name"].as_str().unwrap_or("");
         key_files(
-            state,
+            objects,
             namespace,
             c,
             name,
@@ -152,7 +152,7 @@ fn projection_files(
             if source["secret"].is_object() {
                 let s = &source["secret"];
                 key_files(
-                    state,
+                    objects,
                     namespace,
                     s,
                     s["name"].as_str().unwrap_or(""),
@@ -163,7 +163,7 @@ fn projection_files(
             } else if source["configMap"].is_object() {
                 let c = &source["configMap"];
                 key_files(
-                    state,
+                    objects,
                     namespace,
                     c,
                     c["name"].as_str().unwrap_or(""),
@@ -181,11 +181,16 @@ fn projection_files(
                     &mut files,
                 )?;
             } else if source["serviceAccountToken"].is_object() {
-                // The emulator accepts any bearer token; this is the kubeconfig's.
                 let path = source["serviceAccountToken"]["path"]
                     .as_str()
                     .unwrap_or("token");
-                files.insert(path.to_string(), (b"localcluster".to_vec(), default_mode));
+                let token = objects.service_account_token(pod).ok_or_else(|| {
+                    format!(
+                        "no token for service account {:?}",
+                        pod["spec"]["serviceAccountName"]
+                    )
+                })?;
+                files.insert(path.to_string(), (token, default_mode));
             }
         }
     }
@@ -245,7 +250,7 @@ pub struct Layout {
 
 /// Prepares every volume of the pod; the error is the reason it cannot start yet.
 pub fn materialise(
-    state: &State,
+    objects: &dyn ObjectSource,
     pod: &Value,
     layout: &Layout,
     pod_ip: &str,
@@ -260,11 +265,11 @@ pub fn materialise(
             std::fs::create_dir_all(&local).map_err(|e| e.to_string())?;
             local
         } else if is_projection(volume) {
-            let files = projection_files(state, pod, volume, pod_ip, host_ip)?;
+            let files = projection_files(objects, pod, volume, pod_ip, host_ip)?;
             sync_files(&local, &files).map_err(|e| format!("volume {name}: {e}"))?;
             local
         } else if let Some(claim) = volume["persistentVolumeClaim"]["claimName"].as_str() {
-            let Some(pvc) = core_object(state, "persistentvolumeclaims", namespace, claim) else {
+            let Some(pvc) = objects.core_object("persistentvolumeclaims", namespace, claim) else {
                 return Err(format!("persistentvolumeclaim \"{claim}\" not found"));
             };
             if pvc["status"]["phase"] != "Bound" {
@@ -297,13 +302,13 @@ pub fn materialise(
 
 /// Rewrites the object-backed volumes (Secret, ConfigMap, projected, downwardAPI) from the
 /// current objects, like the kubelet's periodic sync; a deleted object keeps the old files.
-pub fn refresh(state: &State, pod: &Value, layout: &Layout, pod_ip: &str, host_ip: &str) {
+pub fn refresh(objects: &dyn ObjectSource, pod: &Value, layout: &Layout, pod_ip: &str, host_ip: &str) {
     for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
         if !is_projection(volume) {
             continue;
         }
         let name = volume["name"].as_str().unwrap_or("");
-        if let Ok(files) = projection_files(state, pod, volume, pod_ip, host_ip) {
+        if let Ok(files) = projection_files(objects, pod, volume, pod_ip, host_ip) {
             let dir = layout.pod_dir.join("volumes").join(name);
             if let Err(e) = sync_files(&dir, &files) {
                 tracing::warn!(volume = name, "refreshing a volume: {e}");
