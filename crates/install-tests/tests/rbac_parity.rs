@@ -158,7 +158,12 @@ fn permissions(request: &RecordedRequest) -> Vec<Permission> {
     };
     let collection = rest.len() == 1;
     let verbs: &[&str] = match (request.method.as_str(), collection) {
-        ("GET", true) if request.query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+        ("GET", true)
+            if request
+                .query
+                .get("watch")
+                .is_some_and(|w| w == "true" || w == "1") =>
+        {
             &["watch"]
         }
         ("GET", true) => &["list"],
@@ -265,5 +270,65 @@ async fn the_chart_grants_exactly_what_the_operator_uses() {
     assert!(
         needed.len() > 30,
         "the scenarios exercised the operator: {needed:?}"
+    );
+}
+
+#[test]
+fn an_apply_that_may_create_needs_create_and_a_status_apply_does_not() {
+    let request = |method: &str, path: &str, content_type: Option<&str>, query: &[(&str, &str)]| {
+        RecordedRequest {
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            content_type: content_type.map(str::to_string),
+            body: None,
+        }
+    };
+    let verbs = |r: &RecordedRequest| -> Vec<String> {
+        permissions(r)
+            .into_iter()
+            .map(|(_, _, verb)| verb)
+            .collect()
+    };
+    let apply = Some("application/apply-patch+yaml");
+    let cm = "/api/v1/namespaces/t/configmaps/docs";
+    assert_eq!(
+        verbs(&request("PATCH", cm, apply, &[])),
+        ["patch", "create"]
+    );
+    assert_eq!(
+        verbs(&request(
+            "PATCH",
+            cm,
+            Some("application/merge-patch+json"),
+            &[]
+        )),
+        ["patch"]
+    );
+    let status = "/apis/kbeast.io/v1alpha1/namespaces/t/knowledgeprojects/docs/status";
+    assert_eq!(
+        permissions(&request("PATCH", status, apply, &[])),
+        [(
+            "kbeast.io".to_string(),
+            "knowledgeprojects/status".to_string(),
+            "patch".to_string()
+        )]
+    );
+    let pods = "/api/v1/namespaces/t/pods";
+    assert_eq!(verbs(&request("GET", pods, None, &[])), ["list"]);
+    assert_eq!(
+        verbs(&request("GET", pods, None, &[("watch", "true")])),
+        ["watch"]
+    );
+    assert_eq!(
+        verbs(&request("DELETE", pods, None, &[])),
+        ["deletecollection"]
+    );
+    assert_eq!(
+        verbs(&request("DELETE", "/api/v1/namespaces/t/pods/p", None, &[])),
+        ["delete"]
     );
 }

@@ -56,11 +56,18 @@ impl ControlPlane {
             .arg(dir.path())
             .status()
             .expect("scripts/control-plane.sh runs");
-        assert!(status.success(), "the control plane did not start (logs in {})", dir.path().display());
+        assert!(
+            status.success(),
+            "the control plane did not start (logs in {})",
+            dir.path().display()
+        );
         let admin_kubeconfig = dir.path().join("admin.kubeconfig");
         let client = client_for(&admin_kubeconfig).await;
         let mut options = NodeAgentOptions::new(NODE_NAME, api_port(&admin_kubeconfig));
-        options.kubelet.images.extend(kbeast_localcluster::kubelet::agent::image_map(images));
+        options
+            .kubelet
+            .images
+            .extend(kbeast_localcluster::kubelet::agent::image_map(images));
         if let Some(base) = backoff_base {
             options.kubelet.backoff_base = base;
         }
@@ -81,18 +88,25 @@ impl ControlPlane {
     /// Waits until the scheduler may place pods on the node: Ready, and no not-ready taint.
     async fn wait_for_node(&self) {
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
-        wait_for("the node is Ready and untainted", Duration::from_secs(60), || async {
-            nodes.get(NODE_NAME).await.is_ok_and(|node| {
-                let ready = node
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                let tainted = node.spec.and_then(|s| s.taints).is_some_and(|t| !t.is_empty());
-                ready && !tainted
-            })
-        })
+        wait_for(
+            "the node is Ready and untainted",
+            Duration::from_secs(60),
+            || async {
+                nodes.get(NODE_NAME).await.is_ok_and(|node| {
+                    let ready = node
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True");
+                    let tainted = node
+                        .spec
+                        .and_then(|s| s.taints)
+                        .is_some_and(|t| !t.is_empty());
+                    ready && !tainted
+                })
+            },
+        )
         .await;
     }
 

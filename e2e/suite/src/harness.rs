@@ -80,8 +80,15 @@ impl Env {
                 OPERATOR_ACCOUNT,
             )
             .await;
-            return Env::finish(Target::Real, kubeconfig, operator_kubeconfig, image, client, dir)
-                .await;
+            return Env::finish(
+                Target::Real,
+                kubeconfig,
+                operator_kubeconfig,
+                image,
+                client,
+                dir,
+            )
+            .await;
         }
         let plane = ControlPlane::start(images, backoff_base).await;
         create_namespace(&plane.client, OPERATOR_NAMESPACE).await;

@@ -141,7 +141,10 @@ pub fn rbac_documents(rendered: &str) -> String {
     ];
     rendered
         .split("\n---")
-        .filter(|doc| doc.lines().any(|l| kinds.iter().any(|k| l == format!("kind: {k}"))))
+        .filter(|doc| {
+            doc.lines()
+                .any(|l| kinds.iter().any(|k| l == format!("kind: {k}")))
+        })
         .collect::<Vec<_>>()
         .join("\n---\n")
 }
@@ -219,8 +222,11 @@ pub async fn service_account_kubeconfig(
         }
     }
     let path = dir.join(format!("{namespace}-{name}.kubeconfig"));
-    std::fs::write(&path, serde_yaml::to_string(&config).expect("kubeconfig YAML"))
-        .expect("kubeconfig written");
+    std::fs::write(
+        &path,
+        serde_yaml::to_string(&config).expect("kubeconfig YAML"),
+    )
+    .expect("kubeconfig written");
     path
 }
 

@@ -103,9 +103,7 @@ fn new_key(prefix: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_rotate_without_a_restart_and_without_failed_queries() {
     if std::env::var_os("KBEAST_E2E_KUBECONFIG").is_some() {
-        eprintln!(
-            "skipped on a real cluster: every pod is checked at its pod IP"
-        );
+        eprintln!("skipped on a real cluster: every pod is checked at its pod IP");
         return;
     }
     let env = PodCluster::start(&[(IMAGE, binary("kbeast-query"))], None).await;

@@ -18,7 +18,10 @@ async fn a_role_without_create_is_reported_and_the_charts_role_converges() {
         return;
     }
     let roles: Api<ClusterRole> = Api::all(env.client.clone());
-    let mut role = roles.get(OPERATOR_ACCOUNT).await.expect("the chart's ClusterRole");
+    let mut role = roles
+        .get(OPERATOR_ACCOUNT)
+        .await
+        .expect("the chart's ClusterRole");
     for rule in role.rules.iter_mut().flatten() {
         rule.verbs.retain(|verb| verb != "create");
     }
@@ -37,7 +40,9 @@ async fn a_role_without_create_is_reported_and_the_charts_role_converges() {
         let project = projects.get("docs").await.expect("project");
         let conditions = project.status.map(|s| s.conditions).unwrap_or_default();
         let refused = conditions.iter().find(|c| {
-            c.type_ == "Ready" && c.status == "False" && c.message.contains("cannot create resource")
+            c.type_ == "Ready"
+                && c.status == "False"
+                && c.message.contains("cannot create resource")
         });
         if let Some(c) = refused {
             break format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message);
@@ -48,9 +53,14 @@ async fn a_role_without_create_is_reported_and_the_charts_role_converges() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let kind_named = ["serviceaccounts", "configmaps", "networkpolicies", "secrets"]
-        .iter()
-        .any(|kind| message.contains(&format!("cannot create resource \"{kind}\"")));
+    let kind_named = [
+        "serviceaccounts",
+        "configmaps",
+        "networkpolicies",
+        "secrets",
+    ]
+    .iter()
+    .any(|kind| message.contains(&format!("cannot create resource \"{kind}\"")));
     assert!(
         message.contains("forbidden") && kind_named,
         "the message names the verb and the kind: {message}"

@@ -18,8 +18,7 @@ use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
-    ServiceAccount,
+    ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -102,18 +101,14 @@ fn to_value<K: Serialize>(object: Option<Arc<K>>) -> Option<Value> {
 impl ObjectSource for ApiObjects {
     fn core_object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
         match plural {
-            "secrets" => to_value(
-                self.secrets
-                    .get(&ObjectRef::new(name).within(namespace)),
-            ),
+            "secrets" => to_value(self.secrets.get(&ObjectRef::new(name).within(namespace))),
             "configmaps" => to_value(
                 self.config_maps
                     .get(&ObjectRef::new(name).within(namespace)),
             ),
-            "persistentvolumeclaims" => to_value(
-                self.claims
-                    .get(&ObjectRef::new(name).within(namespace)),
-            ),
+            "persistentvolumeclaims" => {
+                to_value(self.claims.get(&ObjectRef::new(name).within(namespace)))
+            }
             _ => None,
         }
     }
@@ -164,7 +159,12 @@ impl NodeAgent {
             tasks: Vec::new(),
             owned_work_dir,
         };
-        register_node(&client, &options.node_name, &inner.bridge.gateway().to_string()).await?;
+        register_node(
+            &client,
+            &options.node_name,
+            &inner.bridge.gateway().to_string(),
+        )
+        .await?;
         ensure_storage_class(&client, &options.storage_class).await?;
         agent
             .tasks
@@ -183,7 +183,8 @@ impl NodeAgent {
             reflect::<PersistentVolume>(Api::all(client.clone()), None, &changed, true);
         agent.tasks.push(task);
         let selector = format!("spec.nodeName={}", options.node_name);
-        let (pods, task) = reflect::<Pod>(Api::all(client.clone()), Some(&selector), &changed, true);
+        let (pods, task) =
+            reflect::<Pod>(Api::all(client.clone()), Some(&selector), &changed, true);
         agent.tasks.push(task);
         for ready in [
             secrets.wait_until_ready().await,
@@ -209,7 +210,12 @@ impl NodeAgent {
             changed.clone(),
         )));
         agent.tasks.push(spawn(manage_pods(
-            client, pods, objects, inner, changed, options.tick,
+            client,
+            pods,
+            objects,
+            inner,
+            changed,
+            options.tick,
         )));
         Ok(agent)
     }
@@ -227,8 +233,7 @@ impl NodeAgent {
             .filter_map(|e| e.ok())
             .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
             .and_then(|e| {
-                std::fs::read_to_string(e.path().join("logs").join(format!("{container}.log")))
-                    .ok()
+                std::fs::read_to_string(e.path().join("logs").join(format!("{container}.log"))).ok()
             })
     }
 
@@ -302,7 +307,8 @@ async fn register_node(client: &Client, name: &str, address: &str) -> anyhow::Re
         Err(error) => return Err(anyhow::anyhow!("register node {name}: {error}")),
     }
     let now = timestamp(jiff::Timestamp::now());
-    let capacity = json!({"cpu": "64", "memory": "256Gi", "pods": "5000", "ephemeral-storage": "500Gi"});
+    let capacity =
+        json!({"cpu": "64", "memory": "256Gi", "pods": "5000", "ephemeral-storage": "500Gi"});
     let condition = |type_: &str, status: &str, reason: &str, message: &str| {
         json!({"type": type_, "status": status, "reason": reason, "message": message,
                "lastHeartbeatTime": now, "lastTransitionTime": now})
@@ -434,7 +440,10 @@ async fn provision(
                 },
             });
             let result = match serde_json::from_value::<PersistentVolume>(volume) {
-                Ok(volume) => api.create(&PostParams::default(), &volume).await.map(|_| ()),
+                Ok(volume) => api
+                    .create(&PostParams::default(), &volume)
+                    .await
+                    .map(|_| ()),
                 Err(error) => {
                     tracing::warn!(%error, "persistent volume");
                     continue;
@@ -458,7 +467,8 @@ async fn provision(
                 .as_ref()
                 .and_then(|a| a.get("pv.kubernetes.io/provisioned-by"))
                 .is_some_and(|p| p == PROVISIONER);
-            let released = volume.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Released");
+            let released =
+                volume.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Released");
             if !ours || !released || volume.metadata.deletion_timestamp.is_some() {
                 continue;
             }
@@ -485,19 +495,25 @@ async fn provision(
 
 /// Whether any of the pod's projected volumes asks for a service-account token.
 fn wants_token(pod: &Value) -> bool {
-    pod["spec"]["volumes"].as_array().into_iter().flatten().any(|v| {
-        v["projected"]["sources"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| s["serviceAccountToken"].is_object())
-    })
+    pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|v| {
+            v["projected"]["sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["serviceAccountToken"].is_object())
+        })
 }
 
 /// A bound token for the pod's service account (TokenRequest), as the kubelet requests one.
 async fn request_token(client: &Client, pod: &Value) -> anyhow::Result<Vec<u8>> {
     let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
-    let account = pod["spec"]["serviceAccountName"].as_str().unwrap_or("default");
+    let account = pod["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default");
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let request = TokenRequest {
         spec: TokenRequestSpec {
@@ -595,7 +611,10 @@ async fn manage_pods(
                 continue;
             };
             let id = uid(&pod);
-            let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+            let namespace = pod["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
             let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
             present.insert(id.clone());
@@ -610,7 +629,11 @@ async fn manage_pods(
                 if patch != current && sent.get(&id) != Some(&patch) {
                     let body = json!({"status": patch});
                     match api
-                        .patch_status(&name, &PatchParams::apply(MANAGER), &Patch::Strategic(&body))
+                        .patch_status(
+                            &name,
+                            &PatchParams::apply(MANAGER),
+                            &Patch::Strategic(&body),
+                        )
                         .await
                     {
                         Ok(_) => {
@@ -712,8 +735,12 @@ pub async fn forward_service(
 ) {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     while let Ok((mut inbound, _)) = listener.accept().await {
-        let (client, namespace, service, next) =
-            (client.clone(), namespace.clone(), service.clone(), next.clone());
+        let (client, namespace, service, next) = (
+            client.clone(),
+            namespace.clone(),
+            service.clone(),
+            next.clone(),
+        );
         tokio::spawn(async move {
             let targets = service_targets(&client, &namespace, &service, port).await;
             if targets.is_empty() {
@@ -728,7 +755,12 @@ pub async fn forward_service(
 }
 
 /// `ip:port` of the ready endpoints behind a Service port.
-async fn service_targets(client: &Client, namespace: &str, service: &str, port: u16) -> Vec<String> {
+async fn service_targets(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+    port: u16,
+) -> Vec<String> {
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let Ok(svc) = services.get(service).await else {
         return Vec::new();
@@ -776,4 +808,3 @@ async fn service_targets(client: &Client, namespace: &str, service: &str, port: 
     targets.sort();
     targets
 }
-

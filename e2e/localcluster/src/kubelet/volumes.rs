@@ -302,7 +302,13 @@ pub fn materialise(
 
 /// Rewrites the object-backed volumes (Secret, ConfigMap, projected, downwardAPI) from the
 /// current objects, like the kubelet's periodic sync; a deleted object keeps the old files.
-pub fn refresh(objects: &dyn ObjectSource, pod: &Value, layout: &Layout, pod_ip: &str, host_ip: &str) {
+pub fn refresh(
+    objects: &dyn ObjectSource,
+    pod: &Value,
+    layout: &Layout,
+    pod_ip: &str,
+    host_ip: &str,
+) {
     for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
         if !is_projection(volume) {
             continue;
