@@ -87,8 +87,12 @@ start() {
   openssl req -x509 -newkey rsa:2048 -nodes -keyout "$pki/ca.key" -out "$pki/ca.crt" -days 30 \
     -subj "/CN=kbeast-test-ca" 2>/dev/null
   local client="extendedKeyUsage=clientAuth"
-  issue apiserver "/CN=kube-apiserver" "$(printf '%s\n' \
-    "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
+  # Pods of the node agent reach the API server at their bridge's address, 10.233.<slot>.1
+  # (e2e/localcluster/src/kubelet/network.rs), so each of those is a name of the server too.
+  local names="IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default"
+  names+=",DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  for slot in $(seq 0 255); do names+=",IP:10.233.$slot.1"; done
+  issue apiserver "/CN=kube-apiserver" "$(printf '%s\n' "subjectAltName=$names" \
     "extendedKeyUsage=serverAuth")"
   issue admin "/O=system:masters/CN=kubernetes-admin" "$client"
   issue controller-manager "/CN=system:kube-controller-manager" "$client"
@@ -112,7 +116,8 @@ start() {
     --unsafe-no-fsync --quota-backend-bytes 4294967296 --log-level warn
 
   # The endpoint reconciler would publish 127.0.0.1 in the `kubernetes` Service, which
-  # EndpointSlice validation refuses (loopback); nothing in a test needs that Service.
+  # EndpointSlice validation refuses (loopback); pods find the server through the node agent's
+  # KUBERNETES_SERVICE_HOST instead. It listens on every address so that pods can reach it.
   # Every request is audited (metadata only), so tests can count who wrote what.
   cat >"$dir/audit-policy.yaml" <<EOF
 apiVersion: audit.k8s.io/v1
@@ -124,7 +129,7 @@ EOF
 
   launch kube-apiserver "$bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --bind-address 0.0.0.0 --advertise-address 127.0.0.1 --secure-port "$api_port" \
     --endpoint-reconciler-type none \
     --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
     --client-ca-file "$pki/ca.crt" \

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs the system packages the build needs, if they are missing. Safe to run repeatedly.
 #   protoc (Debian protobuf-compiler): lancedb's build compiles protobuf definitions;
-#   libprotobuf-dev: the Google well-known types those definitions import.
+#   libprotobuf-dev: the Google well-known types those definitions import;
+#   openssl, curl: the test control plane's certificates and readiness check
+#     (scripts/control-plane.sh); iproute2: the node agent's pod network namespaces.
 set -euo pipefail
 
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/timestamp.proto ] || need+=(libprotobuf-dev)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

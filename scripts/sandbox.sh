@@ -57,7 +57,9 @@ step "control plane: etcd, kube-apiserver, kube-controller-manager, kube-schedul
 cp "$dir/control-plane/admin.kubeconfig" "$KUBECONFIG"
 
 step "node agent (log: $dir/node-agent.log)"
+api_port=$(awk -F: '/server:/ {print $NF; exit}' "$KUBECONFIG")
 "$bin/kbeast-node-agent" --kubeconfig "$KUBECONFIG" --work-dir "$dir/node" --network-id "$port" \
+    --api-server-port "$api_port" \
     --image-map "$image=$bin/kbeast-query" \
     --forward "default/svc/docs:8080=$port" >"$dir/node-agent.log" 2>&1 &
 pids+=($!)

@@ -63,7 +63,9 @@ impl ControlPlane {
         );
         let admin_kubeconfig = dir.path().join("admin.kubeconfig");
         let client = client_for(&admin_kubeconfig).await;
-        let mut options = NodeAgentOptions::new(NODE_NAME, api_port(&admin_kubeconfig));
+        let port = api_port(&admin_kubeconfig);
+        let mut options = NodeAgentOptions::new(NODE_NAME, port);
+        options.api_server_port = Some(port);
         options
             .kubelet
             .images

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kbeast_api::KnowledgeProject;
-use kbeast_localcluster::{LocalCluster, Options, RequestRecord};
+use kbeast_localcluster::{FaultProxy, LocalCluster, Options, RequestRecord};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
@@ -236,8 +236,50 @@ impl Env {
         }
     }
 
+    /// A fault-injecting proxy in front of the control plane's API server (see
+    /// [`Env::operator_through`]). Test control plane only.
+    pub async fn fault_proxy(&self) -> FaultProxy {
+        let plane = self
+            .control_plane()
+            .expect("a fault proxy needs the test control plane");
+        let config =
+            kube::config::Kubeconfig::read_from(&plane.admin_kubeconfig).expect("kubeconfig");
+        let server = config.clusters[0]
+            .cluster
+            .as_ref()
+            .and_then(|c| c.server.clone())
+            .expect("server");
+        let ca = std::fs::read(plane.dir.path().join("pki/ca.crt")).expect("CA");
+        FaultProxy::start(&server, &ca)
+            .await
+            .expect("fault proxy starts")
+    }
+
+    /// As [`Env::operator`], with the operator's requests going through `proxy`.
+    pub fn operator_through(&self, proxy: &FaultProxy, extra: &[&str]) -> (Operator, u16) {
+        let mut config =
+            kube::config::Kubeconfig::read_from(&self.operator_kubeconfig).expect("kubeconfig");
+        for named in &mut config.clusters {
+            if let Some(cluster) = named.cluster.as_mut() {
+                cluster.server = Some(proxy.url());
+                cluster.certificate_authority = None;
+            }
+        }
+        let path = self._dir.path().join("operator-through-proxy.kubeconfig");
+        std::fs::write(&path, serde_yaml::to_string(&config).expect("YAML")).expect("written");
+        self.operator_with_kubeconfig(&path, extra)
+    }
+
     /// `kbeast-operator run` with the e2e query image, metrics on a free port, and `extra`.
     pub fn operator(&self, extra: &[&str]) -> (Operator, u16) {
+        self.operator_with_kubeconfig(&self.operator_kubeconfig, extra)
+    }
+
+    fn operator_with_kubeconfig(
+        &self,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+    ) -> (Operator, u16) {
         let port = free_port();
         let mut args = vec![
             "run".to_string(),
@@ -247,7 +289,7 @@ impl Env {
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        (start_operator_with(&self.operator_kubeconfig, &args), port)
+        (start_operator_with(kubeconfig, &args), port)
     }
 
     pub fn projects(&self, namespace: &str) -> Api<KnowledgeProject> {

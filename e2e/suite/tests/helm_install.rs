@@ -1,133 +1,114 @@
-//! The chart as users install it: `helm template | kubectl apply --server-side` into the local
-//! control plane, then the operator started with exactly the chart's arguments reconciles a
-//! sample project.
+//! The chart as users install it, on the real control plane: `helm install` (and, separately,
+//! `kubectl apply -k config/install`) creates the CRD, the RBAC and the operator Deployment; the
+//! operator runs as a pod (the node agent runs this build's `kbeast-operator` for the chart's
+//! image) under its own ServiceAccount, with the in-cluster configuration, and the samples
+//! become Ready with query pods of the chart's query image.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kbeast_api::KnowledgeProject;
-use kbeast_e2e::{
-    create_namespace, ready_for_generation, repo_root, start_operator_with, wait_for,
-};
-use kbeast_localcluster::{LocalCluster, Options};
+use kbeast_e2e::control_plane::ControlPlane;
+use kbeast_e2e::{create_namespace, ready_for_generation, repo_root, wait_for};
 use kbeast_testkit::tool;
+use kube::Client;
 use kube::api::{Api, PostParams};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_chart_installs_and_its_operator_reconciles_a_sample() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    let cluster = LocalCluster::start(Options {
-        kubeconfig_path: Some(kubeconfig.clone()),
-        ..Options::default()
-    })
-    .await
-    .expect("local cluster starts");
-    let client = cluster.client().expect("client");
-    create_namespace(&client, "kbeast-system").await;
+const CONVERGE: Duration = Duration::from_secs(240);
 
-    let rendered = Command::new(tool("helm"))
-        .args(["template", "kbeast"])
-        .arg(repo_root().join("charts/kbeast"))
-        .args(["--namespace", "kbeast-system"])
-        .output()
-        .expect("helm runs");
-    assert!(
-        rendered.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rendered.stderr)
-    );
-    let mut apply = Command::new(tool("kubectl"))
+fn run(program: &Path, args: &[&str], kubeconfig: &Path) -> String {
+    let output = Command::new(program)
+        .args(args)
         .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        // The emulator serves no OpenAPI documents for kubectl's client-side validation.
-        .args(["apply", "--server-side", "--validate=false", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    apply
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&rendered.stdout)
-        .expect("manifests written");
-    let applied = apply.wait_with_output().expect("kubectl finishes");
-    let stdout = String::from_utf8_lossy(&applied.stdout);
+        .arg(kubeconfig)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
-        applied.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&applied.stderr)
+        output.status.success(),
+        "{} {args:?}: {stdout}{}",
+        program.display(),
+        String::from_utf8_lossy(&output.stderr)
     );
-    for object in [
-        "customresourcedefinition.apiextensions.k8s.io/knowledgeprojects.kbeast.io",
-        "clusterrole.rbac.authorization.k8s.io/kbeast",
-        "deployment.apps/kbeast",
-    ] {
-        assert!(stdout.contains(object), "{object} applied:\n{stdout}");
-    }
+    stdout
+}
 
-    // Run the operator exactly as the chart's Deployment would, with the pod's namespace
-    // filled in and the metrics port moved off 8080.
-    let deployment: Deployment = Api::namespaced(client.clone(), "kbeast-system")
-        .get("kbeast")
-        .await
-        .expect("operator Deployment");
-    let container = &deployment
-        .spec
-        .expect("spec")
-        .template
-        .spec
-        .expect("pod")
-        .containers[0];
-    assert_eq!(
-        container.command.as_deref(),
-        Some(&["kbeast-operator".to_string()][..])
-    );
-    let args: Vec<String> = container
-        .args
-        .clone()
-        .expect("args")
-        .into_iter()
-        .map(|arg| arg.replace("$(POD_NAMESPACE)", "kbeast-system"))
-        .map(|arg| {
-            if arg.starts_with("--listen=") {
-                "--listen=127.0.0.1:0".to_string()
-            } else {
-                arg
-            }
-        })
-        .collect();
-    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _operator = start_operator_with(&kubeconfig, &arg_refs);
+/// Waits until the operator's Deployment is available: its pod passed its readiness probe.
+async fn wait_for_operator(client: &Client) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kbeast-system");
+    wait_for("the operator Deployment available", CONVERGE, || async {
+        deployments
+            .get("kbeast")
+            .await
+            .ok()
+            .and_then(|d| d.status)
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0)
+            >= 1
+    })
+    .await;
+}
 
-    create_namespace(&client, "tenants").await;
-    let projects: Api<KnowledgeProject> = Api::namespaced(client.clone(), "tenants");
-    let sample: KnowledgeProject = serde_yaml::from_str(
-        &std::fs::read_to_string(repo_root().join("config/samples/autoscaled.yaml"))
-            .expect("sample"),
-    )
-    .expect("sample parses");
+/// Creates a sample (edited for this machine) in `namespace` and waits for Ready.
+async fn sample_becomes_ready(
+    client: &Client,
+    namespace: &str,
+    sample: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> KnowledgeProject {
+    create_namespace(client, namespace).await;
+    let text =
+        std::fs::read_to_string(repo_root().join("config/samples").join(sample)).expect("sample");
+    let mut value: serde_json::Value = serde_yaml::from_str(&text).expect("sample parses");
+    edit(&mut value);
+    let project: KnowledgeProject = serde_json::from_value(value).expect("valid project");
+    let name = project.metadata.name.clone().expect("name");
+    let projects: Api<KnowledgeProject> = Api::namespaced(client.clone(), namespace);
     projects
-        .create(&PostParams::default(), &sample)
+        .create(&PostParams::default(), &project)
         .await
         .expect("project created");
-    wait_for(
-        "the sample to become Ready",
-        Duration::from_secs(120),
-        || async {
-            cluster.set_pods_ready("tenants", "app.kubernetes.io/instance=support", true);
-            projects
-                .get("support")
-                .await
-                .is_ok_and(|p| ready_for_generation(&p))
-        },
-    )
+    wait_for(&format!("{namespace}/{name} Ready"), CONVERGE, || async {
+        projects
+            .get(&name)
+            .await
+            .is_ok_and(|p| ready_for_generation(&p))
+    })
     .await;
-    let deployment: Deployment = Api::namespaced(client.clone(), "tenants")
+    projects.get(&name).await.expect("project")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_runs_the_operator_in_cluster_and_the_samples_become_ready() {
+    if std::env::var_os("KBEAST_E2E_KUBECONFIG").is_some() {
+        eprintln!("skipped on a real cluster: the chart's image is this build on the test node");
+        return;
+    }
+    let plane = ControlPlane::start(&[], None).await;
+    let stdout = run(
+        &tool("helm"),
+        &[
+            "install",
+            "kbeast",
+            &repo_root().join("charts/kbeast").to_string_lossy(),
+            "--namespace",
+            "kbeast-system",
+            "--create-namespace",
+        ],
+        &plane.admin_kubeconfig,
+    );
+    assert!(stdout.contains("STATUS: deployed"), "{stdout}");
+    wait_for_operator(&plane.client).await;
+
+    sample_becomes_ready(&plane.client, "tenants", "minimal.yaml", |_| {}).await;
+    // The autoscaled sample asks for an NFS class; here the node agent's class serves it.
+    let project = sample_becomes_ready(&plane.client, "support", "autoscaled.yaml", |p| {
+        p["spec"]["storage"]["volume"]["storageClassName"] = "local-path".into();
+    })
+    .await;
+    let deployment: Deployment = Api::namespaced(plane.client.clone(), "support")
         .get("support")
         .await
         .expect("query Deployment");
@@ -143,4 +124,40 @@ async fn the_chart_installs_and_its_operator_reconciles_a_sample() {
         Some("ghcr.io/kbeast/kbeast:0.1.0"),
         "the chart's query image"
     );
+    // The real HPA scales to its minimum (no metrics server here), and the operator leaves
+    // replicas to it.
+    let projects: Api<KnowledgeProject> = Api::namespaced(plane.client.clone(), "support");
+    wait_for("2/2 pods, the HPA's minimum", CONVERGE, || async {
+        projects.get("support").await.is_ok_and(|p| {
+            ready_for_generation(&p)
+                && p.status.and_then(|s| s.replica_summary).as_deref() == Some("2/2")
+        })
+    })
+    .await;
+    drop(project);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_k_config_install_runs_the_operator_in_cluster() {
+    if std::env::var_os("KBEAST_E2E_KUBECONFIG").is_some() {
+        eprintln!("skipped on a real cluster: the manifests' image is this build on the test node");
+        return;
+    }
+    let plane = ControlPlane::start(&[], None).await;
+    let install = repo_root().join("config/install");
+    let stdout = run(
+        &tool("kubectl"),
+        &["apply", "--server-side", "-k", &install.to_string_lossy()],
+        &plane.admin_kubeconfig,
+    );
+    for object in [
+        "namespace/kbeast-system",
+        "customresourcedefinition.apiextensions.k8s.io/knowledgeprojects.kbeast.io",
+        "clusterrole.rbac.authorization.k8s.io/kbeast",
+        "deployment.apps/kbeast",
+    ] {
+        assert!(stdout.contains(object), "{object} applied:\n{stdout}");
+    }
+    wait_for_operator(&plane.client).await;
+    sample_becomes_ready(&plane.client, "tenants", "minimal.yaml", |_| {}).await;
 }

@@ -28,6 +28,10 @@ struct Args {
     /// (repeatable; adds to the defaults).
     #[arg(long = "image-map", value_name = "REPO=PATH")]
     image_map: Vec<String>,
+    /// The API server's port when it listens on every address (scripts/control-plane.sh):
+    /// pods reach it at their bridge's address.
+    #[arg(long)]
+    api_server_port: Option<u16>,
     /// Forward a local port to a Service, e.g. `default/svc/docs:8080=18080` (repeatable).
     #[arg(long = "forward", value_name = "NS/svc/NAME:PORT=LOCALPORT")]
     forward: Vec<String>,
@@ -62,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut options = NodeAgentOptions::new(&args.node, args.network_id);
     options.kubelet.work_dir = args.work_dir.clone();
+    options.api_server_port = args.api_server_port;
     for entry in &args.image_map {
         let (repo, path) = entry
             .split_once('=')

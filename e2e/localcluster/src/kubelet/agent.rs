@@ -53,6 +53,9 @@ pub struct NodeAgentOptions {
     pub kubelet: KubeletOptions,
     /// How often pods are re-examined without a change (probes and restarts notify at once).
     pub tick: Duration,
+    /// The API server's port, when it listens on every address: pods then reach it at the
+    /// bridge address (`KUBERNETES_SERVICE_HOST`), where kube-proxy would send them.
+    pub api_server_port: Option<u16>,
 }
 
 impl NodeAgentOptions {
@@ -63,6 +66,7 @@ impl NodeAgentOptions {
             storage_class: "local-path".to_string(),
             kubelet: KubeletOptions::default(),
             tick: Duration::from_millis(500),
+            api_server_port: None,
         }
     }
 }
@@ -92,6 +96,7 @@ struct ApiObjects {
     config_maps: Store<ConfigMap>,
     claims: Store<PersistentVolumeClaim>,
     tokens: Mutex<HashMap<String, Vec<u8>>>,
+    api_server_env: Vec<(String, String)>,
 }
 
 fn to_value<K: Serialize>(object: Option<Arc<K>>) -> Option<Value> {
@@ -119,6 +124,10 @@ impl ObjectSource for ApiObjects {
             .unwrap_or_else(|e| e.into_inner())
             .get(&uid(pod))
             .cloned()
+    }
+
+    fn api_server_env(&self) -> Vec<(String, String)> {
+        self.api_server_env.clone()
     }
 }
 
@@ -195,11 +204,30 @@ impl NodeAgent {
         ] {
             ready.map_err(|e| anyhow::anyhow!("watch cache: {e}"))?;
         }
+        let gateway = inner.bridge.gateway().to_string();
+        let api_server_env = options
+            .api_server_port
+            .map(|port| {
+                vec![
+                    ("KUBERNETES_SERVICE_HOST".to_string(), gateway.clone()),
+                    ("KUBERNETES_SERVICE_PORT".to_string(), port.to_string()),
+                    (
+                        "KUBERNETES_SERVICE_PORT_HTTPS".to_string(),
+                        port.to_string(),
+                    ),
+                    (
+                        "KUBERNETES_PORT".to_string(),
+                        format!("tcp://{gateway}:{port}"),
+                    ),
+                ]
+            })
+            .unwrap_or_default();
         let objects = Arc::new(ApiObjects {
             secrets,
             config_maps,
             claims: claims.clone(),
             tokens: Mutex::default(),
+            api_server_env,
         });
         agent.tasks.push(spawn(provision(
             client.clone(),

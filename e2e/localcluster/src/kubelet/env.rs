@@ -165,6 +165,9 @@ pub fn container_env(
         "HOSTNAME".into(),
         pod["metadata"]["name"].as_str().unwrap_or("").into(),
     );
+    for (key, value) in objects.api_server_env() {
+        set(&mut vars, key, value);
+    }
     for source in container["envFrom"].as_array().into_iter().flatten() {
         let prefix = source["prefix"].as_str().unwrap_or("");
         let (selector, secret, plural) = if source["secretRef"].is_object() {

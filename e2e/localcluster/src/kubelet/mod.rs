@@ -168,6 +168,10 @@ pub trait ObjectSource: Send + Sync {
     fn core_object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value>;
     /// A token for the pod's service account, for `serviceAccountToken` projections.
     fn service_account_token(&self, pod: &Value) -> Option<Vec<u8>>;
+    /// The `KUBERNETES_SERVICE_*` variables of every container: where the API server answers.
+    fn api_server_env(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// The emulator's store as an [`ObjectSource`].
