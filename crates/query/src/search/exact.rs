@@ -146,6 +146,7 @@ impl BlockedCodes {
 
     /// Calls `visit(row, Σ unit[d] × code[d])` for every row, with the widest
     /// vector instructions the CPU has.
+    #[allow(unsafe_code)] // Calling a #[target_feature] function needs unsafe.
     fn scan(&self, unit: &[f32], visit: impl FnMut(usize, f32)) {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
