@@ -580,7 +580,10 @@ async fn startup(args: StartupArgs) -> anyhow::Result<()> {
         memory_when_ready = memory_of_tree(pid);
         // SIGTERM for an orderly shutdown, so the next start finds a clean table.
         // SAFETY: kill(2) with a pid we spawned and still own.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        #[allow(unsafe_code)] // kill(2) has no safe wrapper in std.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM)
+        };
         let stopping = Instant::now();
         let status = loop {
             if let Some(status) = child.try_wait()? {

@@ -16,6 +16,8 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const CONFLICT: &str = "Conflict";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// RBAC forbids the operator to write a child; the message names the verb, kind and name.
+    pub const FORBIDDEN: &str = "Forbidden";
     pub const SUSPENDED: &str = "Suspended";
     pub const NOT_SUSPENDED: &str = "NotSuspended";
     pub const AS_EXPECTED: &str = "AsExpected";

@@ -25,6 +25,7 @@ pub fn arena_cap(malloc_arena_max: Option<&OsStr>) -> Option<i32> {
 
 /// Caps malloc's arenas (see `arena_cap`). Call first thing in `main`, before
 /// other threads start.
+#[allow(unsafe_code)] // mallopt(3) has no safe wrapper.
 pub fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if let Some(cap) = arena_cap(std::env::var_os("MALLOC_ARENA_MAX").as_deref()) {
@@ -37,6 +38,7 @@ pub fn limit_arenas() {
 
 /// Returns free memory at the top of malloc's heaps and in its arenas to the
 /// system. Takes a few milliseconds; call after bulk work, not per request.
+#[allow(unsafe_code)] // malloc_trim(3) has no safe wrapper.
 pub fn release_free() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim is thread-safe and only releases unused memory.

@@ -1,122 +1,168 @@
-//! Server-side apply of the desired children, in a fixed order, sending nothing for children
-//! that are already in sync; then deletion of children that are no longer wanted.
+//! Server-side apply of the desired children, in the order `DesiredChildren::in_apply_order`
+//! gives, sending nothing for children that are already in sync; an HPA that is no longer
+//! wanted is deleted first.
+
+use std::fmt;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Secret;
-use kbeast_api::{FIELD_MANAGER, KnowledgeProject, REPLICAS_HANDOVER_MANAGER};
+use kbeast_api::{FIELD_MANAGER, REPLICAS_HANDOVER_MANAGER};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::build::DesiredChildren;
-use crate::error::{Error, Result};
+use crate::build::{DesiredChild, DesiredChildren};
+use crate::error::{Error, Result, api_code};
 use crate::observe::LiveChildren;
 use crate::sync_check::is_subset;
+use crate::validate::ValidProject;
+
+/// What was done to one child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeAction {
+    /// Server-side applied.
+    Applied,
+    /// Created (the API-keys Secret, which is never overwritten).
+    Created,
+    Deleted,
+    /// `spec.replicas` passed to the handover field manager (see `hand_over_replicas`).
+    ReplicasHandedOver,
+}
+
+/// One write of a child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub kind: &'static str,
+    pub name: String,
+    pub action: ChangeAction,
+}
+
+impl Change {
+    pub fn new(kind: &'static str, name: impl Into<String>, action: ChangeAction) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+            action,
+        }
+    }
+}
+
+/// `Kind/name`, with a suffix for anything but a plain write, as in the `Applied` Event.
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let suffix = match self.action {
+            ChangeAction::Applied | ChangeAction::Created => "",
+            ChangeAction::Deleted => "-deleted",
+            ChangeAction::ReplicasHandedOver => "-replicas-handover",
+        };
+        write!(f, "{}/{}{suffix}", self.kind, self.name)
+    }
+}
 
 /// What the apply step changed, and the Deployment as it is now.
 #[derive(Clone, Debug, Default)]
 pub struct Applied {
     /// Live Deployment after apply (the apply response, or the observed one when unchanged).
     pub deployment: Option<Deployment>,
-    /// "Kind/name" of every child written or deleted, in order.
-    pub changed: Vec<String>,
+    /// Every child written or deleted, in order.
+    pub changes: Vec<Change>,
 }
 
 /// Applies every desired child that is not in sync, creates the API-keys Secret if it is
 /// missing, and deletes the HPA when autoscaling is off.
 pub async fn apply_children(
     client: &Client,
-    project: &KnowledgeProject,
+    valid: ValidProject<'_>,
     desired: DesiredChildren,
     new_api_keys_secret: Option<Secret>,
     live: &LiveChildren,
 ) -> Result<Applied> {
-    let namespace = project
-        .namespace()
-        .ok_or_else(|| Error::MissingNamespace(project.name_any()))?;
-    let DesiredChildren {
-        service_account,
-        network_policy,
-        config_map,
-        pvc,
-        service,
-        deployment,
-        pdb,
-        hpa,
-    } = desired;
-    let mut applied = Applied::default();
+    let namespace = valid.namespace;
+    let mut applied = Applied {
+        deployment: live.deployment.clone(),
+        changes: Vec::new(),
+    };
 
     // Remove the HPA before the Deployment takes `replicas` back, so the two never race.
-    if hpa.is_none()
+    if desired.hpa.is_none()
         && let Some(live_hpa) = &live.hpa
     {
-        delete(client, &namespace, live_hpa, &mut applied).await?;
+        delete(client, namespace, live_hpa, &mut applied).await?;
     }
 
-    apply_if_changed(
-        client,
-        &namespace,
-        &service_account,
-        live.service_account.as_ref(),
-        &mut applied,
-    )
-    .await?;
-    apply_if_changed(
-        client,
-        &namespace,
-        &network_policy,
-        live.network_policy.as_ref(),
-        &mut applied,
-    )
-    .await?;
-    apply_if_changed(
-        client,
-        &namespace,
-        &config_map,
-        live.config_map.as_ref(),
-        &mut applied,
-    )
-    .await?;
-    if let Some(secret) = new_api_keys_secret {
-        create_secret(client, &namespace, &secret, &mut applied).await?;
+    for child in desired.in_apply_order(new_api_keys_secret) {
+        let changes = &mut applied.changes;
+        match child {
+            DesiredChild::ServiceAccount(o) => {
+                apply_if_changed(
+                    client,
+                    namespace,
+                    &o,
+                    live.service_account.as_ref(),
+                    changes,
+                )
+                .await?
+            }
+            DesiredChild::NetworkPolicy(o) => {
+                apply_if_changed(client, namespace, &o, live.network_policy.as_ref(), changes)
+                    .await?
+            }
+            DesiredChild::ConfigMap(o) => {
+                apply_if_changed(client, namespace, &o, live.config_map.as_ref(), changes).await?
+            }
+            DesiredChild::ApiKeysSecret(o) => create_secret(client, namespace, &o, changes).await?,
+            DesiredChild::Pvc(o) => {
+                apply_if_changed(client, namespace, &o, live.pvc.as_ref(), changes).await?
+            }
+            DesiredChild::Service(o) => {
+                apply_if_changed(client, namespace, &o, live.service.as_ref(), changes).await?
+            }
+            DesiredChild::Deployment(o) => {
+                if let Some(applied_deployment) =
+                    apply_deployment(client, namespace, o, live.deployment.as_ref(), changes)
+                        .await?
+                {
+                    applied.deployment = Some(applied_deployment);
+                }
+            }
+            DesiredChild::Pdb(o) => {
+                apply_if_changed(client, namespace, &o, live.pdb.as_ref(), changes).await?
+            }
+            DesiredChild::Hpa(o) => {
+                apply_if_changed(client, namespace, &o, live.hpa.as_ref(), changes).await?
+            }
+        }
     }
-    if let Some(pvc) = &pvc {
-        apply_if_changed(client, &namespace, pvc, live.pvc.as_ref(), &mut applied).await?;
-    }
-    apply_if_changed(
-        client,
-        &namespace,
-        &service,
-        live.service.as_ref(),
-        &mut applied,
-    )
-    .await?;
+    Ok(applied)
+}
 
-    let live_deployment = live.deployment.as_ref();
+/// Applies the Deployment unless it is in sync, handing `replicas` over to the HPA first when
+/// autoscaling was just turned on. Returns the applied object, or None when nothing was sent.
+async fn apply_deployment(
+    client: &Client,
+    namespace: &str,
+    deployment: Deployment,
+    live: Option<&Deployment>,
+    changes: &mut Vec<Change>,
+) -> Result<Option<Deployment>> {
     let handing_over = deployment
         .spec
         .as_ref()
         .is_some_and(|s| s.replicas.is_none())
-        && live_deployment.is_some_and(|d| manager_owns_replicas(d, FIELD_MANAGER));
-    if handing_over && let Some(live_deployment) = live_deployment {
-        hand_over_replicas(client, &namespace, live_deployment, &mut applied).await?;
+        && live.is_some_and(|d| manager_owns_replicas(d, FIELD_MANAGER));
+    if handing_over && let Some(live) = live {
+        hand_over_replicas(client, namespace, live, changes).await?;
     }
-    let deployment_in_sync =
-        !handing_over && live_deployment.is_some_and(|l| in_sync(&deployment, l));
-    applied.deployment = if deployment_in_sync {
-        live.deployment.clone()
-    } else {
-        Some(server_side_apply(client, &namespace, &deployment, &mut applied).await?)
-    };
-
-    apply_if_changed(client, &namespace, &pdb, live.pdb.as_ref(), &mut applied).await?;
-    if let Some(hpa) = &hpa {
-        apply_if_changed(client, &namespace, hpa, live.hpa.as_ref(), &mut applied).await?;
+    if !handing_over && live.is_some_and(|l| in_sync(&deployment, l)) {
+        return Ok(None);
     }
-    Ok(applied)
+    Ok(Some(
+        server_side_apply(client, namespace, &deployment, changes).await?,
+    ))
 }
 
 /// Whether the live object already has every field of the desired one.
@@ -127,15 +173,21 @@ pub fn in_sync<K: Serialize>(desired: &K, live: &K) -> bool {
     }
 }
 
+/// The API kind of a child, for errors and change records.
+fn kind_of<K: k8s_openapi::Resource>() -> &'static str {
+    K::KIND
+}
+
 async fn apply_if_changed<K>(
     client: &Client,
     namespace: &str,
     desired: &K,
     live: Option<&K>,
-    applied: &mut Applied,
+    changes: &mut Vec<Change>,
 ) -> Result<()>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
         + Clone
         + Serialize
         + DeserializeOwned
@@ -144,7 +196,7 @@ where
     if live.is_some_and(|live| in_sync(desired, live)) {
         return Ok(());
     }
-    server_side_apply(client, namespace, desired, applied).await?;
+    server_side_apply(client, namespace, desired, changes).await?;
     Ok(())
 }
 
@@ -152,10 +204,11 @@ async fn server_side_apply<K>(
     client: &Client,
     namespace: &str,
     desired: &K,
-    applied: &mut Applied,
+    changes: &mut Vec<Change>,
 ) -> Result<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
         + Clone
         + Serialize
         + DeserializeOwned
@@ -169,8 +222,13 @@ where
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(desired),
         )
-        .await?;
-    applied.changed.push(format!("{}/{name}", K::kind(&())));
+        .await
+        .map_err(|source| Error::Apply {
+            kind: kind_of::<K>(),
+            name: name.clone(),
+            source,
+        })?;
+    changes.push(Change::new(kind_of::<K>(), name, ChangeAction::Applied));
     Ok(result)
 }
 
@@ -178,44 +236,42 @@ async fn create_secret(
     client: &Client,
     namespace: &str,
     secret: &Secret,
-    applied: &mut Applied,
+    changes: &mut Vec<Change>,
 ) -> Result<()> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let name = secret.name_any();
     match api.create(&PostParams::default(), secret).await {
         Ok(_) => {
-            applied
-                .changed
-                .push(format!("Secret/{}", secret.name_any()));
+            changes.push(Change::new("Secret", name, ChangeAction::Created));
             Ok(())
         }
         // Someone created it since we looked: never overwrite; the next reconcile checks its owner.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(error) => Err(error.into()),
+        Err(source) if api_code(&source) == Some(409) => Ok(()),
+        Err(source) => Err(Error::Create {
+            kind: "Secret",
+            name,
+            source,
+        }),
     }
 }
 
-async fn delete<K>(
+async fn delete(
     client: &Client,
     namespace: &str,
-    object: &K,
+    hpa: &HorizontalPodAutoscaler,
     applied: &mut Applied,
-) -> Result<()>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let name = object.name_any();
+) -> Result<()> {
+    let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), namespace);
+    let name = hpa.name_any();
+    let kind = kind_of::<HorizontalPodAutoscaler>();
     match api.delete(&name, &DeleteParams::background()).await {
         Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => {}
-        Err(error) => return Err(error.into()),
+        Err(source) if api_code(&source) == Some(404) => {}
+        Err(source) => return Err(Error::Delete { kind, name, source }),
     }
     applied
-        .changed
-        .push(format!("{}/{name}-deleted", K::kind(&())));
+        .changes
+        .push(Change::new(kind, name, ChangeAction::Deleted));
     Ok(())
 }
 
@@ -249,7 +305,7 @@ async fn hand_over_replicas(
     client: &Client,
     namespace: &str,
     live: &Deployment,
-    applied: &mut Applied,
+    changes: &mut Vec<Change>,
 ) -> Result<()> {
     let replicas = live.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
@@ -265,9 +321,16 @@ async fn hand_over_replicas(
         &PatchParams::apply(REPLICAS_HANDOVER_MANAGER),
         &Patch::Apply(&body),
     )
-    .await?;
-    applied
-        .changed
-        .push(format!("Deployment/{name}-replicas-handover"));
+    .await
+    .map_err(|source| Error::Apply {
+        kind: "Deployment",
+        name: name.clone(),
+        source,
+    })?;
+    changes.push(Change::new(
+        "Deployment",
+        name,
+        ChangeAction::ReplicasHandedOver,
+    ));
     Ok(())
 }

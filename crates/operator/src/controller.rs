@@ -23,8 +23,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, warn};
 
-use crate::build::names;
-use crate::observe::secret_references;
+use crate::facts::{names, secret_references};
 use crate::reconcile::{Context, error_policy, reconcile};
 
 /// Every (API group, resource) the controllers list and watch. The chart's RBAC is checked

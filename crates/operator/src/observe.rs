@@ -1,5 +1,5 @@
-//! Reads what a project's reconcile needs from the API: its live children and the Secrets it
-//! references. Besides `apply` and the status patch, the only step that talks to the API.
+//! Reads what a project's reconcile needs from the API: its live children, the Secrets it
+//! references and its query pods; and checks that every child it found is its own.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -11,11 +11,11 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kbeast_api::KnowledgeProject;
 use kbeast_api::query_contract::API_KEYS_FILE_KEY;
 use kube::api::{Api, ListParams};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
-use crate::build::names;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::facts::{ReferencedSecret, names, secret_references, selector_labels};
 
 /// The live children, looked up by name. `None` when absent.
 #[derive(Clone, Debug, Default)]
@@ -33,56 +33,6 @@ pub struct LiveChildren {
     pub rollout_record: Option<ConfigMap>,
 }
 
-/// A Secret the spec names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SecretReference {
-    /// The spec field that names it.
-    pub field: &'static str,
-    pub name: String,
-    /// Key that must be present, if the reference names one.
-    pub required_key: Option<String>,
-}
-
-/// Every Secret the spec references.
-pub fn secret_references(project: &KnowledgeProject) -> Vec<SecretReference> {
-    let spec = &project.spec;
-    let mut references = Vec::new();
-    if let Some(auth) = &spec.auth {
-        references.push(SecretReference {
-            field: "spec.auth.apiKeysSecretRef",
-            name: auth.api_keys_secret_ref.name.clone(),
-            required_key: Some(API_KEYS_FILE_KEY.to_string()),
-        });
-    }
-    if let Some(key_ref) = &spec.embedding.api_key_secret_ref {
-        references.push(SecretReference {
-            field: "spec.embedding.apiKeySecretRef",
-            name: key_ref.name.clone(),
-            required_key: Some(key_ref.key.clone()),
-        });
-    }
-    if let Some(credentials) = spec
-        .storage
-        .object_store
-        .as_ref()
-        .and_then(|s| s.credentials_secret_ref.as_ref())
-    {
-        references.push(SecretReference {
-            field: "spec.storage.objectStore.credentialsSecretRef",
-            name: credentials.name.clone(),
-            required_key: None,
-        });
-    }
-    references
-}
-
-/// A referenced Secret, and what was found.
-#[derive(Clone, Debug)]
-pub struct ReferencedSecret {
-    pub reference: SecretReference,
-    pub secret: Option<Secret>,
-}
-
 /// Everything observed for one project.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
@@ -93,31 +43,6 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// Describes the first missing Secret or key, naming it and the field that references it.
-    pub fn missing_secret(&self) -> Option<String> {
-        self.referenced_secrets.iter().find_map(|found| {
-            let reference = &found.reference;
-            let Some(secret) = &found.secret else {
-                return Some(format!(
-                    "Secret {:?} named by {} does not exist",
-                    reference.name, reference.field
-                ));
-            };
-            let key = reference.required_key.as_ref()?;
-            let has_key = secret.data.as_ref().is_some_and(|d| d.contains_key(key))
-                || secret
-                    .string_data
-                    .as_ref()
-                    .is_some_and(|d| d.contains_key(key));
-            (!has_key).then(|| {
-                format!(
-                    "Secret {:?} named by {} has no key {key:?}",
-                    reference.name, reference.field
-                )
-            })
-        })
-    }
-
     /// The API-keys file the pods read (`api-keys.json` of the generated or referenced Secret).
     pub fn api_keys_file(&self) -> Option<String> {
         let secret = self.children.api_keys_secret.as_ref().or_else(|| {
@@ -129,24 +54,15 @@ impl Observed {
         let bytes = secret.data.as_ref()?.get(API_KEYS_FILE_KEY)?;
         String::from_utf8(bytes.0.clone()).ok()
     }
-
-    /// The Secrets the query pods read as environment variables (embedder key, object-store
-    /// credentials), for the config hash. The API-keys file is mounted and reloaded by the
-    /// pods, so rotating keys restarts nothing.
-    pub fn env_secrets(&self) -> Vec<&Secret> {
-        self.referenced_secrets
-            .iter()
-            .filter(|r| r.reference.field != "spec.auth.apiKeysSecretRef")
-            .filter_map(|r| r.secret.as_ref())
-            .collect()
-    }
 }
 
 /// Reads the live children and referenced Secrets of `project`.
-pub async fn observe(client: &Client, project: &KnowledgeProject) -> Result<Observed> {
-    let namespace = project
-        .namespace()
-        .ok_or_else(|| crate::error::Error::MissingNamespace(project.name_any()))?;
+pub async fn observe(
+    client: &Client,
+    project: &KnowledgeProject,
+    namespace: &str,
+) -> Result<Observed> {
+    let namespace = namespace.to_string();
     let workload = names::workload(project);
     let children = LiveChildren {
         service_account: get(client, &namespace, &workload).await?,
@@ -181,14 +97,19 @@ pub async fn observe(client: &Client, project: &KnowledgeProject) -> Result<Obse
             reference,
         });
     }
-    let selector = crate::build::selector_labels(project)
+    let selector = selector_labels(project)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace)
         .list(&ListParams::default().labels(&selector))
-        .await?
+        .await
+        .map_err(|source| Error::List {
+            kind: "Pod",
+            selector: selector.clone(),
+            source,
+        })?
         .items;
     Ok(Observed {
         children,
@@ -200,12 +121,17 @@ pub async fn observe(client: &Client, project: &KnowledgeProject) -> Result<Obse
 async fn get<K>(client: &Client, namespace: &str, name: &str) -> Result<Option<K>>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + k8s_openapi::Resource
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    Ok(api.get_opt(name).await?)
+    api.get_opt(name).await.map_err(|source| Error::Observe {
+        kind: <K as k8s_openapi::Resource>::KIND,
+        name: name.to_string(),
+        source,
+    })
 }
 
 /// Whether `object` is controlled by `project` (its controller owner reference has the project's UID).

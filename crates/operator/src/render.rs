@@ -2,13 +2,12 @@
 
 use kbeast_api::KnowledgeProject;
 use kube::CustomResourceExt;
-use serde::Serialize;
 
 use crate::build::{
     ApiKeySet, ObservedFacts, desired_api_keys_secret, desired_children, secrets_hash,
 };
 use crate::settings::OperatorSettings;
-use crate::validate::{describe, validate};
+use crate::validate::{describe, spec_problems};
 
 /// The CRD as YAML, exactly as checked in under `crds/`.
 ///
@@ -59,7 +58,7 @@ pub fn render_children(
         .metadata
         .namespace
         .get_or_insert_with(|| "default".to_string());
-    let problems = validate(&project);
+    let problems = spec_problems(&project);
     if !problems.is_empty() {
         return Err(RenderError::Invalid(describe(&problems)));
     }
@@ -74,39 +73,9 @@ pub fn render_children(
     };
     let children = desired_children(&project, settings, &facts);
     let mut out = String::new();
-    let mut push = |object: &dyn erased::Yaml| {
+    for child in children.in_apply_order(secret) {
         out.push_str("---\n");
-        out.push_str(&object.to_yaml());
-    };
-    push(&children.service_account);
-    push(&children.network_policy);
-    push(&children.config_map);
-    if let Some(secret) = &secret {
-        push(secret);
-    }
-    if let Some(pvc) = &children.pvc {
-        push(pvc);
-    }
-    push(&children.service);
-    push(&children.deployment);
-    push(&children.pdb);
-    if let Some(hpa) = &children.hpa {
-        push(hpa);
+        out.push_str(&child.to_yaml());
     }
     Ok(out)
-}
-
-mod erased {
-    use super::Serialize;
-
-    /// Object-safe YAML serialisation, so children of different kinds share one printer.
-    pub trait Yaml {
-        fn to_yaml(&self) -> String;
-    }
-
-    impl<T: Serialize> Yaml for T {
-        fn to_yaml(&self) -> String {
-            serde_yaml::to_string(self).expect("child objects serialise to YAML")
-        }
-    }
 }

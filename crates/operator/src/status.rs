@@ -1,16 +1,20 @@
-//! Computes the project's status from the outcome of a reconcile and the live Deployment. Pure.
+//! Computes the project's status from what a reconcile did and the live Deployment. Pure.
+//!
+//! The Ready/Progressing/Degraded triple is a table over [`Health`]: [`assess`] classifies the
+//! situation, [`health_conditions`] says what each class reports.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kbeast_api::conditions::{self, reason};
-use kbeast_api::labels::REVISION_ANNOTATION;
 use kbeast_api::query_contract::HTTP_PORT;
 use kbeast_api::{KnowledgeProject, KnowledgeProjectStatus};
 use kube::ResourceExt;
 
-use crate::build::names;
-use crate::rollout::{Decision, Phase};
+use crate::apply::Change;
+use crate::facts::names;
+use crate::rollout::{Decision, Phase, RolloutState};
 use crate::settings::OperatorSettings;
+use crate::validate::Blocked;
 
 /// What the reconcile did or found, as far as status is concerned.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,86 +23,266 @@ pub enum Outcome {
     Converged,
     /// `spec.suspend` is set; children were left alone.
     Suspended,
-    /// The spec failed semantic validation; the message names the fields.
-    InvalidSpec(String),
-    /// A child's name is taken by an object this project does not own.
-    Conflict(String),
-    /// A referenced Secret, or a key in it, is missing.
-    SecretMissing(String),
+    /// Nothing was applied; the reason names the field or object.
+    Blocked(Blocked),
 }
 
-/// How far the Deployment has rolled out its newest template.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RolloutState {
-    pub desired: i32,
-    pub replicas: i32,
-    pub ready: i32,
-    pub updated: i32,
-    pub available: i32,
-    /// The Deployment controller has seen the newest spec.
-    pub observed: bool,
-    /// The pod-template revision recorded by the operator (`kbeast.io/revision`).
+/// The result of one reconcile, which the status is computed from.
+#[derive(Clone, Debug)]
+pub struct Reconciled {
+    pub outcome: Outcome,
+    /// The live Deployment after apply (as observed when nothing was applied).
+    pub deployment: Option<Deployment>,
+    /// The pod-template revision the spec asks for; None when nothing could be built.
     pub revision: Option<String>,
+    /// Every child written or deleted, in order.
+    pub changes: Vec<Change>,
+    /// The rollout gate's verdict; None when the gate did not run (blocked or suspended).
+    pub decision: Option<Decision>,
 }
 
-impl RolloutState {
-    pub fn of(deployment: &Deployment) -> Self {
-        let status = deployment.status.clone().unwrap_or_default();
-        let desired = deployment
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1);
+impl Reconciled {
+    /// A reconcile that stopped before building anything.
+    pub fn blocked(blocked: Blocked, deployment: Option<Deployment>) -> Self {
         Self {
-            desired,
-            replicas: status.replicas.unwrap_or(0),
-            ready: status.ready_replicas.unwrap_or(0),
-            updated: status.updated_replicas.unwrap_or(0),
-            available: status.available_replicas.unwrap_or(0),
-            observed: status.observed_generation.unwrap_or(0)
-                >= deployment.metadata.generation.unwrap_or(0),
-            revision: deployment.annotations().get(REVISION_ANNOTATION).cloned(),
+            outcome: Outcome::Blocked(blocked),
+            deployment,
+            revision: None,
+            changes: Vec::new(),
+            decision: None,
         }
     }
 
-    /// Every pod runs the newest template, and all of them are available.
-    pub fn complete(&self) -> bool {
-        self.observed
-            && self.updated == self.desired
-            && self.replicas == self.desired
-            && self.available >= self.desired
+    /// A rollout is under way: smoke checks and its deadline need re-checking soon.
+    pub fn rolling(&self) -> bool {
+        matches!(
+            self.decision.as_ref().map(|d| &d.phase),
+            Some(Phase::Progressing(_))
+        )
     }
 }
 
-/// The status the project should have.
-///
-/// `deployment` is the live Deployment after apply; `applied_revision` is the revision the
-/// spec asks for (None when nothing could be built); `decision` is the health gate's verdict
-/// (None when the gate did not run: blocked or suspended).
+/// How the project is doing, one variant per row of the condition table.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Health {
+    /// Nothing is applied until the cause is fixed.
+    Blocked(Blocked),
+    /// The Deployment does not exist yet.
+    AwaitingDeployment {
+        suspended: bool,
+    },
+    /// The desired revision is fully rolled out (and, when gated, passed its smoke checks).
+    Available {
+        revision: String,
+        counts: String,
+    },
+    /// The desired revision failed its gate; the message says what was done about it.
+    RolloutFailed {
+        message: String,
+    },
+    /// Suspended before the rollout finished.
+    Suspended {
+        counts: String,
+    },
+    /// `spec.rollout.paused` holds the rollout.
+    Paused {
+        counts: String,
+    },
+    /// The rollout is complete but no pod serves.
+    NoPodAvailable {
+        counts: String,
+    },
+    RollingOut {
+        revision: String,
+        detail: String,
+    },
+}
+
+/// One condition's value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionValue {
+    pub is_true: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The Ready, Progressing and Degraded conditions of one [`Health`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthConditions {
+    pub ready: ConditionValue,
+    pub progressing: ConditionValue,
+    pub degraded: ConditionValue,
+}
+
+fn yes(reason: &'static str, message: impl Into<String>) -> ConditionValue {
+    ConditionValue {
+        is_true: true,
+        reason,
+        message: message.into(),
+    }
+}
+
+fn no(reason: &'static str, message: impl Into<String>) -> ConditionValue {
+    ConditionValue {
+        is_true: false,
+        reason,
+        message: message.into(),
+    }
+}
+
+fn not_degraded() -> ConditionValue {
+    no(reason::AS_EXPECTED, "")
+}
+
+/// The condition table: what each kind of health reports as Ready, Progressing and Degraded.
+pub fn health_conditions(health: &Health) -> HealthConditions {
+    let (ready, progressing, degraded) = match health {
+        Health::Blocked(blocked) => {
+            let (why, message) = (blocked.reason(), blocked.message());
+            (no(why, message), no(why, message), yes(why, message))
+        }
+        Health::AwaitingDeployment { suspended } => {
+            let message = "waiting for the query Deployment to be created";
+            let progressing = if *suspended {
+                no(reason::SUSPENDED, message)
+            } else {
+                yes(reason::ROLLING_OUT, message)
+            };
+            (
+                no(reason::PODS_NOT_READY, message),
+                progressing,
+                not_degraded(),
+            )
+        }
+        Health::Available { revision, counts } => (
+            yes(
+                reason::AVAILABLE,
+                format!("revision {revision} is fully rolled out: {counts}"),
+            ),
+            no(reason::ROLLOUT_COMPLETE, counts),
+            not_degraded(),
+        ),
+        Health::RolloutFailed { message } => (
+            no(reason::ROLLOUT_FAILED, message),
+            no(reason::ROLLOUT_FAILED, message),
+            yes(reason::ROLLOUT_FAILED, message),
+        ),
+        Health::Suspended { counts } => {
+            let message = format!("suspended before the spec was fully rolled out: {counts}");
+            (
+                no(reason::SUSPENDED, &message),
+                no(reason::SUSPENDED, message),
+                not_degraded(),
+            )
+        }
+        Health::Paused { counts } => {
+            let message = format!("spec.rollout.paused is true: {counts}");
+            (
+                no(reason::PAUSED, &message),
+                no(reason::PAUSED, message),
+                not_degraded(),
+            )
+        }
+        Health::NoPodAvailable { counts } => {
+            let message = format!("no query pod is available: {counts}");
+            (
+                no(reason::PODS_NOT_READY, &message),
+                no(reason::ROLLOUT_COMPLETE, &message),
+                yes(reason::PODS_NOT_READY, message),
+            )
+        }
+        Health::RollingOut { revision, detail } => (
+            no(
+                reason::ROLLING_OUT,
+                format!("rolling out revision {revision}: {detail}"),
+            ),
+            yes(reason::ROLLING_OUT, detail),
+            not_degraded(),
+        ),
+    };
+    HealthConditions {
+        ready,
+        progressing,
+        degraded,
+    }
+}
+
+/// Classifies the situation after a reconcile. `rollout` is the live Deployment's progress.
+pub fn assess(
+    project: &KnowledgeProject,
+    reconciled: &Reconciled,
+    rollout: Option<&RolloutState>,
+) -> Health {
+    let suspended = reconciled.outcome == Outcome::Suspended;
+    let phase = reconciled.decision.as_ref().map(|d| &d.phase);
+    let applied_revision = reconciled.revision.as_deref();
+    if let Outcome::Blocked(blocked) = &reconciled.outcome {
+        return Health::Blocked(blocked.clone());
+    }
+    let Some(rollout) = rollout else {
+        return Health::AwaitingDeployment { suspended };
+    };
+    // Ready needs the gate's verdict when it ran: the revision rolled out and passed its smoke
+    // checks, with at least one pod serving.
+    let up_to_date = match phase {
+        Some(Phase::Complete) => {
+            rollout.revision.as_deref() == applied_revision
+                && (rollout.available > 0 || rollout.desired == 0)
+        }
+        Some(_) => false,
+        None => {
+            rollout.complete()
+                && applied_revision.is_some()
+                && rollout.revision.as_deref() == applied_revision
+        }
+    };
+    let counts = format!(
+        "{} of {} pods updated, {} ready, {} available",
+        rollout.updated, rollout.desired, rollout.ready, rollout.available
+    );
+    let revision = applied_revision.unwrap_or("").to_string();
+    if up_to_date {
+        Health::Available { revision, counts }
+    } else if let Some(Phase::Failed {
+        message,
+        rolled_back_to,
+    }) = phase
+    {
+        // `counts` describe the Deployment as it is now: the good revision after a rollback.
+        let action = match rolled_back_to {
+            Some(good) => format!("rolled back to revision {good}, which serves ({counts})"),
+            None => format!("halted ({counts})"),
+        };
+        Health::RolloutFailed {
+            message: format!("{message}; {action}. Fix the spec to roll forward."),
+        }
+    } else if suspended {
+        Health::Suspended { counts }
+    } else if project.spec.rollout.paused {
+        Health::Paused { counts }
+    } else if matches!(phase, Some(Phase::Complete)) {
+        Health::NoPodAvailable { counts }
+    } else {
+        let detail = match phase {
+            Some(Phase::Progressing(detail)) => detail.clone(),
+            _ => counts,
+        };
+        Health::RollingOut { revision, detail }
+    }
+}
+
+/// The status the project should have after `reconciled`.
 pub fn desired_status(
     project: &KnowledgeProject,
     settings: &OperatorSettings,
-    outcome: &Outcome,
-    deployment: Option<&Deployment>,
-    applied_revision: Option<&str>,
-    decision: Option<&Decision>,
+    reconciled: &Reconciled,
     now: &Time,
 ) -> KnowledgeProjectStatus {
     let previous = project.status.clone().unwrap_or_default();
     let generation = project.metadata.generation;
-    let rollout = deployment.map(RolloutState::of);
+    let rollout = reconciled.deployment.as_ref().map(RolloutState::of);
+    let decision = reconciled.decision.as_ref();
     let phase = decision.map(|d| &d.phase);
-    // Ready needs the gate's verdict when it ran: the revision rolled out and passed its smoke
-    // checks, with at least one pod serving.
-    let up_to_date = match phase {
-        Some(Phase::Complete) => rollout.as_ref().is_some_and(|r| {
-            r.revision.as_deref() == applied_revision && (r.available > 0 || r.desired == 0)
-        }),
-        Some(_) => false,
-        None => rollout.as_ref().is_some_and(|r| {
-            r.complete() && applied_revision.is_some() && r.revision.as_deref() == applied_revision
-        }),
-    };
 
     let mut status = KnowledgeProjectStatus {
         observed_generation: generation,
@@ -118,8 +302,9 @@ pub fn desired_status(
         )),
         api_keys_secret: Some(names::api_keys_secret(project)),
         current_revision: previous.current_revision.clone(),
-        update_revision: applied_revision
-            .map(str::to_string)
+        update_revision: reconciled
+            .revision
+            .clone()
             .or(previous.update_revision.clone()),
         last_good_revision: decision.map_or(previous.last_good_revision.clone(), |d| {
             d.record.last_good_revision.clone()
@@ -135,179 +320,33 @@ pub fn desired_status(
         status.current_revision = live.revision.clone();
     }
 
-    let mut set = |type_: &str, is_true: bool, reason: &str, message: String| {
+    let suspended = reconciled.outcome == Outcome::Suspended;
+    let health = health_conditions(&assess(project, reconciled, rollout.as_ref()));
+    let rows = [
+        (
+            conditions::SUSPENDED,
+            if suspended {
+                yes(
+                    reason::SUSPENDED,
+                    "spec.suspend is true: child objects are not changed",
+                )
+            } else {
+                no(reason::NOT_SUSPENDED, "reconciling normally")
+            },
+        ),
+        (conditions::READY, health.ready),
+        (conditions::PROGRESSING, health.progressing),
+        (conditions::DEGRADED, health.degraded),
+    ];
+    for (type_, value) in rows {
         set_condition(
             &mut status.conditions,
             type_,
-            is_true,
-            reason,
-            message,
+            value.is_true,
+            value.reason,
+            value.message,
             generation,
             now,
-        );
-    };
-    let suspended = *outcome == Outcome::Suspended;
-    set(
-        conditions::SUSPENDED,
-        suspended,
-        if suspended {
-            reason::SUSPENDED
-        } else {
-            reason::NOT_SUSPENDED
-        },
-        if suspended {
-            "spec.suspend is true: child objects are not changed".to_string()
-        } else {
-            "reconciling normally".to_string()
-        },
-    );
-
-    let blocked = |reason: &'static str, message: &str| (reason, message.to_string());
-    let blocker = match outcome {
-        Outcome::InvalidSpec(message) => Some(blocked(reason::INVALID_SPEC, message)),
-        Outcome::Conflict(message) => Some(blocked(reason::CONFLICT, message)),
-        Outcome::SecretMissing(message) => Some(blocked(reason::SECRET_NOT_FOUND, message)),
-        Outcome::Converged | Outcome::Suspended => None,
-    };
-    if let Some((why, message)) = blocker {
-        set(conditions::READY, false, why, message.clone());
-        set(conditions::PROGRESSING, false, why, message.clone());
-        set(conditions::DEGRADED, true, why, message);
-        return status;
-    }
-
-    let Some(rollout) = rollout else {
-        let message = "waiting for the query Deployment to be created".to_string();
-        set(
-            conditions::READY,
-            false,
-            reason::PODS_NOT_READY,
-            message.clone(),
-        );
-        set(
-            conditions::PROGRESSING,
-            !suspended,
-            if suspended {
-                reason::SUSPENDED
-            } else {
-                reason::ROLLING_OUT
-            },
-            message,
-        );
-        set(
-            conditions::DEGRADED,
-            false,
-            reason::AS_EXPECTED,
-            String::new(),
-        );
-        return status;
-    };
-
-    let counts = format!(
-        "{} of {} pods updated, {} ready, {} available",
-        rollout.updated, rollout.desired, rollout.ready, rollout.available
-    );
-    if up_to_date {
-        set(
-            conditions::READY,
-            true,
-            reason::AVAILABLE,
-            format!(
-                "revision {} is fully rolled out: {counts}",
-                applied_revision.unwrap_or("")
-            ),
-        );
-        set(
-            conditions::PROGRESSING,
-            false,
-            reason::ROLLOUT_COMPLETE,
-            counts,
-        );
-        set(
-            conditions::DEGRADED,
-            false,
-            reason::AS_EXPECTED,
-            String::new(),
-        );
-    } else if let Some(Phase::Failed {
-        message,
-        rolled_back_to,
-    }) = phase
-    {
-        // `counts` describe the Deployment as it is now: the good revision after a rollback.
-        let action = match rolled_back_to {
-            Some(good) => format!("rolled back to revision {good}, which serves ({counts})"),
-            None => format!("halted ({counts})"),
-        };
-        let message = format!("{message}; {action}. Fix the spec to roll forward.");
-        set(
-            conditions::READY,
-            false,
-            reason::ROLLOUT_FAILED,
-            message.clone(),
-        );
-        set(
-            conditions::PROGRESSING,
-            false,
-            reason::ROLLOUT_FAILED,
-            message.clone(),
-        );
-        set(conditions::DEGRADED, true, reason::ROLLOUT_FAILED, message);
-    } else if suspended {
-        let message = format!("suspended before the spec was fully rolled out: {counts}");
-        set(conditions::READY, false, reason::SUSPENDED, message.clone());
-        set(conditions::PROGRESSING, false, reason::SUSPENDED, message);
-        set(
-            conditions::DEGRADED,
-            false,
-            reason::AS_EXPECTED,
-            String::new(),
-        );
-    } else if project.spec.rollout.paused {
-        let message = format!("spec.rollout.paused is true: {counts}");
-        set(conditions::READY, false, reason::PAUSED, message.clone());
-        set(conditions::PROGRESSING, false, reason::PAUSED, message);
-        set(
-            conditions::DEGRADED,
-            false,
-            reason::AS_EXPECTED,
-            String::new(),
-        );
-    } else if matches!(phase, Some(Phase::Complete)) {
-        let message = format!("no query pod is available: {counts}");
-        set(
-            conditions::READY,
-            false,
-            reason::PODS_NOT_READY,
-            message.clone(),
-        );
-        set(
-            conditions::PROGRESSING,
-            false,
-            reason::ROLLOUT_COMPLETE,
-            message.clone(),
-        );
-        set(conditions::DEGRADED, true, reason::PODS_NOT_READY, message);
-    } else {
-        let detail = match phase {
-            Some(Phase::Progressing(detail)) => detail.clone(),
-            _ => counts,
-        };
-        set(
-            conditions::READY,
-            false,
-            reason::ROLLING_OUT,
-            format!(
-                "rolling out revision {}: {detail}",
-                applied_revision.unwrap_or("")
-            ),
-        );
-        set(conditions::PROGRESSING, true, reason::ROLLING_OUT, detail);
-        set(
-            conditions::DEGRADED,
-            false,
-            reason::AS_EXPECTED,
-            String::new(),
         );
     }
     status
@@ -352,7 +391,28 @@ mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kbeast_api::labels::REVISION_ANNOTATION;
     use serde_json::json;
+
+    /// The status after a reconcile with these results.
+    fn status_after(
+        project: &KnowledgeProject,
+        settings: &OperatorSettings,
+        outcome: &Outcome,
+        deployment: Option<&Deployment>,
+        revision: Option<&str>,
+        decision: Option<&Decision>,
+        now: &Time,
+    ) -> KnowledgeProjectStatus {
+        let reconciled = Reconciled {
+            outcome: outcome.clone(),
+            deployment: deployment.cloned(),
+            revision: revision.map(str::to_string),
+            changes: Vec::new(),
+            decision: decision.cloned(),
+        };
+        desired_status(project, settings, &reconciled, now)
+    }
 
     fn project(generation: i64) -> KnowledgeProject {
         serde_json::from_value(json!({
@@ -421,7 +481,7 @@ mod tests {
             ),
         ];
         for (case, live, applied, ready, why) in cases {
-            let status = desired_status(
+            let status = status_after(
                 &project(7),
                 &settings,
                 &Outcome::Converged,
@@ -453,7 +513,7 @@ mod tests {
     #[test]
     fn revisions_advance_when_the_rollout_completes() {
         let settings = OperatorSettings::default();
-        let rolling = desired_status(
+        let rolling = status_after(
             &project(1),
             &settings,
             &Outcome::Converged,
@@ -466,7 +526,7 @@ mod tests {
         assert_eq!(rolling.current_revision, None);
         let mut p = project(1);
         p.status = Some(rolling);
-        let done = desired_status(
+        let done = status_after(
             &p,
             &settings,
             &Outcome::Converged,
@@ -488,7 +548,7 @@ mod tests {
     fn transition_time_changes_only_when_the_status_flips() {
         let settings = OperatorSettings::default();
         let live = deployment(3, 1, 2, "r2");
-        let first = desired_status(
+        let first = status_after(
             &project(1),
             &settings,
             &Outcome::Converged,
@@ -499,7 +559,7 @@ mod tests {
         );
         let mut p = project(1);
         p.status = Some(first.clone());
-        let same = desired_status(
+        let same = status_after(
             &p,
             &settings,
             &Outcome::Converged,
@@ -512,7 +572,7 @@ mod tests {
             same, first,
             "an unchanged situation yields an identical status, so no write"
         );
-        let done = desired_status(
+        let done = status_after(
             &p,
             &settings,
             &Outcome::Converged,
@@ -534,19 +594,19 @@ mod tests {
         let settings = OperatorSettings::default();
         for (outcome, why) in [
             (
-                Outcome::InvalidSpec("spec.x: bad".into()),
+                Outcome::Blocked(Blocked::InvalidSpec("spec.x: bad".into())),
                 reason::INVALID_SPEC,
             ),
             (
-                Outcome::Conflict("Service \"docs\"".into()),
+                Outcome::Blocked(Blocked::Conflict("Service \"docs\"".into())),
                 reason::CONFLICT,
             ),
             (
-                Outcome::SecretMissing("Secret \"k\"".into()),
+                Outcome::Blocked(Blocked::SecretMissing("Secret \"k\"".into())),
                 reason::SECRET_NOT_FOUND,
             ),
         ] {
-            let status = desired_status(
+            let status = status_after(
                 &project(2),
                 &settings,
                 &outcome,
@@ -559,6 +619,58 @@ mod tests {
             assert_eq!(get(&status, conditions::READY).reason, why);
             assert_eq!(get(&status, conditions::DEGRADED).status, "True");
             assert_eq!(get(&status, conditions::DEGRADED).reason, why);
+        }
+    }
+
+    #[test]
+    fn the_table_is_ready_only_when_available_and_progressing_only_while_rolling_out() {
+        let counts = || "2 of 2 pods updated, 2 ready, 2 available".to_string();
+        let rows = [
+            Health::Blocked(Blocked::WriteForbidden(
+                "apply ConfigMap/docs-rollout: …".into(),
+            )),
+            Health::AwaitingDeployment { suspended: false },
+            Health::AwaitingDeployment { suspended: true },
+            Health::Available {
+                revision: "r1".into(),
+                counts: counts(),
+            },
+            Health::RolloutFailed {
+                message: "crash loop".into(),
+            },
+            Health::Suspended { counts: counts() },
+            Health::Paused { counts: counts() },
+            Health::NoPodAvailable { counts: counts() },
+            Health::RollingOut {
+                revision: "r2".into(),
+                detail: counts(),
+            },
+        ];
+        for health in rows {
+            let c = health_conditions(&health);
+            assert_eq!(
+                c.ready.is_true,
+                matches!(health, Health::Available { .. }),
+                "{health:?}"
+            );
+            assert_eq!(
+                c.progressing.is_true,
+                matches!(
+                    health,
+                    Health::RollingOut { .. } | Health::AwaitingDeployment { suspended: false }
+                ),
+                "{health:?}"
+            );
+            assert_eq!(
+                c.degraded.is_true,
+                matches!(
+                    health,
+                    Health::Blocked(_)
+                        | Health::RolloutFailed { .. }
+                        | Health::NoPodAvailable { .. }
+                ),
+                "{health:?}"
+            );
         }
     }
 
@@ -613,7 +725,7 @@ mod tests {
             ),
         ];
         for (case, decision, live, ready, degraded) in cases {
-            let status = desired_status(
+            let status = status_after(
                 &project(3),
                 &settings,
                 &Outcome::Converged,
@@ -640,7 +752,7 @@ mod tests {
             );
             assert_eq!(status.update_revision.as_deref(), Some("r2"), "{case}");
         }
-        let rolled_back = desired_status(
+        let rolled_back = status_after(
             &project(3),
             &settings,
             &Outcome::Converged,

@@ -1,17 +1,125 @@
-//! Semantic checks that the CRD's OpenAPI schema and CEL rules cannot express. Pure.
+//! Semantic checks that the CRD's OpenAPI schema and CEL rules cannot express, and of what the
+//! spec references. Pure.
 //!
-//! A failure names the field, sets `Ready=False` with reason InvalidSpec, and no child is touched.
+//! A failure names the field (or the object), sets `Ready=False`, and no child is touched.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kbeast_api::conditions::reason;
 use kbeast_api::labels::CONFIG_HASH_ANNOTATION;
 use kbeast_api::quantity::parse_quantity;
 use kbeast_api::{EmbeddingProvider, KnowledgeProject};
 
-use crate::build::parse_endpoint;
-use crate::observe::secret_references;
+use crate::facts::{ReferencedSecret, parse_endpoint, secret_references};
+
+/// A project that passed every check, with what the later steps need, resolved once.
+#[derive(Clone, Copy, Debug)]
+pub struct ValidProject<'a> {
+    pub project: &'a KnowledgeProject,
+    pub namespace: &'a str,
+    /// Every Secret the spec references, each present with its required key.
+    pub secrets: &'a [ReferencedSecret],
+}
+
+impl ValidProject<'_> {
+    /// The Secrets the query pods read as environment variables (embedder key, object-store
+    /// credentials), for the config hash. The API-keys file is mounted and reloaded by the
+    /// pods, so rotating keys restarts nothing.
+    pub fn env_secrets(&self) -> Vec<&Secret> {
+        self.secrets
+            .iter()
+            .filter(|r| r.reference.field != "spec.auth.apiKeysSecretRef")
+            .filter_map(|r| r.secret.as_ref())
+            .collect()
+    }
+}
+
+/// Why a project's children are left alone. The message names the field or the object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Blocked {
+    /// The spec failed semantic validation.
+    InvalidSpec(String),
+    /// A child's name is taken by an object this project does not own.
+    Conflict(String),
+    /// A referenced Secret, or a key in it, is missing.
+    SecretMissing(String),
+    /// RBAC forbids writing a child; the message names the verb, kind and name.
+    WriteForbidden(String),
+}
+
+impl Blocked {
+    /// The condition reason it is reported with.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidSpec(_) => reason::INVALID_SPEC,
+            Self::Conflict(_) => reason::CONFLICT,
+            Self::SecretMissing(_) => reason::SECRET_NOT_FOUND,
+            Self::WriteForbidden(_) => reason::FORBIDDEN,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Self::InvalidSpec(message)
+            | Self::Conflict(message)
+            | Self::SecretMissing(message)
+            | Self::WriteForbidden(message) => message,
+        }
+    }
+}
+
+/// Checks the spec, the ownership of the live children (`conflicts`, from `observe`) and the
+/// referenced Secrets, in that order of precedence.
+pub fn validate<'a>(
+    project: &'a KnowledgeProject,
+    namespace: &'a str,
+    secrets: &'a [ReferencedSecret],
+    conflicts: &[String],
+) -> Result<ValidProject<'a>, Blocked> {
+    let problems = spec_problems(project);
+    if !problems.is_empty() {
+        return Err(Blocked::InvalidSpec(describe(&problems)));
+    }
+    if !conflicts.is_empty() {
+        return Err(Blocked::Conflict(conflicts.join("; ")));
+    }
+    if let Some(missing) = missing_secret(secrets) {
+        return Err(Blocked::SecretMissing(missing));
+    }
+    Ok(ValidProject {
+        project,
+        namespace,
+        secrets,
+    })
+}
+
+/// Describes the first missing Secret or key, naming it and the field that references it.
+fn missing_secret(secrets: &[ReferencedSecret]) -> Option<String> {
+    secrets.iter().find_map(|found| {
+        let reference = &found.reference;
+        let Some(secret) = &found.secret else {
+            return Some(format!(
+                "Secret {:?} named by {} does not exist",
+                reference.name, reference.field
+            ));
+        };
+        let key = reference.required_key.as_ref()?;
+        let has_key = secret.data.as_ref().is_some_and(|d| d.contains_key(key))
+            || secret
+                .string_data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(key));
+        (!has_key).then(|| {
+            format!(
+                "Secret {:?} named by {} has no key {key:?}",
+                reference.name, reference.field
+            )
+        })
+    })
+}
 
 /// One problem in the spec, with the field it is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +144,7 @@ pub fn describe(problems: &[SpecProblem]) -> String {
 }
 
 /// Every semantic problem of the project's spec; empty when it is valid.
-pub fn validate(project: &KnowledgeProject) -> Vec<SpecProblem> {
+pub fn spec_problems(project: &KnowledgeProject) -> Vec<SpecProblem> {
     let spec = &project.spec;
     let mut problems = Vec::new();
     let mut problem = |field: &str, message: String| {
@@ -400,7 +508,7 @@ mod tests {
             ),
         ];
         for (case, extra, field) in cases {
-            let problems = validate(&with(extra));
+            let problems = spec_problems(&with(extra));
             assert!(
                 problems.iter().any(|p| p.field == field),
                 "{case}: expected a problem on {field}, got {problems:?}"
@@ -419,7 +527,7 @@ mod tests {
             json!({"autoscaling": {"enabled": true, "maxReplicas": 3}}),
         ];
         for extra in cases {
-            assert_eq!(validate(&with(extra.clone())), vec![], "{extra}");
+            assert_eq!(spec_problems(&with(extra.clone())), vec![], "{extra}");
         }
     }
 }

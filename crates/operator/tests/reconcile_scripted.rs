@@ -382,6 +382,43 @@ async fn a_project_deleted_meanwhile_is_a_not_found_error() {
 }
 
 #[tokio::test]
+async fn a_forbidden_write_is_reported_with_the_object_and_the_servers_message() {
+    let harness = Harness::new(project_with_spec(minimal_spec()));
+    let forbidden =
+        kbeast_testkit::golden::step("errors", "forbidden-create-as-sa")["response"]["body"]
+            .clone();
+    let server_message = forbidden["message"].as_str().expect("message").to_string();
+    harness.api.fail(Failure {
+        matches: Box::new(|r| r.method == "PATCH" && r.path.ends_with("/configmaps/docs-rollout")),
+        status: 403,
+        body: forbidden,
+        remaining: None,
+    });
+    let error = harness
+        .reconcile()
+        .await
+        .expect_err("the write is forbidden");
+    assert_eq!(error.metric_label(), "forbidden");
+    let writes = lines(&harness.api.child_writes());
+    assert!(
+        !writes.iter().any(|w| w.contains("deployments")),
+        "nothing is applied after the forbidden write: {writes:?}"
+    );
+    for type_ in ["Ready", "Degraded"] {
+        let condition = harness.status_condition(type_);
+        assert_eq!(condition["reason"], "Forbidden", "{type_}: {condition}");
+        let message = condition["message"].as_str().unwrap_or_default();
+        assert_eq!(
+            message,
+            format!("apply ConfigMap/docs-rollout: {server_message}"),
+            "{type_}"
+        );
+    }
+    assert_eq!(harness.status_condition("Ready")["status"], "False");
+    assert_eq!(harness.status_condition("Degraded")["status"], "True");
+}
+
+#[tokio::test]
 async fn enabling_autoscaling_hands_replicas_over_before_dropping_them() {
     let harness = Harness::new(project_with_spec(json!({
         "replicas": 3,

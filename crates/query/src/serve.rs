@@ -14,7 +14,7 @@ use crate::http::auth::{KeyStore, generate_keys_file};
 use crate::http::{AppState, HttpLimits, router};
 use crate::ingest::chunking::ChunkConfig;
 use crate::ingest::writer::{Maintenance, Quotas, Writer, update_gauges};
-use crate::search;
+use crate::search::Searcher;
 use crate::store::{
     CacheSizes, ConnectOptions, Store, VectorIndexShape, VectorQuery, is_object_store,
 };
@@ -89,6 +89,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(AppState {
         store: OnceLock::new(),
+        searcher: OnceLock::new(),
         writer: OnceLock::new(),
         embedder: embedder.clone(),
         chunking,
@@ -151,7 +152,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         refine_factor: args.vector_refine_factor,
         ef: args.vector_ef,
     });
-    store
+    let searcher = Searcher::new(store.clone());
+    searcher
         .exact_index()
         .set_budget(usize::try_from(args.vector_memory_bytes).unwrap_or(usize::MAX));
     store.set_vector_index_shape(VectorIndexShape {
@@ -174,8 +176,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     update_gauges(&store, &metrics).await;
     let _ = state.writer.set(writer.handle.clone());
     let _ = state.store.set(store.clone());
+    let _ = state.searcher.set(searcher);
     state.warmup.table_open.store(true, Ordering::SeqCst);
-    warm_up(&state, &store).await;
+    warm_up(&state).await;
     {
         let index = store.docs();
         tracing::info!(
@@ -199,8 +202,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// pay for cold caches; /readyz waits for it. The embedder is left out: a
 /// slow or absent embedding service must not keep the pod unready (searches
 /// degrade instead). A failure is logged and the server becomes ready anyway.
-async fn warm_up(state: &AppState, store: &Arc<Store>) {
+async fn warm_up(state: &AppState) {
     let started = std::time::Instant::now();
+    let searcher = state.searcher.get().expect("set before warm-up");
+    let store = searcher.store();
     match store.prewarm().await {
         Ok(names) => tracing::info!(indices = ?names, "indices loaded"),
         Err(error) => tracing::warn!(error = %error, "loading the indices failed"),
@@ -209,7 +214,10 @@ async fn warm_up(state: &AppState, store: &Arc<Store>) {
     let request = SearchRequest::new("warm up", SearchMode::Keyword, 1);
     // A throwaway registry: warm-up queries are not user traffic.
     let scratch = Metrics::new();
-    if let Err(error) = search::search(store, state.embedder.as_ref(), &scratch, &request).await {
+    if let Err(error) = searcher
+        .search(state.embedder.as_ref(), &scratch, &request)
+        .await
+    {
         tracing::warn!(error = %error, "warm-up keyword search failed");
     }
     if let Err(error) = store.warm_vector_path().await {
@@ -219,11 +227,8 @@ async fn warm_up(state: &AppState, store: &Arc<Store>) {
     kbeast_memory::release_free();
     kbeast_memory::spawn_release_loop();
     // Not awaited: until it is loaded, vector searches go to LanceDB.
-    match store.version().await {
-        Ok(version) => store
-            .exact_index()
-            .refresh_in_background(store.table(), version),
-        Err(error) => tracing::warn!(error = %error, "reading the table version failed"),
+    if let Err(error) = searcher.refresh_exact_index().await {
+        tracing::warn!(error = %error, "reading the table version failed");
     }
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "warm");
 }

@@ -6,7 +6,8 @@ use kbeast_api::query_contract::{self, env};
 use kbeast_api::{EmbeddingProvider, KnowledgeProject};
 use kube::ResourceExt;
 
-use super::{child_meta, names, with_desired_hash};
+use super::with_desired_hash;
+use crate::facts::{child_meta, names};
 
 /// Query configuration, as the environment variables `kbeast-query serve` reads.
 pub fn desired_config_map(project: &KnowledgeProject) -> ConfigMap {
@@ -81,15 +82,5 @@ pub fn data_location(project: &KnowledgeProject) -> String {
     match &project.spec.storage.object_store {
         Some(store) => store.uri.clone(),
         None => query_contract::DATA_DIR.to_string(),
-    }
-}
-
-/// The model id the pods must report in `/v1/stats` (the query contract's naming).
-pub fn embedding_model(project: &KnowledgeProject) -> String {
-    match project.spec.embedding.provider {
-        EmbeddingProvider::Hash => query_contract::HASH_MODEL_ID.to_string(),
-        EmbeddingProvider::Openai => {
-            query_contract::openai_model_id(project.spec.embedding.model.as_deref().unwrap_or(""))
-        }
     }
 }

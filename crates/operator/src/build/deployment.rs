@@ -20,7 +20,8 @@ use kbeast_api::labels::{
 use kbeast_api::query_contract::{self, HTTP_PORT, HTTP_PORT_NAME, env};
 use kbeast_api::{KnowledgeProject, VolumeAccessMode};
 
-use super::{ObservedFacts, child_meta, names, selector_labels, stable_hash, with_desired_hash};
+use super::{ObservedFacts, stable_hash, with_desired_hash};
+use crate::facts::{child_meta, names, selector_labels};
 use crate::settings::OperatorSettings;
 
 /// The query binary, on the PATH of the query image (which may also hold the operator).

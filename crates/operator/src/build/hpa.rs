@@ -4,7 +4,8 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use kbeast_api::KnowledgeProject;
 
-use super::{child_meta, names, with_desired_hash};
+use super::with_desired_hash;
+use crate::facts::{child_meta, names};
 
 /// CPU target when the project names none.
 pub const DEFAULT_CPU_UTILIZATION: i32 = 80;

@@ -18,25 +18,26 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kbeast_api::KnowledgeProject;
-use kbeast_api::labels::*;
-use kube::{Resource, ResourceExt};
+use kbeast_api::labels::DESIRED_HASH_ANNOTATION;
+use kube::Resource;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::settings::OperatorSettings;
 
-pub use config_map::{data_location, desired_config_map, embedding_model};
+pub use config_map::{data_location, desired_config_map};
 pub use deployment::{
     desired_deployment, query_container_name, query_image, secrets_hash, template_revision,
     with_pod_template,
 };
 pub use hpa::desired_hpa;
-pub use network_policy::{Endpoint, desired_network_policy, parse_endpoint};
+pub use network_policy::desired_network_policy;
 pub use pdb::desired_pdb;
 pub use purge_job::desired_purge_job;
 pub use pvc::desired_pvc;
@@ -66,6 +67,73 @@ pub struct DesiredChildren {
     pub hpa: Option<HorizontalPodAutoscaler>,
 }
 
+/// One desired child. [`DesiredChildren::in_apply_order`] lists them in the one order both
+/// `apply` and `render` use.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // A handful per reconcile, each moved once: boxing buys nothing.
+pub enum DesiredChild {
+    ServiceAccount(ServiceAccount),
+    NetworkPolicy(NetworkPolicy),
+    ConfigMap(ConfigMap),
+    /// The generated API-keys Secret: created once, never overwritten.
+    ApiKeysSecret(Secret),
+    Pvc(PersistentVolumeClaim),
+    Service(Service),
+    Deployment(Deployment),
+    Pdb(PodDisruptionBudget),
+    Hpa(HorizontalPodAutoscaler),
+}
+
+impl DesiredChild {
+    /// The object as YAML.
+    pub fn to_yaml(&self) -> String {
+        let yaml = match self {
+            Self::ServiceAccount(o) => serde_yaml::to_string(o),
+            Self::NetworkPolicy(o) => serde_yaml::to_string(o),
+            Self::ConfigMap(o) => serde_yaml::to_string(o),
+            Self::ApiKeysSecret(o) => serde_yaml::to_string(o),
+            Self::Pvc(o) => serde_yaml::to_string(o),
+            Self::Service(o) => serde_yaml::to_string(o),
+            Self::Deployment(o) => serde_yaml::to_string(o),
+            Self::Pdb(o) => serde_yaml::to_string(o),
+            Self::Hpa(o) => serde_yaml::to_string(o),
+        };
+        yaml.expect("child objects serialise to YAML")
+    }
+}
+
+impl DesiredChildren {
+    /// Every child in apply order: the NetworkPolicy isolates the pods before any exists, the
+    /// configuration and Secret exist before the Deployment reads them, and the PDB and HPA
+    /// follow the Deployment they select.
+    pub fn in_apply_order(self, api_keys_secret: Option<Secret>) -> Vec<DesiredChild> {
+        let Self {
+            service_account,
+            network_policy,
+            config_map,
+            pvc,
+            service,
+            deployment,
+            pdb,
+            hpa,
+        } = self;
+        [
+            Some(DesiredChild::ServiceAccount(service_account)),
+            Some(DesiredChild::NetworkPolicy(network_policy)),
+            Some(DesiredChild::ConfigMap(config_map)),
+            api_keys_secret.map(DesiredChild::ApiKeysSecret),
+            pvc.map(DesiredChild::Pvc),
+            Some(DesiredChild::Service(service)),
+            Some(DesiredChild::Deployment(deployment)),
+            Some(DesiredChild::Pdb(pdb)),
+            hpa.map(DesiredChild::Hpa),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
 /// Builds every child the project should have (the API-keys Secret is built separately: it is
 /// created once and never overwritten).
 pub fn desired_children(
@@ -83,69 +151,6 @@ pub fn desired_children(
         pdb: desired_pdb(project),
         hpa: desired_hpa(project),
         config_map,
-    }
-}
-
-/// Names of a project's children.
-pub mod names {
-    use kbeast_api::KnowledgeProject;
-    use kube::ResourceExt;
-
-    /// Deployment, Service, ServiceAccount, HPA, PDB and NetworkPolicy share the project's name.
-    pub fn workload(project: &KnowledgeProject) -> String {
-        project.name_any()
-    }
-    pub fn config_map(project: &KnowledgeProject) -> String {
-        format!("{}-config", project.name_any())
-    }
-    pub fn generated_api_keys_secret(project: &KnowledgeProject) -> String {
-        format!("{}-api-keys", project.name_any())
-    }
-    /// The Secret the pods read keys from: the referenced one, or the generated one.
-    pub fn api_keys_secret(project: &KnowledgeProject) -> String {
-        match &project.spec.auth {
-            Some(auth) => auth.api_keys_secret_ref.name.clone(),
-            None => generated_api_keys_secret(project),
-        }
-    }
-    pub fn pvc(project: &KnowledgeProject) -> String {
-        format!("{}-data", project.name_any())
-    }
-    /// The ConfigMap with the durable rollout record.
-    pub fn rollout_record(project: &KnowledgeProject) -> String {
-        format!("{}-rollout", project.name_any())
-    }
-    pub fn purge_job(project: &KnowledgeProject) -> String {
-        format!("{}-purge", project.name_any())
-    }
-}
-
-/// Labels that select a project's query pods. Never change them: Deployment selectors are immutable.
-pub fn selector_labels(project: &KnowledgeProject) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (NAME_LABEL.to_string(), APP_NAME.to_string()),
-        (INSTANCE_LABEL.to_string(), project.name_any()),
-    ])
-}
-
-/// Labels on every child.
-pub fn common_labels(project: &KnowledgeProject) -> BTreeMap<String, String> {
-    let mut labels = selector_labels(project);
-    labels.insert(COMPONENT_LABEL.to_string(), "knowledge-base".to_string());
-    labels.insert(PART_OF_LABEL.to_string(), "kbeast".to_string());
-    labels.insert(MANAGED_BY_LABEL.to_string(), "kbeast-operator".to_string());
-    labels.insert(PROJECT_LABEL.to_string(), project.name_any());
-    labels
-}
-
-/// Metadata of a child: name, namespace, labels and the controller owner reference.
-pub fn child_meta(project: &KnowledgeProject, name: String) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: project.namespace(),
-        labels: Some(common_labels(project)),
-        owner_references: project.controller_owner_ref(&()).map(|owner| vec![owner]),
-        ..ObjectMeta::default()
     }
 }
 
@@ -167,26 +172,6 @@ pub fn with_desired_hash<K: Resource + Serialize>(mut object: K) -> K {
         .get_or_insert_with(BTreeMap::new)
         .insert(DESIRED_HASH_ANNOTATION.to_string(), hash);
     object
-}
-
-#[cfg(test)]
-pub(crate) mod test_support {
-    use kbeast_api::KnowledgeProject;
-
-    /// Loads a sample from `config/samples/` and gives it the identity the API server would.
-    pub fn sample(file: &str) -> KnowledgeProject {
-        let path = format!("{}/../../config/samples/{file}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let mut project: KnowledgeProject =
-            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
-        project
-            .metadata
-            .namespace
-            .get_or_insert_with(|| "tenants".to_string());
-        project.metadata.uid = Some("6a3c1f2e-0000-4000-8000-000000000001".to_string());
-        project.metadata.generation = Some(1);
-        project
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kbeast_api::query_contract::HTTP_PORT_NAME;
 use kbeast_api::{EmbeddingProvider, KnowledgeProject};
 
-use super::{child_meta, names, selector_labels, with_desired_hash};
+use super::with_desired_hash;
+use crate::facts::{Endpoint, child_meta, names, parse_endpoint, selector_labels};
 use crate::settings::OperatorSettings;
 
 /// Label every namespace carries with its own name.
@@ -75,13 +76,6 @@ pub fn desired_network_policy(
     })
 }
 
-/// A host and port the query pods must reach.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: i32,
-}
-
 /// Endpoints the pods call: the embedder, and the object store (AWS S3 on 443 without an endpoint).
 fn external_endpoints(project: &KnowledgeProject) -> Vec<Endpoint> {
     let spec = &project.spec;
@@ -99,35 +93,6 @@ fn external_endpoints(project: &KnowledgeProject) -> Vec<Endpoint> {
         }
     }
     endpoints
-}
-
-/// Host and port of an `http(s)://host[:port][/path]` URL.
-pub fn parse_endpoint(url: &str) -> Option<Endpoint> {
-    let (scheme, rest) = url.split_once("://")?;
-    let default_port = match scheme {
-        "http" => 80,
-        "https" => 443,
-        _ => return None,
-    };
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        let (host, after) = bracketed.split_once(']')?;
-        (host, after.strip_prefix(':'))
-    } else {
-        match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        }
-    };
-    let port = match port {
-        Some(port) => port.parse().ok().filter(|p| (1..=65535).contains(p))?,
-        None => default_port,
-    };
-    (!host.is_empty()).then(|| Endpoint {
-        host: host.to_string(),
-        port,
-    })
 }
 
 fn egress_rule(endpoint: &Endpoint) -> NetworkPolicyEgressRule {
@@ -152,33 +117,5 @@ fn port_rule(port: i32, protocol: &str) -> NetworkPolicyPort {
         port: Some(IntOrString::Int(port)),
         protocol: Some(protocol.to_string()),
         ..NetworkPolicyPort::default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoint_parsing_covers_ports_ipv6_and_bad_urls() {
-        let cases = [
-            ("https://api.openai.com/v1", Some(("api.openai.com", 443))),
-            ("http://tei.ml.svc:8080", Some(("tei.ml.svc", 8080))),
-            ("http://10.0.0.7", Some(("10.0.0.7", 80))),
-            ("http://[fd00::1]:9000/x", Some(("fd00::1", 9000))),
-            ("http://user:pw@minio:9000", Some(("minio", 9000))),
-            ("ftp://host", None),
-            ("http://host:99999", None),
-            ("http://:80", None),
-            ("no-scheme", None),
-        ];
-        for (url, expected) in cases {
-            let parsed = parse_endpoint(url);
-            let expected = expected.map(|(host, port)| Endpoint {
-                host: host.to_string(),
-                port,
-            });
-            assert_eq!(parsed, expected, "{url}");
-        }
     }
 }

@@ -3,7 +3,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kbeast_api::KnowledgeProject;
 
-use super::{child_meta, names, selector_labels, with_desired_hash};
+use super::with_desired_hash;
+use crate::facts::{child_meta, names, selector_labels};
 
 /// A PodDisruptionBudget that never blocks a drain: `maxUnavailable` (default 1, never 0, which
 /// validate() rejects) lets at least one pod go even at one replica, and `AlwaysAllow` lets

@@ -7,7 +7,7 @@ use kbeast_api::KnowledgeProject;
 use super::deployment::{
     QUERY_BINARY, container_security_context, pod_security_context, query_image,
 };
-use super::{child_meta, names};
+use crate::facts::{child_meta, names};
 use crate::settings::OperatorSettings;
 
 /// Seconds a finished purge Job is kept for inspection.

@@ -6,7 +6,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kbeast_api::{KnowledgeProject, VolumeAccessMode};
 
-use super::{child_meta, names, with_desired_hash};
+use super::with_desired_hash;
+use crate::facts::{child_meta, names};
 
 /// The data volume, for `storage.volume` only.
 pub fn desired_pvc(project: &KnowledgeProject) -> Option<PersistentVolumeClaim> {

@@ -9,7 +9,7 @@ use kbeast_api::query_contract::{
 };
 use serde::Serialize;
 
-use super::{child_meta, names};
+use crate::facts::{child_meta, names};
 
 /// A read, a write and an admin token.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,7 +3,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kbeast_api::KnowledgeProject;
 use kbeast_api::query_contract::{HTTP_PORT, HTTP_PORT_NAME};
 
-use super::{child_meta, names, selector_labels, with_desired_hash};
+use super::with_desired_hash;
+use crate::facts::{child_meta, names, selector_labels};
 
 /// ClusterIP Service in front of the query pods, port `http`.
 pub fn desired_service(project: &KnowledgeProject) -> Service {

@@ -1,11 +1,13 @@
 //! The rules every built child must follow, across the sample matrix.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kbeast_api::labels::{CONFIG_HASH_ANNOTATION, PROJECT_LABEL};
 use kube::Resource;
 
-use super::test_support::sample;
 use super::*;
+use crate::facts::test_support::sample;
+use crate::facts::{common_labels, selector_labels};
 
 const SAMPLES: [&str; 3] = ["minimal.yaml", "autoscaled.yaml", "object-store.yaml"];
 

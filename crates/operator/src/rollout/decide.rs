@@ -7,8 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kbeast_api::labels::{POD_REVISION_LABEL, SMOKE_PASSED_CONDITION};
 use kube::ResourceExt;
 
+use super::gate::RolloutState;
 use super::record::RolloutRecord;
-use crate::status::RolloutState;
 
 /// Restarts after which a pod of the update revision counts as crash-looping.
 pub const CRASH_LOOP_RESTARTS: i32 = 3;
@@ -173,7 +173,7 @@ pub struct Decision {
 }
 
 /// Decides the next step of the rollout.
-pub fn decide(input: &RolloutInput) -> Decision {
+pub fn decide(input: &RolloutInput<'_>) -> Decision {
     let desired = input.desired_revision;
     let mut record = input.record.clone();
 
@@ -320,7 +320,7 @@ pub fn decide(input: &RolloutInput) -> Decision {
 }
 
 /// The revision a failed rollout returns to, when rollback is on and one is stored.
-fn rollback_target(input: &RolloutInput) -> Option<String> {
+fn rollback_target(input: &RolloutInput<'_>) -> Option<String> {
     let record = input.record;
     let good = record.last_good_revision.as_deref()?;
     (input.auto_rollback && record.last_good_template.is_some() && good != input.desired_revision)

@@ -2,6 +2,7 @@
 //! a failed one is halted and rolled back. See `docs/rollouts.md`.
 //!
 //! - [`decide`]: the pure state machine.
+//! - [`gate`]: one reconcile's gate: checks, decision, record, Events.
 //! - [`record`]: the durable record it keeps in a ConfigMap.
 //! - [`smoke`]: the smoke check of one pod.
 //!
@@ -9,6 +10,7 @@
 //! gate condition through `pods/status`.
 
 pub mod decide;
+pub mod gate;
 pub mod record;
 pub mod smoke;
 
@@ -24,11 +26,12 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 pub use decide::{Decision, Finished, Phase, PodView, RolloutInput, TemplateChoice, decide};
+pub use gate::{GateContext, Gated, RolloutState, gate_rollout};
 pub use record::{RolloutRecord, desired_record_config_map, record_from};
 pub use smoke::{BUILT_IN_SMOKE_QUERY, SmokeExpectation, SmokeFailure, smoke_check};
 
-use crate::build::embedding_model;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::facts::embedding_model;
 use crate::metrics::Metrics;
 
 /// Reason of the gate condition when the check passed, and when it failed.
@@ -121,7 +124,12 @@ pub async fn gate_pods(
             Ok(_) => {}
             // The pod went away meanwhile; nothing to gate.
             Err(kube::Error::Api(status)) if status.code == 404 => continue,
-            Err(error) => return Err(error.into()),
+            Err(source) => {
+                return Err(Error::WriteSmokeCondition {
+                    pod: pod.name.clone(),
+                    source,
+                });
+            }
         }
         pod.smoke_passed = Some(passed);
         pod.smoke_message = Some(message);

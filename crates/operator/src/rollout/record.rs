@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kbeast_api::KnowledgeProject;
 use serde::{Deserialize, Serialize};
 
-use crate::build::{child_meta, names};
+use crate::facts::{child_meta, names};
 
 /// Key of the record in the ConfigMap's data.
 pub const RECORD_KEY: &str = "record.json";
@@ -63,7 +63,7 @@ pub fn desired_record_config_map(project: &KnowledgeProject, record: &RolloutRec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::test_support::sample;
+    use crate::facts::test_support::sample;
 
     #[test]
     fn the_record_survives_a_round_trip_through_its_config_map() {

@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
 use super::decide::CRASH_LOOP_RESTARTS;
+use super::gate::RolloutState;
 use super::*;
-use crate::status::RolloutState;
 
 const DEADLINE: i64 = 600;
 
@@ -486,7 +486,7 @@ fn pod_views_read_the_gate_restarts_and_container_problems() {
 
 #[test]
 fn an_openai_project_expects_the_model_id_the_query_server_reports() {
-    let mut project = crate::build::test_support::sample("minimal.yaml");
+    let mut project = crate::facts::test_support::sample("minimal.yaml");
     project.spec.embedding.provider = kbeast_api::EmbeddingProvider::Openai;
     project.spec.embedding.model = Some("e5-small".into());
     project.spec.embedding.dimension = 768;
@@ -500,7 +500,7 @@ fn an_openai_project_expects_the_model_id_the_query_server_reports() {
 fn the_smoke_key_is_the_first_key_that_may_search() {
     let keys = r#"[{"id": "w", "secret": "kb_w", "scopes": ["write"]},
                    {"id": "r", "secret": "kb_r", "scopes": ["read"]}]"#;
-    let project = crate::build::test_support::sample("minimal.yaml");
+    let project = crate::facts::test_support::sample("minimal.yaml");
     let expected = smoke_expectation(&project, Some(keys));
     assert_eq!(expected.api_key.as_deref(), Some("kb_r"));
     assert_eq!(expected.model, "hash-v1");

@@ -26,6 +26,7 @@ use tracing::Level;
 use crate::embed::Embedder;
 use crate::ingest::chunking::ChunkConfig;
 use crate::ingest::writer::WriterHandle;
+use crate::search::Searcher;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use auth::KeyStore;
@@ -34,6 +35,8 @@ use error::ApiError;
 pub struct AppState {
     /// Set once the table is open; until then data routes answer 503.
     pub store: OnceLock<Arc<Store>>,
+    /// Searches the store; set with it.
+    pub searcher: OnceLock<Searcher>,
     pub writer: OnceLock<WriterHandle>,
     pub embedder: Arc<dyn Embedder>,
     pub chunking: ChunkConfig,
@@ -59,6 +62,10 @@ pub struct Warmup {
 impl AppState {
     pub fn store(&self) -> Result<&Arc<Store>, ApiError> {
         self.store.get().ok_or_else(ApiError::not_ready)
+    }
+
+    pub fn searcher(&self) -> Result<&Searcher, ApiError> {
+        self.searcher.get().ok_or_else(ApiError::not_ready)
     }
 
     pub fn writer(&self) -> Result<&WriterHandle, ApiError> {

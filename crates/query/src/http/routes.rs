@@ -16,7 +16,6 @@ use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, JsonBody};
 use crate::ingest;
-use crate::search;
 
 pub async fn ingest(
     State(state): State<Arc<AppState>>,
@@ -173,10 +172,12 @@ pub async fn search(
     if request.query.trim().is_empty() {
         return Err(ApiError::invalid("query", "query must not be blank"));
     }
-    let store = state.store()?;
+    let searcher = state.searcher()?;
     let mode = resolved_mode.as_str();
     let started = Instant::now();
-    let result = search::search(store, state.embedder.as_ref(), &state.metrics, &request).await;
+    let result = searcher
+        .search(state.embedder.as_ref(), &state.metrics, &request)
+        .await;
     let elapsed = started.elapsed();
     state
         .metrics

@@ -11,8 +11,6 @@
 //! (starting at a word boundary when there is one), so every chunk has at most
 //! `size` units.
 
-use sha2::{Digest, Sha256};
-
 /// What chunk sizes count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ChunkUnit {
@@ -108,16 +106,6 @@ pub fn chunk_text(text: &str, config: &ChunkConfig) -> Vec<String> {
         .filter(|chunk| !chunk.is_empty())
         .map(str::to_string)
         .collect()
-}
-
-/// Deterministic id of a document's `index`-th chunk, so re-ingesting a
-/// document overwrites the same rows.
-pub fn chunk_id(doc_id: &str, index: usize) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(doc_id.as_bytes());
-    hasher.update([0u8]);
-    hasher.update(index.to_string().as_bytes());
-    hex(&hasher.finalize()[..16])
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -426,15 +414,11 @@ mod tests {
     }
 
     #[test]
-    fn chunking_and_ids_are_deterministic() {
+    fn chunking_is_deterministic() {
         let text = "Alpha beta gamma. ".repeat(200);
         assert_eq!(
             chunk_text(&text, &config(120, 30)),
             chunk_text(&text, &config(120, 30))
         );
-        assert_eq!(chunk_id("doc", 3), chunk_id("doc", 3));
-        assert_ne!(chunk_id("doc", 3), chunk_id("doc", 4));
-        assert_ne!(chunk_id("doc1", 0), chunk_id("doc", 10));
-        assert_eq!(chunk_id("doc", 0).len(), 32);
     }
 }

@@ -39,8 +39,7 @@ use lancedb::arrow::arrow_array::{
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
 
 use super::{ScoredRow, SearchError};
-use crate::ingest::chunking::chunk_id;
-use crate::store::{ChunkRow, ROW_COLUMNS, StoreError, decode_rows, string_column};
+use crate::store::{ChunkRow, ROW_COLUMNS, StoreError, chunk_id, decode_rows, string_column};
 use kbeast_client::Metadata;
 
 /// Memory the snapshot may take; above it, vector search stays on LanceDB.
@@ -147,6 +146,7 @@ impl BlockedCodes {
 
     /// Calls `visit(row, Σ unit[d] × code[d])` for every row, with the widest
     /// vector instructions the CPU has.
+    #[allow(unsafe_code)] // Calling a #[target_feature] function needs unsafe.
     fn scan(&self, unit: &[f32], visit: impl FnMut(usize, f32)) {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
@@ -876,7 +876,7 @@ mod tests {
         let store = store_with(&dir, &texts).await;
         let embedder = crate::embed::HashEmbedder::new(16);
         let query = embedder.embed_one("red apples");
-        let index = store.exact_index().clone();
+        let index = Arc::new(ExactIndex::default());
         let from_memory = served(&index, &store, &query).await;
         let from_lance = super::super::vector::search(&store, query.clone(), 10, None)
             .await

@@ -43,14 +43,57 @@ pub struct SearchOutcome {
     pub degraded: bool,
 }
 
-/// Runs `request` (already validated). A filter is resolved to document ids
-/// first and applied as a pre-filter, so `top_k` counts only matching chunks.
-pub async fn search(
-    store: &Arc<Store>,
+/// Searches one store, answering vector queries from an in-memory exact index of its vectors
+/// while that index holds the table's current version.
+pub struct Searcher {
+    store: Arc<Store>,
+    exact_index: Arc<ExactIndex>,
+}
+
+impl Searcher {
+    pub fn new(store: Arc<Store>) -> Self {
+        Self {
+            store,
+            exact_index: Arc::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn exact_index(&self) -> &Arc<ExactIndex> {
+        &self.exact_index
+    }
+
+    /// Runs `request` (already validated).
+    pub async fn search(
+        &self,
+        embedder: &dyn Embedder,
+        metrics: &Metrics,
+        request: &SearchRequest,
+    ) -> Result<SearchOutcome, SearchError> {
+        search(self, embedder, metrics, request).await
+    }
+
+    /// Starts loading the exact index at the table's current version, unless it holds it.
+    pub async fn refresh_exact_index(&self) -> Result<(), StoreError> {
+        let version = self.store.version().await?;
+        self.exact_index
+            .refresh_in_background(self.store.table(), version);
+        Ok(())
+    }
+}
+
+/// A filter is resolved to document ids first and applied as a pre-filter, so `top_k` counts
+/// only matching chunks.
+async fn search(
+    searcher: &Searcher,
     embedder: &dyn Embedder,
     metrics: &Metrics,
     request: &SearchRequest,
 ) -> Result<SearchOutcome, SearchError> {
+    let store = &searcher.store;
     let ids = match &request.filter {
         Some(filter) if !filter.is_empty() => {
             let ids = store.docs().matching(filter);
@@ -84,7 +127,7 @@ pub async fn search(
         SearchMode::Keyword => (keyword::search(store, query, top_k, filter).await?, false),
         SearchMode::Vector => match embed_query(embedder, metrics, query).await {
             Ok(vector) => (
-                timed_vector(store, metrics, vector, top_k, &prefilter).await?,
+                timed_vector(searcher, metrics, vector, top_k, &prefilter).await?,
                 false,
             ),
             Err(error) => {
@@ -105,7 +148,9 @@ pub async fn search(
                 async move { keyword::search(&store, &query, depth, filter.as_deref()).await }
             });
             let by_vector = match embed_query(embedder, metrics, query).await {
-                Ok(vector) => Some(timed_vector(store, metrics, vector, depth, &prefilter).await),
+                Ok(vector) => {
+                    Some(timed_vector(searcher, metrics, vector, depth, &prefilter).await)
+                }
                 Err(error) => {
                     tracing::warn!(error = %error, "embedder unavailable; serving keyword results");
                     None
@@ -181,15 +226,16 @@ struct Prefilter<'a> {
 /// Vector search from the in-memory exact index when it holds the current
 /// table version, else from LanceDB (and the index is refreshed behind).
 async fn timed_vector(
-    store: &Store,
+    searcher: &Searcher,
     metrics: &Metrics,
     vector: Vec<f32>,
     limit: usize,
     prefilter: &Prefilter<'_>,
 ) -> Result<Vec<ScoredRow>, SearchError> {
     let started = Instant::now();
+    let store = &searcher.store;
     let version = store.version().await?;
-    let exact = store.exact_index();
+    let exact = &searcher.exact_index;
     let rows = match exact.search(version, &vector, limit, prefilter.docs).await {
         Some(rows) => rows,
         None => {

@@ -25,8 +25,22 @@ use lancedb::query::{ExecutableQuery, QueryBase, Select};
 use lancedb::table::optimize::{CompactionOptions, Duration as ChronoDuration};
 use lancedb::table::{OptimizeAction, OptimizeOptions, OptimizeStats};
 use lancedb::{Connection, DistanceType, ObjectStoreRegistry, Session, Table};
+use sha2::{Digest, Sha256};
 
 pub const TABLE_NAME: &str = "chunks";
+
+/// Deterministic id of a document's `index`-th chunk (the table's primary key), so
+/// re-ingesting a document overwrites the same rows.
+pub fn chunk_id(doc_id: &str, index: usize) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(doc_id.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(index.to_string().as_bytes());
+    hasher.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 const META_MODEL: &str = "kbeast.embedding_model";
 const META_DIMENSION: &str = "kbeast.embedding_dimension";
 
@@ -192,8 +206,6 @@ pub struct Store {
     /// Set once a commit of another process was seen: from then on the
     /// document index is reloaded after maintenance too.
     shared: AtomicBool,
-    /// In-memory exact vector index of small tables (`search::exact`).
-    exact_index: Arc<crate::search::ExactIndex>,
     vector_query: RwLock<VectorQuery>,
     vector_index_shape: RwLock<VectorIndexShape>,
 }
@@ -236,7 +248,6 @@ impl Store {
             docs: RwLock::new(DocIndex::default()),
             indexed_version: AtomicU64::new(0),
             shared: AtomicBool::new(false),
-            exact_index: Arc::default(),
             vector_query: RwLock::default(),
             vector_index_shape: RwLock::default(),
         };
@@ -324,10 +335,6 @@ impl Store {
         self.dimension
     }
 
-    pub fn exact_index(&self) -> &Arc<crate::search::ExactIndex> {
-        &self.exact_index
-    }
-
     pub fn docs(&self) -> std::sync::RwLockReadGuard<'_, DocIndex> {
         self.docs.read().expect("doc index lock")
     }
@@ -385,7 +392,7 @@ impl Store {
         }
         let mut expected: Vec<String> = documents
             .iter()
-            .flat_map(|d| (0..d.chunks.len()).map(|i| crate::ingest::chunking::chunk_id(&d.id, i)))
+            .flat_map(|d| (0..d.chunks.len()).map(|i| chunk_id(&d.id, i)))
             .collect();
         stored.sort_unstable();
         expected.sort_unstable();
@@ -720,7 +727,7 @@ impl Store {
                         self.dimension
                     )));
                 }
-                chunk_ids.push(crate::ingest::chunking::chunk_id(&doc.id, index));
+                chunk_ids.push(chunk_id(&doc.id, index));
                 doc_ids.push(doc.id.clone());
                 indexes.push(index as i32);
                 sources.push(doc.source.clone());
@@ -957,6 +964,14 @@ pub fn decode_rows(batch: &RecordBatch) -> Result<Vec<ChunkRow>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_ids_are_deterministic_and_distinct() {
+        assert_eq!(chunk_id("doc", 3), chunk_id("doc", 3));
+        assert_ne!(chunk_id("doc", 3), chunk_id("doc", 4));
+        assert_ne!(chunk_id("doc1", 0), chunk_id("doc", 10));
+        assert_eq!(chunk_id("doc", 0).len(), 32);
+    }
 
     #[test]
     fn doc_id_filter_quotes_strings() {

@@ -325,6 +325,7 @@ impl Server {
     }
 
     /// SIGTERM, then waits (at most 30 s) for the exit status.
+    #[allow(unsafe_code)] // kill(2) has no safe wrapper in std.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("server running");
         unsafe {
