@@ -94,6 +94,12 @@ pub async fn apply_children(
         delete(client, namespace, live_hpa, &mut applied).await?;
     }
 
+    // A new autoscaled Deployment starts at the HPA's minimum, not the API default of 1.
+    let initial_replicas = desired
+        .hpa
+        .as_ref()
+        .and_then(|hpa| hpa.spec.as_ref())
+        .and_then(|spec| spec.min_replicas);
     for child in desired.in_apply_order(new_api_keys_secret) {
         let changes = &mut applied.changes;
         match child {
@@ -122,9 +128,15 @@ pub async fn apply_children(
                 apply_if_changed(client, namespace, &o, live.service.as_ref(), changes).await?
             }
             DesiredChild::Deployment(o) => {
-                if let Some(applied_deployment) =
-                    apply_deployment(client, namespace, o, live.deployment.as_ref(), changes)
-                        .await?
+                if let Some(applied_deployment) = apply_deployment(
+                    client,
+                    namespace,
+                    o,
+                    live.deployment.as_ref(),
+                    initial_replicas,
+                    changes,
+                )
+                .await?
                 {
                     applied.deployment = Some(applied_deployment);
                 }
@@ -141,28 +153,39 @@ pub async fn apply_children(
 }
 
 /// Applies the Deployment unless it is in sync, handing `replicas` over to the HPA first when
-/// autoscaling was just turned on. Returns the applied object, or None when nothing was sent.
+/// autoscaling was just turned on. A Deployment created for an HPA gets `initial_replicas`
+/// (the HPA's minimum) under the handover manager, so it never runs below the minimum while
+/// the HPA has not synced yet. Returns the applied object, or None when nothing was sent.
 async fn apply_deployment(
     client: &Client,
     namespace: &str,
     deployment: Deployment,
     live: Option<&Deployment>,
+    initial_replicas: Option<i32>,
     changes: &mut Vec<Change>,
 ) -> Result<Option<Deployment>> {
-    let handing_over = deployment
+    let leaves_replicas = deployment
         .spec
         .as_ref()
-        .is_some_and(|s| s.replicas.is_none())
-        && live.is_some_and(|d| manager_owns_replicas(d, FIELD_MANAGER));
+        .is_some_and(|s| s.replicas.is_none());
+    let handing_over =
+        leaves_replicas && live.is_some_and(|d| manager_owns_replicas(d, FIELD_MANAGER));
     if handing_over && let Some(live) = live {
-        hand_over_replicas(client, namespace, live, changes).await?;
+        let replicas = live.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        hand_over_replicas(client, namespace, &live.name_any(), replicas, changes).await?;
     }
     if !handing_over && live.is_some_and(|l| in_sync(&deployment, l)) {
         return Ok(None);
     }
-    Ok(Some(
-        server_side_apply(client, namespace, &deployment, changes).await?,
-    ))
+    let mut applied = server_side_apply(client, namespace, &deployment, changes).await?;
+    if leaves_replicas
+        && live.is_none()
+        && let Some(replicas) = initial_replicas.filter(|n| *n != 1)
+    {
+        applied =
+            hand_over_replicas(client, namespace, &applied.name_any(), replicas, changes).await?;
+    }
+    Ok(Some(applied))
 }
 
 /// Whether the live object already has every field of the desired one.
@@ -297,40 +320,41 @@ pub fn manager_owns_replicas(deployment: &Deployment, manager: &str) -> bool {
         })
 }
 
-/// Passes `spec.replicas` to a second field manager at its live value before our own apply
+/// Passes `spec.replicas` (at its live value) to a second field manager before our own apply
 /// drops it. Were we its sole owner, the API server would reset it to 1 the moment we stopped
 /// applying it (see k8s-golden/ssa-deployment.json), and the pod count would drop. The HPA
 /// takes the field over from the handover manager the first time it scales.
 async fn hand_over_replicas(
     client: &Client,
     namespace: &str,
-    live: &Deployment,
+    name: &str,
+    replicas: i32,
     changes: &mut Vec<Change>,
-) -> Result<()> {
-    let replicas = live.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+) -> Result<Deployment> {
     let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let name = live.name_any();
+    let name = name.to_string();
     let body = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"replicas": replicas},
     });
-    api.patch(
-        &name,
-        &PatchParams::apply(REPLICAS_HANDOVER_MANAGER),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|source| Error::Apply {
-        kind: "Deployment",
-        name: name.clone(),
-        source,
-    })?;
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(REPLICAS_HANDOVER_MANAGER),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "Deployment",
+            name: name.clone(),
+            source,
+        })?;
     changes.push(Change::new(
         "Deployment",
         name,
         ChangeAction::ReplicasHandedOver,
     ));
-    Ok(())
+    Ok(applied)
 }

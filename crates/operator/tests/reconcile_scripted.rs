@@ -491,6 +491,53 @@ async fn enabling_autoscaling_hands_replicas_over_before_dropping_them() {
 }
 
 #[tokio::test]
+async fn a_new_autoscaled_deployment_starts_at_the_hpas_minimum() {
+    let harness = Harness::new(project_with_spec(json!({
+        "autoscaling": {"enabled": true, "minReplicas": 2, "maxReplicas": 6},
+        "storage": {"ephemeral": {}},
+    })));
+    harness.reconcile().await.expect("first reconcile succeeds");
+    let writes = harness.api.child_writes();
+    let deployment_writes: Vec<_> = writes
+        .iter()
+        .filter(|r| r.path == deployment_path())
+        .collect();
+    assert_eq!(deployment_writes.len(), 2, "{:?}", lines(&writes));
+    assert_eq!(
+        deployment_writes[0].field_manager(),
+        Some("kbeast-operator")
+    );
+    assert!(
+        deployment_writes[0].body.as_ref().expect("body")["spec"]
+            .get("replicas")
+            .is_none(),
+        "our apply leaves replicas to the HPA"
+    );
+    assert_eq!(
+        deployment_writes[1].field_manager(),
+        Some("kbeast-operator-replicas-handover")
+    );
+    assert_eq!(
+        deployment_writes[1].body.as_ref().expect("body")["spec"],
+        json!({"replicas": 2}),
+        "the HPA's minimum, not the API default of 1"
+    );
+
+    // Converged: nothing more to write.
+    harness.api.clear_requests();
+    harness.reconcile().await.expect("reconcile succeeds");
+    assert!(
+        !harness
+            .api
+            .child_writes()
+            .iter()
+            .any(|r| r.path == deployment_path()),
+        "{:?}",
+        lines(&harness.api.child_writes())
+    );
+}
+
+#[tokio::test]
 async fn disabling_autoscaling_deletes_the_hpa_before_restoring_replicas() {
     let harness = Harness::new(project_with_spec(json!({
         "autoscaling": {"enabled": true, "minReplicas": 2, "maxReplicas": 6},
