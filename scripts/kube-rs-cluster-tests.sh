@@ -99,6 +99,9 @@ mkdir -p "$src"
 for c in kube kube-client kube-runtime; do
   cp -a "$registry/$c-$version" "$src/$c"
   rm -f "$src/$c/Cargo.lock" "$src/$c/.cargo_vcs_info.json" "$src/$c/.cargo-ok"
+  # A member's `resolver` is ignored (with a warning); the workspace root sets it.
+  sed -i '/^resolver = /d' "$src/$c/Cargo.toml"
+  touch -r "$registry/$c-$version/Cargo.toml" "$src/$c/Cargo.toml"
 done
 # `cargo publish` drops path-only dev-dependencies; the tests of these two use `kube::...`.
 # (Appended with the original mtime so warm runs do not rebuild.)
@@ -135,7 +138,11 @@ for entry in "${crates[@]}"; do
   args=(test --manifest-path "$src/Cargo.toml" -p "$crate" --lib --no-run
     --message-format=json-render-diagnostics)
   [ -n "$features" ] && args+=(--features "$features")
-  cargo "${args[@]}" >"$logs/build-$crate.json"
+  if ! cargo "${args[@]}" >"$logs/build-$crate.json" 2>"$logs/build-$crate.log"; then
+    tail -40 "$logs/build-$crate.log" >&2
+    exit 3
+  fi
+  grep -E '^ *Finished' "$logs/build-$crate.log" || true
   test_bin[$crate]=$(python3 - "$logs/build-$crate.json" "$lib" <<'EOF'
 import json, sys
 path, lib = sys.argv[1], sys.argv[2]
@@ -175,15 +182,35 @@ for _ in $(seq 150); do
   sleep 0.2
 done
 
-# A one-line reason from a failed test's output.
+# A one-line reason from a failed test's output: the error the test returned (an API error
+# shortened to its code and message), else the panic message (with left/right of a failed
+# assertion) and its location.
 reason() {
-  local log=$1 line
-  line=$(grep -m1 '^Error: ' "$log" || true)
-  if [ -z "$line" ]; then
-    line=$(awk '/panicked at/ {getline; print; exit}' "$log")
-  fi
-  [ -n "$line" ] || line=$(grep -v '^\s*$' "$log" | tail -1)
-  printf '%s' "${line:0:240}"
+  python3 - "$1" <<'PY'
+import re, sys
+lines = open(sys.argv[1], errors="replace").read().splitlines()
+why = ""
+for line in lines:
+    if line.startswith("Error: "):
+        api = re.search(r'code: (\d+), message: "((?:[^"\\]|\\.)*)"', line)
+        why = f"API error {api.group(1)}: {api.group(2)}" if api else line
+        why = why.replace('\\"', '"')
+        break
+if not why:
+    for i, line in enumerate(lines):
+        m = re.search(r"panicked at (\S+):$", line)
+        if m:
+            message = [l.strip() for l in lines[i + 1:i + 4] if l.strip()]
+            if message and message[0].startswith("assertion"):
+                message = [l for l in message[:3] if l.startswith(("assertion", "left", "right"))]
+            else:
+                message = message[:1]
+            why = "; ".join(message) + f" ({m.group(1)})"
+            break
+if not why:
+    why = next((l for l in reversed(lines) if l.strip()), "no output")
+print(why[:300])
+PY
 }
 
 declare -A n_run n_pass n_fail n_other
