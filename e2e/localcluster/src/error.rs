@@ -105,7 +105,7 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(400, "BadRequest", message)
     }
-    pub fn not_found(s: &Subject) -> Self {
+    pub fn not_found(s: &Subject<'_>) -> Self {
         ApiError::new(
             404,
             "NotFound",
@@ -122,7 +122,7 @@ impl ApiError {
         )
         .with_details(json!({}))
     }
-    pub fn already_exists(s: &Subject) -> Self {
+    pub fn already_exists(s: &Subject<'_>) -> Self {
         ApiError::new(
             409,
             "AlreadyExists",
@@ -130,7 +130,7 @@ impl ApiError {
         )
         .with_details(s.details(s.resource))
     }
-    pub fn conflict(s: &Subject) -> Self {
+    pub fn conflict(s: &Subject<'_>) -> Self {
         ApiError::new(
             409,
             "Conflict",
@@ -142,7 +142,7 @@ impl ApiError {
         )
         .with_details(s.details(s.resource))
     }
-    pub fn invalid(s: &Subject, causes: Vec<Cause>) -> Self {
+    pub fn invalid(s: &Subject<'_>, causes: Vec<Cause>) -> Self {
         // The message lists each distinct error once, the causes keep duplicates.
         let mut rendered: Vec<String> = Vec::new();
         for c in &causes {

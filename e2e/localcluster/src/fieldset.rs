@@ -37,7 +37,7 @@ impl FieldSet {
 
     /// Every path of `value` (all intermediate nodes are members), with ownership-free
     /// fields removed. This is what an object's creation by an Update owns.
-    pub fn from_value(value: &Value, schema: Schema) -> FieldSet {
+    pub fn from_value(value: &Value, schema: Schema<'_>) -> FieldSet {
         let mut set = FieldSet::default();
         add_children(&mut set, value, schema);
         set.strip_unowned();
@@ -219,7 +219,7 @@ pub fn item_element_with(
     list_type: &ListType,
     item: &Value,
     index: usize,
-    item_schema: Schema,
+    item_schema: Schema<'_>,
 ) -> String {
     match list_type {
         ListType::Map(keys) => {
@@ -241,7 +241,7 @@ pub fn item_element_with(
     }
 }
 
-fn add_children(set: &mut FieldSet, value: &Value, schema: Schema) {
+fn add_children(set: &mut FieldSet, value: &Value, schema: Schema<'_>) {
     match value {
         Value::Object(map) if !schema.is_atomic_map() => {
             for (k, v) in map {
@@ -283,7 +283,7 @@ impl Comparison {
     }
 }
 
-pub fn compare(old: &Value, new: &Value, schema: Schema) -> Comparison {
+pub fn compare(old: &Value, new: &Value, schema: Schema<'_>) -> Comparison {
     let mut c = Comparison::default();
     compare_into(old, new, schema, &mut Vec::new(), &mut c);
     c.added.strip_unowned();
@@ -292,7 +292,7 @@ pub fn compare(old: &Value, new: &Value, schema: Schema) -> Comparison {
     c
 }
 
-fn subtree(value: &Value, schema: Schema) -> FieldSet {
+fn subtree(value: &Value, schema: Schema<'_>) -> FieldSet {
     let mut s = leaf();
     add_children(&mut s, value, schema);
     s
@@ -309,7 +309,7 @@ fn graft(target: &mut FieldSet, path: &[String], sub: FieldSet) {
 fn compare_into(
     old: &Value,
     new: &Value,
-    schema: Schema,
+    schema: Schema<'_>,
     path: &mut Vec<String>,
     c: &mut Comparison,
 ) {
@@ -407,7 +407,7 @@ pub fn display_path(path: &[String]) -> String {
 }
 
 /// Removes the value at `path` from `value` (used when an applier drops a field it alone owned).
-pub fn remove_path(value: &mut Value, path: &[String], schema: Schema) {
+pub fn remove_path(value: &mut Value, path: &[String], schema: Schema<'_>) {
     let Some((first, rest)) = path.split_first() else {
         return;
     };

@@ -48,7 +48,7 @@ fn json_patch_message(e: &json_patch::PatchError) -> String {
 }
 
 /// Strategic merge patch for built-in kinds, guided by `x-kubernetes-patch-*` extensions.
-pub fn strategic_merge(target: &mut Value, patch: &Value, schema: Schema) {
+pub fn strategic_merge(target: &mut Value, patch: &Value, schema: Schema<'_>) {
     let Value::Object(patch_map) = patch else {
         *target = strip_directives(patch);
         return;
@@ -96,7 +96,7 @@ pub fn strategic_merge(target: &mut Value, patch: &Value, schema: Schema) {
     }
 }
 
-fn merge_list(target: &mut Value, patch_items: &[Value], merge_key: &str, item_schema: Schema) {
+fn merge_list(target: &mut Value, patch_items: &[Value], merge_key: &str, item_schema: Schema<'_>) {
     if !target.is_array() {
         *target = Value::Array(vec![]);
     }
@@ -143,7 +143,7 @@ fn strip_directives(value: &Value) -> Value {
 
 /// Server-side apply: merges an applied configuration into the live object, following
 /// the schema (list-maps by key, sets by value, atomic values replaced).
-pub fn apply_merge(live: &mut Value, config: &Value, schema: Schema) {
+pub fn apply_merge(live: &mut Value, config: &Value, schema: Schema<'_>) {
     match (live.as_object_mut(), config) {
         (Some(live_map), Value::Object(config_map)) if !schema.is_atomic_map() => {
             for (key, cv) in config_map {

@@ -107,8 +107,8 @@ pub fn record_update(
     entries: &mut Vec<ManagerEntry>,
     old: &Value,
     new: &Value,
-    schema: Schema,
-    w: &Writer,
+    schema: Schema<'_>,
+    w: &Writer<'_>,
 ) {
     let cmp = compare(old, new, schema);
     let changed = cmp.changed();
@@ -144,10 +144,10 @@ pub fn record_update(
 pub fn apply(
     live: &Value,
     config: &Value,
-    schema: Schema,
+    schema: Schema<'_>,
     entries: &mut Vec<ManagerEntry>,
     force: bool,
-    w: &Writer,
+    w: &Writer<'_>,
 ) -> Result<Value, ApiError> {
     let applied = FieldSet::from_value(config, schema).applied();
     let mut merged = if live.is_null() {

@@ -225,7 +225,7 @@ impl Indexes {
 
 impl PodSelectors {
     /// The set of names that `selector` belongs in.
-    fn with(&mut self, selector: PodSelector) -> &mut BTreeSet<String> {
+    fn with(&mut self, selector: PodSelector<'_>) -> &mut BTreeSet<String> {
         match selector {
             PodSelector::Labels(labels) => {
                 let (keys, values) = split_labels(&labels);
@@ -239,7 +239,7 @@ impl PodSelectors {
         }
     }
 
-    fn remove(&mut self, selector: PodSelector, name: &str) {
+    fn remove(&mut self, selector: PodSelector<'_>, name: &str) {
         let PodSelector::Labels(labels) = selector else {
             self.other.remove(name);
             return;

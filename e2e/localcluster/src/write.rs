@@ -858,7 +858,7 @@ fn apply_merged(
     }
     let live_value = existing.unwrap_or(&Value::Null);
     let mut entries = existing.map(ssa::decode).unwrap_or_default();
-    let schema: Schema = rt.schema();
+    let schema: Schema<'_> = rt.schema();
     if let Some(live) = existing {
         // Fields nobody is recorded as owning belong to the synthetic "before-first-apply"
         // manager, so the first applier conflicts with them instead of silently taking them.

@@ -353,7 +353,7 @@ fn sync_deployment(state: &mut State, d: &Value, now: jiff::Timestamp, scope: &S
     }
 }
 
-fn rolling(s: &mut Sync, d: &Value, old: &[Arc<Value>], new: &Arc<Value>) {
+fn rolling(s: &mut Sync<'_>, d: &Value, old: &[Arc<Value>], new: &Arc<Value>) {
     let replicas = int(&d["spec"]["replicas"]);
     let (surge, max_unavailable) = fenceposts(d);
     // reconcileNewReplicaSet
@@ -429,7 +429,7 @@ fn rolling(s: &mut Sync, d: &Value, old: &[Arc<Value>], new: &Arc<Value>) {
     }
 }
 
-fn recreate(s: &mut Sync, d: &Value, old: &[Arc<Value>], new: &Arc<Value>) {
+fn recreate(s: &mut Sync<'_>, d: &Value, old: &[Arc<Value>], new: &Arc<Value>) {
     let active: Vec<&Arc<Value>> = old.iter().filter(|rs| spec_replicas(rs) > 0).collect();
     if !active.is_empty() {
         for rs in active {
@@ -448,7 +448,7 @@ fn recreate(s: &mut Sync, d: &Value, old: &[Arc<Value>], new: &Arc<Value>) {
 }
 
 /// Deletes old, empty ReplicaSets beyond revisionHistoryLimit once the rollout is complete.
-fn cleanup_history(s: &mut Sync, d: &Value, all: &[Arc<Value>], new: Option<&Value>) {
+fn cleanup_history(s: &mut Sync<'_>, d: &Value, all: &[Arc<Value>], new: Option<&Value>) {
     let limit = d["spec"]["revisionHistoryLimit"].as_i64().unwrap_or(10);
     let mut old: Vec<&Arc<Value>> = all
         .iter()

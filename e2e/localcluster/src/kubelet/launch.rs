@@ -3,6 +3,8 @@
 //! namespace with the pod's hostname, its own process group (so a signal reaches the
 //! whole tree), stdout and stderr appended to the container's log file.
 
+#![allow(unsafe_code)] // Namespaces, flock and signals are raw syscalls with no safe wrapper in std.
+
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;

@@ -6,6 +6,8 @@
 //! `/run/kbeast-localcluster/<bridge>.pid` records the owning process, so a later start can
 //! remove what a killed process left behind.
 
+#![allow(unsafe_code)] // Namespaces, flock and signals are raw syscalls with no safe wrapper in std.
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::Ipv4Addr;
