@@ -22,18 +22,20 @@
 #   KBEAST_KUBE_RS_NETWORK_ID   the node agent's --network-id (default 4242)
 #   KBEAST_KUBE_RS_KEEP=1       keep the work folder (sources, cluster and test logs)
 #   KBEAST_K8S_BIN              control-plane binaries (else scripts/control-plane.sh builds them)
-#   KBEAST_NODE_AGENT           node agent binary (default ~/.cache/kbeast/target-main/debug/...)
+#   KBEAST_NODE_AGENT           node agent binary (default $CARGO_TARGET_DIR/debug/kbeast-node-agent,
+#                               built by scripts/build-binaries.sh)
 #
 # Exit status: 0 if every test passed, 1 if some failed, other values if the run broke.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
+# The project's own build (before CARGO_TARGET_DIR is pointed at the kube-rs build below).
+agent_bin=${KBEAST_NODE_AGENT:-${CARGO_TARGET_DIR:-$HOME/.cache/kbeast/target}/debug/kbeast-node-agent}
 version=${KBEAST_KUBE_RS_VERSION:-5.0.0}
 export CARGO_TARGET_DIR=${KBEAST_KUBE_RS_TARGET:-$HOME/.cache/kbeast/kube-rs-target}
 export CARGO_TERM_COLOR=never
 test_timeout=${KBEAST_KUBE_RS_TEST_TIMEOUT:-120}
 network_id=${KBEAST_KUBE_RS_NETWORK_ID:-4242}
-agent_bin=${KBEAST_NODE_AGENT:-$HOME/.cache/kbeast/target-main/debug/kbeast-node-agent}
 kubectl=${KBEAST_TOOLS_DIR:-$HOME/.cache/kbeast/tools}/bin/kubectl
 
 # crate | cargo features | lib target name. The features are those the ignored tests are gated
