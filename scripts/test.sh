@@ -27,6 +27,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== dependency policy (cargo deny: licences, bans, sources)"
+"$root/scripts/check-dependencies.sh"
 echo "== build the shipped binaries (the Dockerfile's command, debug profile)"
 "$root/scripts/build-binaries.sh"
 # cargo test also builds kbeast-operator and kbeast-query (their integration tests need them);

@@ -89,6 +89,32 @@ fn conditions_map_to_argo_cd_health() {
             "Progressing",
         ),
         (
+            "rolling out while the previous revision serves",
+            project(
+                2,
+                Some(2),
+                json!([
+                    condition("Ready", "True", "Available"),
+                    condition("Progressing", "True", "RollingOut"),
+                    condition("Degraded", "False", "AsExpected")
+                ]),
+            ),
+            "Progressing",
+        ),
+        (
+            "rolled out",
+            project(
+                2,
+                Some(2),
+                json!([
+                    condition("Ready", "True", "Available"),
+                    condition("Progressing", "False", "RolloutComplete"),
+                    condition("Degraded", "False", "AsExpected")
+                ]),
+            ),
+            "Healthy",
+        ),
+        (
             "invalid spec",
             project(
                 2,
@@ -106,7 +132,7 @@ fn conditions_map_to_argo_cd_health() {
                 3,
                 Some(3),
                 json!([
-                    condition("Ready", "False", "RolloutFailed"),
+                    condition("Ready", "True", "Available"),
                     condition("Progressing", "False", "RolloutFailed"),
                     condition("Degraded", "True", "RolloutFailed")
                 ]),

@@ -68,33 +68,23 @@ pub enum Health {
     /// Nothing is applied until the cause is fixed.
     Blocked(Blocked),
     /// The Deployment does not exist yet.
-    AwaitingDeployment {
-        suspended: bool,
-    },
+    AwaitingDeployment { suspended: bool },
     /// The desired revision is fully rolled out (and, when gated, passed its smoke checks).
-    Available {
-        revision: String,
-        counts: String,
-    },
+    Available { revision: String, counts: String },
     /// The desired revision failed its gate; the message says what was done about it.
-    RolloutFailed {
-        message: String,
-    },
+    /// `available` pods (the good revision's, after a rollback) may still serve.
+    RolloutFailed { message: String, available: i32 },
     /// Suspended before the rollout finished.
-    Suspended {
-        counts: String,
-    },
+    Suspended { counts: String, available: i32 },
     /// `spec.rollout.paused` holds the rollout.
-    Paused {
-        counts: String,
-    },
+    Paused { counts: String, available: i32 },
     /// The rollout is complete but no pod serves.
-    NoPodAvailable {
-        counts: String,
-    },
+    NoPodAvailable { counts: String },
+    /// A new revision is rolling out while `available` pods (of either revision) serve.
     RollingOut {
         revision: String,
         detail: String,
+        available: i32,
     },
 }
 
@@ -134,6 +124,19 @@ fn not_degraded() -> ConditionValue {
     no(reason::AS_EXPECTED, "")
 }
 
+/// Ready means available to serve: true while `available` pods serve, whatever the rollout is
+/// doing (Progressing and Degraded say that); otherwise false with `reason`.
+fn ready_if_serving(available: i32, reason: &'static str, message: &str) -> ConditionValue {
+    if available > 0 {
+        yes(
+            reason::AVAILABLE,
+            format!("{available} pod(s) available to serve; {message}"),
+        )
+    } else {
+        no(reason, message)
+    }
+}
+
 /// The condition table: what each kind of health reports as Ready, Progressing and Degraded.
 pub fn health_conditions(health: &Health) -> HealthConditions {
     let (ready, progressing, degraded) = match health {
@@ -162,23 +165,23 @@ pub fn health_conditions(health: &Health) -> HealthConditions {
             no(reason::ROLLOUT_COMPLETE, counts),
             not_degraded(),
         ),
-        Health::RolloutFailed { message } => (
-            no(reason::ROLLOUT_FAILED, message),
+        Health::RolloutFailed { message, available } => (
+            ready_if_serving(*available, reason::ROLLOUT_FAILED, message),
             no(reason::ROLLOUT_FAILED, message),
             yes(reason::ROLLOUT_FAILED, message),
         ),
-        Health::Suspended { counts } => {
+        Health::Suspended { counts, available } => {
             let message = format!("suspended before the spec was fully rolled out: {counts}");
             (
-                no(reason::SUSPENDED, &message),
+                ready_if_serving(*available, reason::SUSPENDED, &message),
                 no(reason::SUSPENDED, message),
                 not_degraded(),
             )
         }
-        Health::Paused { counts } => {
+        Health::Paused { counts, available } => {
             let message = format!("spec.rollout.paused is true: {counts}");
             (
-                no(reason::PAUSED, &message),
+                ready_if_serving(*available, reason::PAUSED, &message),
                 no(reason::PAUSED, message),
                 not_degraded(),
             )
@@ -191,10 +194,15 @@ pub fn health_conditions(health: &Health) -> HealthConditions {
                 yes(reason::PODS_NOT_READY, message),
             )
         }
-        Health::RollingOut { revision, detail } => (
-            no(
+        Health::RollingOut {
+            revision,
+            detail,
+            available,
+        } => (
+            ready_if_serving(
+                *available,
                 reason::ROLLING_OUT,
-                format!("rolling out revision {revision}: {detail}"),
+                &format!("rolling out revision {revision}: {detail}"),
             ),
             yes(reason::ROLLING_OUT, detail),
             not_degraded(),
@@ -255,11 +263,18 @@ pub fn assess(
         };
         Health::RolloutFailed {
             message: format!("{message}; {action}. Fix the spec to roll forward."),
+            available: rollout.available,
         }
     } else if suspended {
-        Health::Suspended { counts }
+        Health::Suspended {
+            counts,
+            available: rollout.available,
+        }
     } else if project.spec.rollout.paused {
-        Health::Paused { counts }
+        Health::Paused {
+            counts,
+            available: rollout.available,
+        }
     } else if matches!(phase, Some(Phase::Complete)) {
         Health::NoPodAvailable { counts }
     } else {
@@ -267,7 +282,11 @@ pub fn assess(
             Some(Phase::Progressing(detail)) => detail.clone(),
             _ => counts,
         };
-        Health::RollingOut { revision, detail }
+        Health::RollingOut {
+            revision,
+            detail,
+            available: rollout.available,
+        }
     }
 }
 
@@ -455,15 +474,17 @@ mod tests {
     }
 
     #[test]
-    fn ready_only_once_the_applied_revision_is_fully_rolled_out() {
+    fn ready_while_pods_serve_and_progressing_until_the_revision_is_rolled_out() {
         let settings = OperatorSettings::default();
+        // (case, live Deployment, applied revision, Ready, its reason, Progressing)
         let cases = [
             (
-                "old pods still running",
+                "old pods still serving",
                 deployment(3, 1, 2, "r2"),
                 "r2",
-                false,
-                reason::ROLLING_OUT,
+                true,
+                reason::AVAILABLE,
+                true,
             ),
             (
                 "complete",
@@ -471,16 +492,26 @@ mod tests {
                 "r2",
                 true,
                 reason::AVAILABLE,
+                false,
             ),
             (
                 "live template is an older revision",
                 deployment(2, 2, 2, "r1"),
                 "r2",
+                true,
+                reason::AVAILABLE,
+                true,
+            ),
+            (
+                "rolling out with no pod serving",
+                deployment(2, 0, 0, "r2"),
+                "r2",
                 false,
                 reason::ROLLING_OUT,
+                true,
             ),
         ];
-        for (case, live, applied, ready, why) in cases {
+        for (case, live, applied, ready, why, progressing) in cases {
             let status = status_after(
                 &project(7),
                 &settings,
@@ -495,7 +526,7 @@ mod tests {
             assert_eq!(condition.reason, why, "{case}");
             assert_eq!(
                 get(&status, conditions::PROGRESSING).status == "True",
-                !ready,
+                progressing,
                 "{case}"
             );
             for c in &status.conditions {
@@ -547,7 +578,8 @@ mod tests {
     #[test]
     fn transition_time_changes_only_when_the_status_flips() {
         let settings = OperatorSettings::default();
-        let live = deployment(3, 1, 2, "r2");
+        // A new project: nothing serves yet, so Ready starts False.
+        let live = deployment(3, 1, 0, "r2");
         let first = status_after(
             &project(1),
             &settings,
@@ -623,9 +655,9 @@ mod tests {
     }
 
     #[test]
-    fn the_table_is_ready_only_when_available_and_progressing_only_while_rolling_out() {
+    fn the_table_is_ready_while_pods_serve_and_progressing_only_while_rolling_out() {
         let counts = || "2 of 2 pods updated, 2 ready, 2 available".to_string();
-        let rows = [
+        let mut rows = vec![
             Health::Blocked(Blocked::WriteForbidden(
                 "apply ConfigMap/docs-rollout: …".into(),
             )),
@@ -635,24 +667,44 @@ mod tests {
                 revision: "r1".into(),
                 counts: counts(),
             },
-            Health::RolloutFailed {
-                message: "crash loop".into(),
-            },
-            Health::Suspended { counts: counts() },
-            Health::Paused { counts: counts() },
             Health::NoPodAvailable { counts: counts() },
-            Health::RollingOut {
-                revision: "r2".into(),
-                detail: counts(),
-            },
         ];
+        // Every state of an unfinished or failed rollout, with and without serving pods.
+        for available in [0, 2] {
+            rows.extend([
+                Health::RolloutFailed {
+                    message: "crash loop".into(),
+                    available,
+                },
+                Health::Suspended {
+                    counts: counts(),
+                    available,
+                },
+                Health::Paused {
+                    counts: counts(),
+                    available,
+                },
+                Health::RollingOut {
+                    revision: "r2".into(),
+                    detail: counts(),
+                    available,
+                },
+            ]);
+        }
         for health in rows {
             let c = health_conditions(&health);
-            assert_eq!(
-                c.ready.is_true,
-                matches!(health, Health::Available { .. }),
-                "{health:?}"
-            );
+            let serving = match &health {
+                Health::Available { .. } => true,
+                Health::RolloutFailed { available, .. }
+                | Health::Suspended { available, .. }
+                | Health::Paused { available, .. }
+                | Health::RollingOut { available, .. } => *available > 0,
+                _ => false,
+            };
+            assert_eq!(c.ready.is_true, serving, "{health:?}");
+            if serving {
+                assert_eq!(c.ready.reason, reason::AVAILABLE, "{health:?}");
+            }
             assert_eq!(
                 c.progressing.is_true,
                 matches!(
@@ -713,14 +765,21 @@ mod tests {
                 "progressing, though the Deployment looks complete",
                 decision(Phase::Progressing("waiting".into()), "r1", None),
                 deployment(2, 2, 2, "r2"),
+                ("True", reason::AVAILABLE),
+                ("False", reason::AS_EXPECTED),
+            ),
+            (
+                "progressing with no pod serving yet",
+                decision(Phase::Progressing("waiting".into()), "r1", None),
+                deployment(2, 2, 0, "r2"),
                 ("False", reason::ROLLING_OUT),
                 ("False", reason::AS_EXPECTED),
             ),
             (
-                "failed and rolled back",
+                "failed and rolled back: the good revision serves",
                 decision(failed, "r1", Some("r2")),
                 deployment(2, 2, 2, "r1"),
-                ("False", reason::ROLLOUT_FAILED),
+                ("True", reason::AVAILABLE),
                 ("True", reason::ROLLOUT_FAILED),
             ),
         ];

@@ -329,8 +329,8 @@ async fn a_crash_looping_revision_is_rolled_back_once_and_a_fix_rolls_forward() 
     assert_eq!(harness.condition("Progressing")["status"], "True");
     assert_eq!(
         harness.condition("Ready")["status"],
-        "False",
-        "not Ready before the new revision rolled"
+        "True",
+        "Ready means available to serve: the good revision still does"
     );
     assert_eq!(harness.status("updateRevision"), bad.as_str());
     harness.start_rolling();
@@ -357,8 +357,11 @@ async fn a_crash_looping_revision_is_rolled_back_once_and_a_fix_rolls_forward() 
         message.contains("docs-new-1") && message.contains("--bogus") && message.contains(&good),
         "names the pod, its error and the rollback: {message}"
     );
-    assert_eq!(harness.condition("Ready")["reason"], "RolloutFailed");
+    // The good revision serves: Ready (available to serve) stays True; Degraded says why.
+    assert_eq!(harness.condition("Ready")["reason"], "Available");
+    assert_eq!(harness.condition("Ready")["status"], "True");
     assert_eq!(harness.condition("Progressing")["status"], "False");
+    assert_eq!(harness.condition("Progressing")["reason"], "RolloutFailed");
     assert_eq!(harness.status("failedRevision"), bad.as_str());
     assert_eq!(harness.record()["failedRevision"], bad.as_str());
     assert_eq!(harness.rollouts("rolled_back"), 1);

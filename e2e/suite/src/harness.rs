@@ -15,8 +15,8 @@ use kube::api::{Api, PostParams};
 
 use crate::control_plane::{ControlPlane, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE};
 use crate::{
-    Operator, create_namespace, install_crd, ready_for_generation, repo_root, start_operator_with,
-    wait_for, wait_for_crd,
+    Operator, create_namespace, install_crd, repo_root, rolled_out_for_generation,
+    start_operator_with, wait_for, wait_for_crd,
 };
 
 /// Where the test runs.
@@ -334,7 +334,7 @@ impl Env {
                 projects
                     .get(name)
                     .await
-                    .is_ok_and(|p| ready_for_generation(&p))
+                    .is_ok_and(|p| rolled_out_for_generation(&p))
             },
         )
         .await;
@@ -598,7 +598,7 @@ impl PodCluster {
                 projects
                     .get(&name)
                     .await
-                    .is_ok_and(|p| ready_for_generation(&p))
+                    .is_ok_and(|p| rolled_out_for_generation(&p))
             },
         )
         .await;

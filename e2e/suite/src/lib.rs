@@ -149,13 +149,14 @@ pub fn rbac_documents(rendered: &str) -> String {
         .join("\n---\n")
 }
 
-/// `kubectl apply --server-side -f -` with `kubeconfig`; returns kubectl's output.
+/// `kubectl apply --server-side --force-conflicts -f -` with `kubeconfig` (as an installer, it
+/// takes over fields someone else changed); returns kubectl's output.
 pub fn kubectl_apply(kubeconfig: &std::path::Path, manifests: &str) -> String {
     use std::io::Write;
     let mut apply = Command::new(kbeast_testkit::tool("kubectl"))
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args(["apply", "--server-side", "-f", "-"])
+        .args(["apply", "--server-side", "--force-conflicts", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -253,15 +254,23 @@ where
     }
 }
 
-pub fn ready_for_generation(project: &KnowledgeProject) -> bool {
+/// Whether the project's current generation is fully rolled out: `Ready=True` (pods serve) and
+/// `Progressing=False` with reason `RolloutComplete`, both for the current generation. Ready
+/// alone means "available to serve", which also holds while an update rolls out.
+pub fn rolled_out_for_generation(project: &KnowledgeProject) -> bool {
     let Some(status) = &project.status else {
         return false;
     };
     let generation = project.metadata.generation;
+    let current = |type_: &str, value: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == value && c.observed_generation == generation)
+    };
     status.observed_generation == generation
-        && status.conditions.iter().any(|c| {
-            c.type_ == "Ready" && c.status == "True" && c.observed_generation == generation
-        })
+        && current("Ready", "True").is_some()
+        && current("Progressing", "False").is_some_and(|c| c.reason == "RolloutComplete")
 }
 
 /// `helm template kbeast charts/kbeast --namespace kbeast-system` with extra arguments.

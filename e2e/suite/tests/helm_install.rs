@@ -11,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use kbeast_api::KnowledgeProject;
 use kbeast_e2e::control_plane::ControlPlane;
-use kbeast_e2e::{create_namespace, ready_for_generation, repo_root, wait_for};
+use kbeast_e2e::{create_namespace, repo_root, rolled_out_for_generation, wait_for};
 use kbeast_testkit::tool;
 use kube::Client;
 use kube::api::{Api, PostParams};
@@ -74,7 +74,7 @@ async fn sample_becomes_ready(
         projects
             .get(&name)
             .await
-            .is_ok_and(|p| ready_for_generation(&p))
+            .is_ok_and(|p| rolled_out_for_generation(&p))
     })
     .await;
     projects.get(&name).await.expect("project")
@@ -129,7 +129,7 @@ async fn helm_install_runs_the_operator_in_cluster_and_the_samples_become_ready(
     let projects: Api<KnowledgeProject> = Api::namespaced(plane.client.clone(), "support");
     wait_for("2/2 pods, the HPA's minimum", CONVERGE, || async {
         projects.get("support").await.is_ok_and(|p| {
-            ready_for_generation(&p)
+            rolled_out_for_generation(&p)
                 && p.status.and_then(|s| s.replica_summary).as_deref() == Some("2/2")
         })
     })

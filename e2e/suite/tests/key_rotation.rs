@@ -12,7 +12,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kbeast_client::{SearchMode, SearchRequest};
 use kbeast_e2e::harness::{PodCluster, QueryLoop, api_keys, pod_url};
-use kbeast_e2e::{binary, ready_for_generation, start_operator, wait_for};
+use kbeast_e2e::{binary, rolled_out_for_generation, start_operator, wait_for};
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -197,6 +197,6 @@ async fn keys_rotate_without_a_restart_and_without_failed_queries() {
         "the pods reloaded the keys instead of being replaced"
     );
     let project = projects.get("docs").await.expect("project");
-    assert!(ready_for_generation(&project));
+    assert!(rolled_out_for_generation(&project));
     assert_eq!(project.status.and_then(|s| s.update_revision), revision);
 }

@@ -280,5 +280,5 @@ async fn a_restarted_operator_converges_with_zero_writes() {
     let writes = env.operator_writes_since(since);
     assert!(writes.is_empty(), "writes after a restart: {writes:#?}");
     let project = env.projects(namespace).get("docs").await.expect("project");
-    assert!(kbeast_e2e::ready_for_generation(&project));
+    assert!(kbeast_e2e::rolled_out_for_generation(&project));
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kbeast_client::{DocumentInput, IngestRequest};
 use kbeast_e2e::harness::{PodCluster, api_keys, kill_pod_process};
-use kbeast_e2e::{binary, ready_for_generation, repo_root, start_operator, wait_for};
+use kbeast_e2e::{binary, repo_root, rolled_out_for_generation, start_operator, wait_for};
 use kube::api::{Api, ListParams};
 
 const IMAGE: &str = "ghcr.io/kbeast/kbeast:e2e";
@@ -151,5 +151,8 @@ async fn a_crashed_query_pod_comes_back_with_every_acknowledged_write() {
         acknowledged.len()
     );
     let project = projects.get("docs").await.expect("project");
-    assert!(ready_for_generation(&project), "the project is Ready again");
+    assert!(
+        rolled_out_for_generation(&project),
+        "the project is Ready again"
+    );
 }

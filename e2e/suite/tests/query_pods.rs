@@ -17,7 +17,7 @@ use kbeast_api::KnowledgeProject;
 use kbeast_client::{DocumentInput, IngestRequest, SearchMode, SearchRequest};
 use kbeast_e2e::children::assert_network_policy;
 use kbeast_e2e::harness::{Env, api_keys};
-use kbeast_e2e::{create_namespace, ready_for_generation, repo_root, wait_for};
+use kbeast_e2e::{create_namespace, repo_root, rolled_out_for_generation, wait_for};
 use kube::api::{Api, PostParams};
 
 struct Tenant {
@@ -63,7 +63,7 @@ async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() 
                 projects
                     .get("docs")
                     .await
-                    .is_ok_and(|p| ready_for_generation(&p))
+                    .is_ok_and(|p| rolled_out_for_generation(&p))
             },
         )
         .await;

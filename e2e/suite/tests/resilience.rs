@@ -11,7 +11,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
 use kbeast_api::KnowledgeProject;
 use kbeast_e2e::harness::{Env, metric_sum};
-use kbeast_e2e::{ready_for_generation, wait_for};
+use kbeast_e2e::{rolled_out_for_generation, wait_for};
 use kbeast_localcluster::{Fault, FaultAction};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -249,7 +249,7 @@ async fn many_projects_created_at_once_all_become_ready() {
         let all = seen.state();
         let waiting: Vec<String> = all
             .iter()
-            .filter(|p| !ready_for_generation(p))
+            .filter(|p| !rolled_out_for_generation(p))
             .map(|p| {
                 let ready = p
                     .status

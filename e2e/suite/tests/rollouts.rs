@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kbeast_client::{DocumentInput, IngestRequest};
 use kbeast_e2e::harness::{PodCluster, QueryLoop, api_keys, current_condition, status_of};
-use kbeast_e2e::{binary, ready_for_generation, start_operator, wait_for};
+use kbeast_e2e::{binary, rolled_out_for_generation, start_operator, wait_for};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -99,7 +99,7 @@ async fn good_updates_roll_without_failed_queries_and_crashing_ones_roll_back() 
         || async {
             projects.get("docs").await.is_ok_and(|p| {
                 let s = status_of(&p);
-                ready_for_generation(&p)
+                rolled_out_for_generation(&p)
                     && s.update_revision != first.update_revision
                     && s.current_revision == s.update_revision
                     && s.last_good_revision == s.update_revision
@@ -204,7 +204,7 @@ async fn good_updates_roll_without_failed_queries_and_crashing_ones_roll_back() 
         projects
             .get("docs")
             .await
-            .is_ok_and(|p| ready_for_generation(&p) && status_of(&p).failed_revision.is_none())
+            .is_ok_and(|p| rolled_out_for_generation(&p) && status_of(&p).failed_revision.is_none())
     })
     .await;
     let (succeeded, failed) = querying.finish().await;
