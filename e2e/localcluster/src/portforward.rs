@@ -152,3 +152,30 @@ pub async fn listen(
     });
     Ok((addr, task))
 }
+
+/// A `--forward NS/KIND/NAME:PORT=LOCALPORT` flag of the binaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardSpec {
+    pub namespace: String,
+    /// `svc/<name>` or `pod/<name>`.
+    pub target: String,
+    pub port: u16,
+    pub local_port: u16,
+}
+
+impl std::str::FromStr for ForwardSpec {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("--forward {spec:?}: expected NS/KIND/NAME:PORT=LOCALPORT");
+        let (remote, local) = spec.split_once('=').ok_or_else(bad)?;
+        let (path, port) = remote.rsplit_once(':').ok_or_else(bad)?;
+        let (namespace, target) = path.split_once('/').ok_or_else(bad)?;
+        Ok(ForwardSpec {
+            namespace: namespace.to_string(),
+            target: target.to_string(),
+            port: port.parse().map_err(|_| bad())?,
+            local_port: local.parse().map_err(|_| bad())?,
+        })
+    }
+}

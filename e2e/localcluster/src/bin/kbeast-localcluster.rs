@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use kbeast_localcluster::portforward::ForwardSpec;
 use kbeast_localcluster::{ControllerSet, KubeletOptions, LocalCluster, Options};
 
 #[derive(Parser)]
@@ -32,26 +33,6 @@ struct Args {
     forward: Vec<String>,
 }
 
-struct Forward {
-    namespace: String,
-    target: String,
-    port: u16,
-    local_port: u16,
-}
-
-fn parse_forward(spec: &str) -> anyhow::Result<Forward> {
-    let bad = || format!("--forward {spec:?}: expected NS/KIND/NAME:PORT=LOCALPORT");
-    let (remote, local) = spec.split_once('=').with_context(bad)?;
-    let (path, port) = remote.rsplit_once(':').with_context(bad)?;
-    let (namespace, target) = path.split_once('/').with_context(bad)?;
-    Ok(Forward {
-        namespace: namespace.to_string(),
-        target: target.to_string(),
-        port: port.parse().with_context(bad)?,
-        local_port: local.parse().with_context(bad)?,
-    })
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -68,10 +49,10 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("--image-map {entry:?}: expected REPO=PATH"))?;
         kubelet.images.insert(repo.to_string(), PathBuf::from(path));
     }
-    let forwards: Vec<Forward> = args
+    let forwards: Vec<ForwardSpec> = args
         .forward
         .iter()
-        .map(|f| parse_forward(f))
+        .map(|f| f.parse().map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<_>>()?;
     let mut controllers = ControllerSet::all();
     controllers.kubelet = args.kubelet;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use kbeast_localcluster::kubelet::agent::forward_service;
+use kbeast_localcluster::portforward::ForwardSpec;
 use kbeast_localcluster::{NodeAgent, NodeAgentOptions};
 
 #[derive(Parser)]
@@ -37,27 +38,6 @@ struct Args {
     forward: Vec<String>,
 }
 
-struct Forward {
-    namespace: String,
-    service: String,
-    port: u16,
-    local_port: u16,
-}
-
-fn parse_forward(spec: &str) -> anyhow::Result<Forward> {
-    let bad = || format!("--forward {spec:?}: expected NS/svc/NAME:PORT=LOCALPORT");
-    let (remote, local) = spec.split_once('=').with_context(bad)?;
-    let (path, port) = remote.rsplit_once(':').with_context(bad)?;
-    let (namespace, target) = path.split_once('/').with_context(bad)?;
-    let service = target.strip_prefix("svc/").with_context(bad)?;
-    Ok(Forward {
-        namespace: namespace.to_string(),
-        service: service.to_string(),
-        port: port.parse().with_context(bad)?,
-        local_port: local.parse().with_context(bad)?,
-    })
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -76,10 +56,10 @@ async fn main() -> anyhow::Result<()> {
             .images
             .insert(repo.to_string(), PathBuf::from(path));
     }
-    let forwards: Vec<Forward> = args
+    let forwards: Vec<ForwardSpec> = args
         .forward
         .iter()
-        .map(|f| parse_forward(f))
+        .map(|f| f.parse().map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<_>>()?;
     let config = kube::Config::from_custom_kubeconfig(
         kube::config::Kubeconfig::read_from(&args.kubeconfig)?,
@@ -92,17 +72,22 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting the node agent")?;
     for f in forwards {
+        let service = f
+            .target
+            .strip_prefix("svc/")
+            .with_context(|| format!("--forward {}: only svc/NAME targets", f.target))?
+            .to_string();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", f.local_port))
             .await
             .with_context(|| format!("listening on 127.0.0.1:{}", f.local_port))?;
         eprintln!(
             "forwarding 127.0.0.1:{} -> {}/svc/{}:{}",
-            f.local_port, f.namespace, f.service, f.port
+            f.local_port, f.namespace, service, f.port
         );
         tokio::spawn(forward_service(
             client.clone(),
             f.namespace,
-            f.service,
+            service,
             f.port,
             listener,
         ));
