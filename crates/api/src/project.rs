@@ -51,7 +51,9 @@ use serde::{Deserialize, Serialize};
     validation = Rule::new("!(has(self.replicas) && has(self.autoscaling) && self.autoscaling.enabled)")
         .message("spec.replicas must not be set while spec.autoscaling.enabled is true: the HorizontalPodAutoscaler owns the replica count"),
     validation = Rule::new("!has(self.storage.volume) || !has(self.storage.volume.accessMode) || self.storage.volume.accessMode != 'ReadWriteOnce' || ((!has(self.replicas) || self.replicas <= 1) && (!has(self.autoscaling) || !self.autoscaling.enabled || self.autoscaling.maxReplicas <= 1))")
-        .message("a storage.volume with accessMode ReadWriteOnce supports at most 1 replica (spec.replicas and spec.autoscaling.maxReplicas); use ReadWriteMany or objectStore to scale out")
+        .message("a storage.volume with accessMode ReadWriteOnce supports at most 1 replica (spec.replicas and spec.autoscaling.maxReplicas); use ReadWriteMany or objectStore to scale out"),
+    validation = Rule::new("!has(self.storage.ephemeral) || ((!has(self.replicas) || self.replicas <= 1) && (!has(self.autoscaling) || !self.autoscaling.enabled || self.autoscaling.maxReplicas <= 1))")
+        .message("storage.ephemeral gives each pod its own empty data directory, so it supports at most 1 replica (spec.replicas and spec.autoscaling.maxReplicas); use storage.volume with accessMode ReadWriteMany, or storage.objectStore, to scale out")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KnowledgeProjectSpec {

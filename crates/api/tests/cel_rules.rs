@@ -63,19 +63,41 @@ fn creation_rules_reject_with_their_message() {
         (
             "min equal to max is fine",
             "docs",
-            json!({"storage": {"ephemeral": {}}, "autoscaling": {"enabled": true, "minReplicas": 2, "maxReplicas": 2}}),
+            json!({"storage": volume("1Gi", "ReadWriteMany"), "autoscaling": {"enabled": true, "minReplicas": 2, "maxReplicas": 2}}),
             None,
         ),
         (
             "replicas together with autoscaling",
             "docs",
-            json!({"storage": {"ephemeral": {}}, "replicas": 2, "autoscaling": {"enabled": true, "maxReplicas": 4}}),
+            json!({"storage": volume("1Gi", "ReadWriteMany"), "replicas": 2, "autoscaling": {"enabled": true, "maxReplicas": 4}}),
             Some("spec.replicas must not be set while spec.autoscaling.enabled is true"),
         ),
         (
             "replicas with autoscaling disabled is fine",
             "docs",
-            json!({"storage": {"ephemeral": {}}, "replicas": 2, "autoscaling": {"enabled": false, "maxReplicas": 4}}),
+            json!({"storage": volume("1Gi", "ReadWriteMany"), "replicas": 2, "autoscaling": {"enabled": false, "maxReplicas": 4}}),
+            None,
+        ),
+        (
+            "ephemeral storage with two replicas",
+            "docs",
+            json!({"storage": {"ephemeral": {}}, "replicas": 2}),
+            Some(
+                "storage.ephemeral gives each pod its own empty data directory, so it supports at most 1 replica",
+            ),
+        ),
+        (
+            "ephemeral storage with autoscaling past one",
+            "docs",
+            json!({"storage": {"ephemeral": {}}, "autoscaling": {"enabled": true, "maxReplicas": 3}}),
+            Some(
+                "storage.ephemeral gives each pod its own empty data directory, so it supports at most 1 replica",
+            ),
+        ),
+        (
+            "ephemeral storage with one replica",
+            "docs",
+            json!({"storage": {"ephemeral": {}}, "replicas": 1}),
             None,
         ),
         (

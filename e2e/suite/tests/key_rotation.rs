@@ -116,7 +116,7 @@ async fn keys_rotate_without_a_restart_and_without_failed_queries() {
             json!({
                 "apiVersion": "kbeast.io/v1alpha1", "kind": "KnowledgeProject",
                 "metadata": {"name": "docs"},
-                "spec": {"replicas": 2, "storage": {"ephemeral": {}}},
+                "spec": {"replicas": 2, "storage": {"volume": {"size": "1Gi", "accessMode": "ReadWriteMany"}}},
             }),
         )
         .await;

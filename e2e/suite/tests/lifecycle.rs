@@ -107,7 +107,7 @@ async fn suspend_freezes_children_while_status_reports_and_resume_converges() {
     let (_operator, _) = env.operator(&[]);
     let namespace = "e2e-suspend";
     env.create_project(namespace, "minimal.yaml", |p| {
-        p["spec"]["storage"] = json!({"ephemeral": {}});
+        p["spec"]["storage"] = json!({"volume": {"size": "1Gi", "accessMode": "ReadWriteMany"}});
     })
     .await;
     env.wait_ready(namespace, "docs", CONVERGE).await;
@@ -216,7 +216,7 @@ async fn only_the_leader_reconciles_and_a_successor_takes_over_within_the_lease(
     let (_second, second_port) = env.operator(&["--identity=replica-b"]);
     let namespace = "e2e-leader";
     env.create_project(namespace, "minimal.yaml", |p| {
-        p["spec"]["storage"] = json!({"ephemeral": {}});
+        p["spec"]["storage"] = json!({"volume": {"size": "1Gi", "accessMode": "ReadWriteMany"}});
     })
     .await;
     env.wait_ready(namespace, "docs", CONVERGE).await;

@@ -83,7 +83,7 @@ async fn switching_autoscaling_on_and_off_never_drops_a_running_pod() {
     let (_operator, _) = env.operator(&[]);
     let namespace = "e2e-autoscaling";
     env.create_project(namespace, "minimal.yaml", |p| {
-        p["spec"]["storage"] = json!({"ephemeral": {}});
+        p["spec"]["storage"] = json!({"volume": {"size": "1Gi", "accessMode": "ReadWriteMany"}});
         p["spec"]["replicas"] = json!(2);
     })
     .await;

@@ -132,7 +132,7 @@ async fn unhealthy_revisions_roll_back_across_an_operator_restart_and_fixes_roll
             json!({
                 "apiVersion": "kbeast.io/v1alpha1", "kind": "KnowledgeProject",
                 "metadata": {"name": "docs"},
-                "spec": {"replicas": 2, "storage": {"ephemeral": {}},
+                "spec": {"replicas": 2, "storage": {"volume": {"size": "1Gi", "accessMode": "ReadWriteMany"}},
                          "rollout": {"progressDeadlineSeconds": DEADLINE_SECONDS}},
             }),
         )

@@ -58,7 +58,7 @@ async fn good_updates_roll_without_failed_queries_and_crashing_ones_roll_back() 
             json!({
                 "apiVersion": "kbeast.io/v1alpha1", "kind": "KnowledgeProject",
                 "metadata": {"name": "docs"},
-                "spec": {"replicas": 2, "storage": {"ephemeral": {}},
+                "spec": {"replicas": 2, "storage": {"volume": {"size": "1Gi", "accessMode": "ReadWriteMany"}},
                          "rollout": {"progressDeadlineSeconds": 90}},
             }),
         )
