@@ -73,6 +73,21 @@ impl Filter {
     pub fn is_empty(&self) -> bool {
         self.ids.is_none() && self.source.is_none() && self.metadata.is_none()
     }
+
+    /// A condition that is given but selects by nothing (`"metadata": {}`, `"ids": []`) would
+    /// match every document, or none: refused, as (field, message).
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.metadata.as_ref().is_some_and(|m| m.is_empty()) {
+            return Err((
+                "metadata",
+                "metadata must name at least one key (an empty object would match every document)",
+            ));
+        }
+        if self.ids.as_ref().is_some_and(|ids| ids.is_empty()) {
+            return Err(("ids", "ids must list at least one document id"));
+        }
+        Ok(())
+    }
 }
 
 /// `POST /v1/documents:delete` takes a [`Filter`] as its body.

@@ -304,6 +304,46 @@ async fn delete_by_id_and_by_filter(backend: Backend) {
     assert_eq!(body.error.field.as_deref(), Some("ids"));
 }
 
+/// A filter condition that selects by nothing (`"metadata": {}`, `"ids": []`) is refused with
+/// the field named: an empty metadata object would otherwise match every document, so a write
+/// key could delete everything through `documents:delete`.
+#[tokio::test]
+async fn filter_conditions_that_select_nothing_are_refused_and_delete_nothing() {
+    let server = Server::start_on(Backend::Local, &[]).await;
+    let client = server.admin();
+    client
+        .ingest(&ingest_request(vec![
+            sourced("a", "alpha text", "s1", json!({"lang": "en"})),
+            sourced("b", "beta text", "s2", json!({"lang": "de"})),
+        ]))
+        .await
+        .unwrap();
+    let empty_metadata = Filter {
+        metadata: Some(serde_json::Map::new()),
+        ..Filter::default()
+    };
+    let no_ids = Filter {
+        ids: Some(Vec::new()),
+        ..Filter::default()
+    };
+    for (filter, field) in [(&empty_metadata, "metadata"), (&no_ids, "ids")] {
+        let (status, body) = api_error(client.delete_by_filter(filter).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{filter:?}");
+        assert_eq!(body.error.field.as_deref(), Some(field), "{filter:?}");
+        let mut search = SearchRequest::new("text", SearchMode::Keyword, 10);
+        search.filter = Some(filter.clone());
+        let (status, body) = api_error(client.search(&search).await).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "search {filter:?}");
+        assert_eq!(
+            body.error.field.as_deref(),
+            Some(&*format!("filter.{field}")),
+            "search {filter:?}"
+        );
+    }
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.documents, 2, "nothing was deleted");
+}
+
 async fn stats_report_counts_model_and_version(backend: Backend) {
     let server = Server::start_on(backend, &["--embedding-dim", "64"]).await;
     let client = server.admin();

@@ -96,6 +96,7 @@ pub async fn delete_by_filter(
             "give at least one of ids, source or metadata (deleting everything needs `purge`)",
         ));
     }
+    check_filter(&filter, "")?;
     Ok(Json(
         delete(&state, &principal, filter, "delete_by_filter").await?,
     ))
@@ -114,6 +115,7 @@ pub async fn erase(
             "give at least one of ids, source or metadata (erasing everything needs `purge`)",
         ));
     }
+    check_filter(&filter, "")?;
     let outcome = state.writer()?.erase(filter).await?;
     tracing::info!(
         target: "audit",
@@ -171,6 +173,9 @@ pub async fn search(
     }
     if request.query.trim().is_empty() {
         return Err(ApiError::invalid("query", "query must not be blank"));
+    }
+    if let Some(filter) = &request.filter {
+        check_filter(filter, "filter.")?;
     }
     let searcher = state.searcher()?;
     let mode = resolved_mode.as_str();
@@ -233,4 +238,11 @@ pub async fn stats(
             metadata_cache_bytes: c.metadata_bytes,
         }),
     }))
+}
+
+/// Refuses a filter condition that selects by nothing, naming it (`prefix` + `metadata`).
+fn check_filter(filter: &Filter, prefix: &str) -> Result<(), ApiError> {
+    filter
+        .check()
+        .map_err(|(field, message)| ApiError::invalid(format!("{prefix}{field}"), message))
 }
