@@ -3,16 +3,21 @@
 
 pub mod fake_api;
 pub mod golden;
+pub mod moto;
 
-/// A pinned tool (helm, kubectl, kubernetes-validate) installed by `scripts/install-test-tools.sh`.
-pub fn tool(name: &str) -> std::path::PathBuf {
-    let dir = std::env::var_os("KBEAST_TOOLS_DIR")
+/// Where `scripts/install-test-tools.sh` installs the pinned test tools.
+pub fn tool_dir() -> std::path::PathBuf {
+    std::env::var_os("KBEAST_TOOLS_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
                 .join(".cache/kbeast/tools")
-        });
-    let path = dir.join("bin").join(name);
+        })
+}
+
+/// A pinned tool (helm, kubectl, kubernetes-validate) installed by `scripts/install-test-tools.sh`.
+pub fn tool(name: &str) -> std::path::PathBuf {
+    let path = tool_dir().join("bin").join(name);
     assert!(
         path.exists(),
         "{} is missing: run scripts/install-test-tools.sh (scripts/test.sh does)",
@@ -39,3 +44,4 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
 }
 
 pub use fake_api::{Failure, FakeApi, RecordedRequest};
+pub use moto::Moto;

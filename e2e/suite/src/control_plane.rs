@@ -46,6 +46,20 @@ impl ControlPlane {
     /// Starts the control plane and a node agent whose images map repositories to programs
     /// (the kbeast images run this build's `kbeast-query` by default). Needs root.
     pub async fn start(images: &[(&str, PathBuf)], backoff_base: Option<Duration>) -> ControlPlane {
+        ControlPlane::launch(images, backoff_base, None).await
+    }
+
+    /// Starts the control plane with a hollow node: pods run no process and are reported
+    /// running and ready at `pod_ip` (see [`crate::hollow`]).
+    pub async fn start_hollow(pod_ip: std::net::Ipv4Addr) -> ControlPlane {
+        ControlPlane::launch(&[], None, Some(pod_ip)).await
+    }
+
+    async fn launch(
+        images: &[(&str, PathBuf)],
+        backoff_base: Option<Duration>,
+        hollow_pod_ip: Option<std::net::Ipv4Addr>,
+    ) -> ControlPlane {
         let dir = tempfile::Builder::new()
             .prefix("kbeast-control-plane-")
             .tempdir()
@@ -66,6 +80,7 @@ impl ControlPlane {
         let port = api_port(&admin_kubeconfig);
         let mut options = NodeAgentOptions::new(NODE_NAME, port);
         options.api_server_port = Some(port);
+        options.hollow_pod_ip = hollow_pod_ip;
         options
             .kubelet
             .images

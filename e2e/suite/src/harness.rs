@@ -48,6 +48,11 @@ pub enum Mark {
     Audit(jiff::Timestamp),
 }
 
+/// The operator's user name in the API server's audit log.
+fn operator_user() -> String {
+    format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}")
+}
+
 /// The query image the operator is told to use; the node agent maps it to this build's
 /// `kbeast-query`.
 pub const LOCAL_QUERY_IMAGE: &str = "kbeast-query:e2e";
@@ -90,7 +95,20 @@ impl Env {
             )
             .await;
         }
-        let plane = ControlPlane::start(images, backoff_base).await;
+        Env::on_control_plane(ControlPlane::start(images, backoff_base).await, dir).await
+    }
+
+    /// The real control plane with a hollow node (pods run no process; one shared
+    /// `kbeast-query` answers for them, see [`crate::hollow`]): for scale tests, where hundreds
+    /// of query processes would not fit this machine. Not available on a real cluster.
+    pub async fn start_hollow() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plane = ControlPlane::start_hollow(crate::hollow::HOLLOW_POD_IP).await;
+        Env::on_control_plane(plane, dir).await
+    }
+
+    /// The chart's RBAC on `plane`, and the operator's kubeconfig as its ServiceAccount.
+    async fn on_control_plane(plane: ControlPlane, dir: tempfile::TempDir) -> Env {
         create_namespace(&plane.client, OPERATOR_NAMESPACE).await;
         plane.install_chart_rbac(&[]);
         let operator_kubeconfig = plane.operator_kubeconfig().await;
@@ -198,7 +216,7 @@ impl Env {
             (Target::ControlPlane(plane), Mark::Audit(since)) => {
                 // The audit log is written as requests complete; give it a moment.
                 std::thread::sleep(Duration::from_millis(500));
-                let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}");
+                let user = operator_user();
                 plane
                     .audit_records(since)
                     .into_iter()
@@ -225,7 +243,7 @@ impl Env {
                 })
             }
             (Target::ControlPlane(plane), Mark::Audit(since)) => {
-                let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}");
+                let user = operator_user();
                 plane
                     .audit_records(since)
                     .iter()
@@ -234,6 +252,32 @@ impl Env {
             }
             _ => 0,
         }
+    }
+
+    /// Requests since `mark` counted by "client verb resource" (the operator, the controller
+    /// manager's controllers, the scheduler, the node agent, …), from the audit log.
+    pub fn requests_since_by_client(
+        &self,
+        mark: Mark,
+    ) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        if let (Target::ControlPlane(plane), Mark::Audit(since)) = (&self.target, mark) {
+            std::thread::sleep(Duration::from_millis(500));
+            let operator = operator_user();
+            for r in plane.audit_records(since) {
+                let client = if r.user == operator {
+                    "operator".to_string()
+                } else {
+                    r.user
+                        .trim_start_matches("system:serviceaccount:kube-system:")
+                        .to_string()
+                };
+                *counts
+                    .entry(format!("{client} {} {}", r.verb, r.resource))
+                    .or_default() += 1;
+            }
+        }
+        counts
     }
 
     /// A fault-injecting proxy in front of the control plane's API server (see

@@ -4,6 +4,7 @@
 pub mod children;
 pub mod control_plane;
 pub mod harness;
+pub mod hollow;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -56,6 +56,10 @@ pub struct NodeAgentOptions {
     /// The API server's port, when it listens on every address: pods then reach it at the
     /// bridge address (`KUBERNETES_SERVICE_HOST`), where kube-proxy would send them.
     pub api_server_port: Option<u16>,
+    /// A hollow node (as kubemark's): pods are not started but reported running and ready at
+    /// this address, where one shared process answers for all of them. For scale tests, where
+    /// hundreds of pod processes would not fit the machine.
+    pub hollow_pod_ip: Option<std::net::Ipv4Addr>,
 }
 
 impl NodeAgentOptions {
@@ -67,6 +71,7 @@ impl NodeAgentOptions {
             kubelet: KubeletOptions::default(),
             tick: Duration::from_millis(500),
             api_server_port: None,
+            hollow_pod_ip: None,
         }
     }
 }
@@ -244,6 +249,7 @@ impl NodeAgent {
             inner,
             changed,
             options.tick,
+            options.hollow_pod_ip,
         )));
         Ok(agent)
     }
@@ -616,6 +622,33 @@ async fn delete_now(pods: &Api<Pod>, pod: &Value) {
     }
 }
 
+/// Writes the kubelet's part of `composed` when it differs from the stored status and from
+/// the last patch sent for the pod (a slow watch would otherwise cause repeats).
+async fn send_status(
+    api: &Api<Pod>,
+    name: &str,
+    id: &str,
+    pod: &Value,
+    composed: &Value,
+    sent: &mut HashMap<String, Value>,
+) {
+    let patch = kubelet_status(composed);
+    let current = kubelet_status(&json!({"status": without_nulls(&pod["status"])}));
+    if patch == current || sent.get(id) == Some(&patch) {
+        return;
+    }
+    let body = json!({"status": patch});
+    match api
+        .patch_status(name, &PatchParams::apply(MANAGER), &Patch::Strategic(&body))
+        .await
+    {
+        Ok(_) => {
+            sent.insert(id.to_string(), patch);
+        }
+        Err(error) => tracing::warn!(%error, pod = %name, "pod status"),
+    }
+}
+
 /// The agent's pod loop: start pods bound to the node, stop deleted ones, and write each pod's
 /// status when it changes.
 async fn manage_pods(
@@ -625,8 +658,10 @@ async fn manage_pods(
     inner: Arc<KubeletInner>,
     changed: Arc<Notify>,
     tick: Duration,
+    hollow_pod_ip: Option<std::net::Ipv4Addr>,
 ) {
     let mut workers: HashMap<String, Worker> = HashMap::new();
+    let mut hollow: HashMap<String, super::pod::PodRuntime> = HashMap::new();
     let mut done: HashSet<String> = HashSet::new();
     // The last status patch sent per pod, so that a slow watch does not cause repeats.
     let mut sent: HashMap<String, Value> = HashMap::new();
@@ -646,30 +681,25 @@ async fn manage_pods(
             let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
             let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
             present.insert(id.clone());
+            if let Some(ip) = hollow_pod_ip {
+                if is_terminating(&pod) {
+                    delete_now(&api, &pod).await;
+                    continue;
+                }
+                let runtime = hollow
+                    .entry(id.clone())
+                    .or_insert_with(|| super::pod::PodRuntime::hollow(&pod, &now, ip));
+                let composed = status::compose(&pod, runtime, &now, &host_ip);
+                send_status(&api, &name, &id, &pod, &composed, &mut sent).await;
+                continue;
+            }
             if let Some(worker) = workers.get(&id) {
                 if is_terminating(&pod) {
                     worker.stop_for_deletion(&pod);
                 }
                 let runtime = worker.runtime();
                 let composed = status::compose(&pod, &runtime, &now, &host_ip);
-                let patch = kubelet_status(&composed);
-                let current = kubelet_status(&json!({"status": without_nulls(&pod["status"])}));
-                if patch != current && sent.get(&id) != Some(&patch) {
-                    let body = json!({"status": patch});
-                    match api
-                        .patch_status(
-                            &name,
-                            &PatchParams::apply(MANAGER),
-                            &Patch::Strategic(&body),
-                        )
-                        .await
-                    {
-                        Ok(_) => {
-                            sent.insert(id.clone(), patch);
-                        }
-                        Err(error) => tracing::warn!(%error, pod = %name, "pod status"),
-                    }
-                }
+                send_status(&api, &name, &id, &pod, &composed, &mut sent).await;
                 if runtime.finished {
                     if is_terminating(&pod) {
                         delete_now(&api, &pod).await;
@@ -728,6 +758,7 @@ async fn manage_pods(
             !worker.runtime().finished
         });
         done.retain(|id| present.contains(id));
+        hollow.retain(|id, _| present.contains(id));
         sent.retain(|id, _| present.contains(id));
         objects
             .tokens

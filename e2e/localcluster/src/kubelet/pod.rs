@@ -112,6 +112,35 @@ impl PodRuntime {
             finished: false,
         }
     }
+
+    /// A pod that runs no process but reports every container running and ready at `ip`
+    /// (a hollow node's pod, as kubemark's; see `NodeAgentOptions::hollow_pod_ip`).
+    pub fn hollow(pod: &Value, now: &str, ip: Ipv4Addr) -> Self {
+        let mut runtime = PodRuntime::new(pod, now);
+        runtime.ip = Some(ip);
+        runtime.sandbox_ready = true;
+        runtime.initialized = true;
+        for container in &mut runtime.init_containers {
+            container.state = ContainerState::Terminated {
+                exit_code: 0,
+                reason: "Completed".to_string(),
+                started_at: now.to_string(),
+                finished_at: now.to_string(),
+                container_id: String::new(),
+                message: None,
+            };
+            container.ever_started = true;
+        }
+        for container in &mut runtime.containers {
+            container.state = ContainerState::Running {
+                started_at: now.to_string(),
+            };
+            container.ready = true;
+            container.started = true;
+            container.ever_started = true;
+        }
+        runtime
+    }
 }
 
 pub struct PodCtx {
