@@ -18,6 +18,10 @@ pub mod reason {
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     /// RBAC forbids the operator to write a child; the message names the verb, kind and name.
     pub const FORBIDDEN: &str = "Forbidden";
+    /// The API server refused a write of a child for another reason (admission, quota, an
+    /// exhausted Service IP range); the message names the action, kind, name and the server's
+    /// message.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
     pub const SUSPENDED: &str = "Suspended";
     pub const NOT_SUSPENDED: &str = "NotSuspended";
     pub const AS_EXPECTED: &str = "AsExpected";

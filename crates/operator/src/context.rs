@@ -97,6 +97,16 @@ impl Context {
         backoff_delay(*count)
     }
 
+    /// Reconciles of the project that failed in a row, up to now.
+    pub fn failures_in_a_row(&self, project: &KnowledgeProject) -> u32 {
+        self.failures
+            .lock()
+            .expect("failure-count lock is never poisoned")
+            .get(&ObjectRef::from_obj(project))
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub fn reset_backoff(&self, project: &KnowledgeProject) {
         self.failures
             .lock()

@@ -118,18 +118,19 @@ impl Error {
         }
     }
 
-    /// A write of a child that RBAC forbids. Retrying cannot fix it, so the project's status
-    /// says so.
-    pub fn is_forbidden_child_write(&self) -> bool {
-        matches!(
-            self,
+    /// The HTTP status of a child write the API server answered with an error, except
+    /// conflicts and throttling (retried at once, never worth reporting).
+    pub fn rejected_child_write(&self) -> Option<u16> {
+        match self {
             Self::Apply { source, .. }
-                | Self::Create { source, .. }
-                | Self::Delete { source, .. }
-                | Self::WriteRolloutRecord { source, .. }
-                | Self::WriteSmokeCondition { source, .. }
-                if api_code(source) == Some(403)
-        )
+            | Self::Create { source, .. }
+            | Self::Delete { source, .. }
+            | Self::WriteRolloutRecord { source, .. }
+            | Self::WriteSmokeCondition { source, .. } => {
+                api_code(source).filter(|code| *code != 409 && *code != 429)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -193,15 +194,16 @@ mod tests {
             "apply ConfigMap/docs-rollout: configmaps \"docs-rollout\" is forbidden: User \"system:serviceaccount:kbeast:kbeast-operator\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"tenants\""
         );
         assert_eq!(error.metric_label(), "forbidden");
-        assert!(error.is_forbidden_child_write());
+        assert_eq!(error.rejected_child_write(), Some(403));
         let read = Error::Observe {
             kind: "Deployment",
             name: "docs".into(),
             source: forbidden(),
         };
         assert!(read.to_string().starts_with("read Deployment/docs: "));
-        assert!(
-            !read.is_forbidden_child_write(),
+        assert_eq!(
+            read.rejected_child_write(),
+            None,
             "reads are retried, not reported"
         );
     }

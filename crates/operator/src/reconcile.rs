@@ -89,6 +89,19 @@ pub fn error_policy(project: Arc<KnowledgeProject>, error: &Error, ctx: Arc<Cont
     Action::requeue(delay)
 }
 
+/// Server errors (5xx) on a child write count as a refusal to report only once this many
+/// reconciles in a row have failed (about 14 s of backoff): a passing etcd timeout should not
+/// flip Ready, an exhausted Service IP range should show.
+const SERVER_ERRORS_BEFORE_REPORTING: u32 = 3;
+
+/// Whether a failed child write is reported in the project's status: a refusal (4xx but
+/// conflicts and throttling) at once, a server error once it persists.
+fn reported_in_status(error: &Error, failures_in_a_row: u32) -> bool {
+    error
+        .rejected_child_write()
+        .is_some_and(|code| code < 500 || failures_in_a_row >= SERVER_ERRORS_BEFORE_REPORTING)
+}
+
 async fn reconcile_project(
     project: &KnowledgeProject,
     namespace: &str,
@@ -101,9 +114,14 @@ async fn reconcile_project(
         Err(blocked) => Reconciled::blocked(blocked, observed.children.deployment.clone()),
         Ok(valid) => match Box::pin(build_gate_apply(ctx, valid, &observed)).await {
             Ok(reconciled) => reconciled,
-            Err(error) if error.is_forbidden_child_write() => {
-                // Retrying cannot fix RBAC: say so in the status, then fail for the backoff.
-                let blocked = Blocked::WriteForbidden(error.to_string());
+            Err(error) if reported_in_status(&error, ctx.failures_in_a_row(project)) => {
+                // Say why in the status (retrying cannot fix RBAC, admission or quota), then
+                // fail for the backoff.
+                let blocked = if error.rejected_child_write() == Some(403) {
+                    Blocked::WriteForbidden(error.to_string())
+                } else {
+                    Blocked::WriteRejected(error.to_string())
+                };
                 let reconciled = Reconciled::blocked(blocked, observed.children.deployment.clone());
                 if let Err(report_error) = report(ctx, project, namespace, &reconciled).await {
                     warn!(project = %project.name_any(), "could not report {error}: {report_error}");

@@ -48,6 +48,9 @@ pub enum Blocked {
     SecretMissing(String),
     /// RBAC forbids writing a child; the message names the verb, kind and name.
     WriteForbidden(String),
+    /// The API server refused a write of a child for another reason; the message names the
+    /// action, kind and name, and the server's message.
+    WriteRejected(String),
 }
 
 impl Blocked {
@@ -58,6 +61,7 @@ impl Blocked {
             Self::Conflict(_) => reason::CONFLICT,
             Self::SecretMissing(_) => reason::SECRET_NOT_FOUND,
             Self::WriteForbidden(_) => reason::FORBIDDEN,
+            Self::WriteRejected(_) => reason::APPLY_FAILED,
         }
     }
 
@@ -66,7 +70,8 @@ impl Blocked {
             Self::InvalidSpec(message)
             | Self::Conflict(message)
             | Self::SecretMissing(message)
-            | Self::WriteForbidden(message) => message,
+            | Self::WriteForbidden(message)
+            | Self::WriteRejected(message) => message,
         }
     }
 }

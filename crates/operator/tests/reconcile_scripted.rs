@@ -418,6 +418,92 @@ async fn a_forbidden_write_is_reported_with_the_object_and_the_servers_message()
     assert_eq!(harness.status_condition("Degraded")["status"], "True");
 }
 
+/// The body a real API server (v1.36) answers a Service create with once its ClusterIP range is
+/// exhausted.
+fn service_range_full() -> serde_json::Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "Internal error occurred: failed to allocate a serviceIP: range is full",
+        "reason": "InternalError",
+        "details": {"causes": [{"message": "failed to allocate a serviceIP: range is full"}]},
+        "code": 500
+    })
+}
+
+#[tokio::test]
+async fn a_persistent_server_error_on_a_write_is_reported_with_the_object_and_the_message() {
+    let harness = Harness::new(project_with_spec(minimal_spec()));
+    harness.api.fail(Failure {
+        matches: Box::new(|r| r.method == "PATCH" && r.path.ends_with("/services/docs")),
+        status: 500,
+        body: service_range_full(),
+        remaining: None,
+    });
+    // A passing server error is retried without a word; one that persists is reported.
+    for attempt in 1..=4 {
+        let error = harness
+            .reconcile()
+            .await
+            .expect_err("the Service cannot be created");
+        let reported = !harness.status_condition("Ready").is_null();
+        assert_eq!(reported, attempt == 4, "attempt {attempt}");
+        error_policy(Arc::new(harness.project()), &error, harness.ctx.clone());
+    }
+    for type_ in ["Ready", "Degraded"] {
+        let condition = harness.status_condition(type_);
+        assert_eq!(condition["reason"], "ApplyFailed", "{type_}: {condition}");
+        assert_eq!(
+            condition["message"],
+            "apply Service/docs: Internal error occurred: failed to allocate a serviceIP: range is full",
+            "{type_}"
+        );
+    }
+    assert_eq!(harness.status_condition("Ready")["status"], "False");
+}
+
+#[tokio::test]
+async fn a_write_refused_by_admission_is_reported_at_once() {
+    let harness = Harness::new(project_with_spec(minimal_spec()));
+    let message = "admission webhook \"policy.example.com\" denied the request: services of type ClusterIP need a team label";
+    harness.api.fail(Failure {
+        matches: Box::new(|r| r.method == "PATCH" && r.path.ends_with("/services/docs")),
+        status: 400,
+        body: json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": "BadRequest", "code": 400}),
+        remaining: None,
+    });
+    harness
+        .reconcile()
+        .await
+        .expect_err("the Service is refused");
+    let condition = harness.status_condition("Ready");
+    assert_eq!(condition["reason"], "ApplyFailed", "{condition}");
+    assert_eq!(
+        condition["message"],
+        format!("apply Service/docs: {message}")
+    );
+}
+
+#[tokio::test]
+async fn a_conflicting_write_is_retried_without_a_status_change() {
+    let harness = Harness::new(project_with_spec(minimal_spec()));
+    harness.api.fail(Failure {
+        matches: Box::new(|r| r.method == "PATCH" && r.path.ends_with("/services/docs")),
+        status: 409,
+        body:
+            kbeast_testkit::golden::step("errors", "precondition-failed-delete")["response"]["body"]
+                .clone(),
+        remaining: None,
+    });
+    harness.reconcile().await.expect_err("the write conflicts");
+    let project = harness.api.get(PROJECT_PATH).expect("project stored");
+    assert!(
+        project["status"]["conditions"].is_null(),
+        "no status is written for a conflict, which the retry resolves: {}",
+        project["status"]
+    );
+}
+
 #[tokio::test]
 async fn enabling_autoscaling_hands_replicas_over_before_dropping_them() {
     let harness = Harness::new(project_with_spec(json!({
