@@ -1,6 +1,8 @@
 //! Test support shared by kbeast's crates: a scripted in-memory Kubernetes API behind a real
-//! `kube::Client`, and access to the recorded real-server exchanges in `shared/k8s-golden/`.
+//! `kube::Client`, the recorded real-server exchanges in `shared/k8s-golden/`, a moto S3 server
+//! and an OpenAI-compatible embeddings API.
 
+pub mod embeddings_api;
 pub mod fake_api;
 pub mod golden;
 pub mod moto;

@@ -9,22 +9,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kbeast_api::KnowledgeProject;
-use kbeast_localcluster::{FaultProxy, LocalCluster, Options, RequestRecord};
+use kbeast_localcluster::FaultProxy;
 use kube::Client;
 use kube::api::{Api, PostParams};
 
 use crate::control_plane::{ControlPlane, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE};
 use crate::{
-    Operator, create_namespace, install_crd, repo_root, rolled_out_for_generation,
-    start_operator_with, wait_for, wait_for_crd,
+    Operator, create_namespace, repo_root, rolled_out_for_generation, start_operator_with,
+    wait_for, wait_for_crd,
 };
 
 /// Where the test runs.
 pub enum Target {
     /// The real control plane of `scripts/control-plane.sh` with a node agent (the default).
     ControlPlane(ControlPlane),
-    /// The emulator (`kbeast-localcluster`), for the fault-injection tests that still need it.
-    Local(LocalCluster),
     /// The cluster of `KBEAST_E2E_KUBECONFIG`.
     Real,
 }
@@ -44,7 +42,6 @@ pub struct Env {
 /// A point in a target's request history, for counting requests made after it.
 #[derive(Debug, Clone, Copy)]
 pub enum Mark {
-    Emulator(u128),
     Audit(jiff::Timestamp),
 }
 
@@ -125,30 +122,6 @@ impl Env {
         .await
     }
 
-    /// The emulator, with the operator as its admin (it enforces no RBAC): for the tests that
-    /// inject API faults, which the real API server cannot.
-    pub async fn start_emulator() -> Env {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        let cluster = LocalCluster::start(Options {
-            kubeconfig_path: Some(kubeconfig.clone()),
-            ..Options::default()
-        })
-        .await
-        .expect("local cluster starts");
-        let client = client_for(&kubeconfig).await;
-        install_crd(&client).await;
-        Env::finish(
-            Target::Local(cluster),
-            kubeconfig.clone(),
-            kubeconfig,
-            LOCAL_QUERY_IMAGE.to_string(),
-            client,
-            dir,
-        )
-        .await
-    }
-
     async fn finish(
         target: Target,
         kubeconfig: PathBuf,
@@ -169,13 +142,6 @@ impl Env {
         }
     }
 
-    pub fn local(&self) -> Option<&LocalCluster> {
-        match &self.target {
-            Target::Local(cluster) => Some(cluster),
-            _ => None,
-        }
-    }
-
     pub fn control_plane(&self) -> Option<&ControlPlane> {
         match &self.target {
             Target::ControlPlane(plane) => Some(plane),
@@ -183,20 +149,10 @@ impl Env {
         }
     }
 
-    /// The emulator's request log, or a message saying why the check is skipped.
-    pub fn request_log_or_skip(&self, check: &str) -> Option<&LocalCluster> {
-        let local = self.local();
-        if local.is_none() {
-            eprintln!("skipped: {check} needs the emulator's request log");
-        }
-        local
-    }
-
-    /// Now, in the target's request history (the emulator's request log or the API server's
-    /// audit log); None on a real cluster, whose requests the suite cannot see.
+    /// Now, in the API server's audit log; None on a real cluster, whose requests the suite
+    /// cannot see.
     pub fn mark(&self, check: &str) -> Option<Mark> {
         match &self.target {
-            Target::Local(cluster) => Some(Mark::Emulator(cluster.elapsed_ms())),
             Target::ControlPlane(_) => Some(Mark::Audit(jiff::Timestamp::now())),
             Target::Real => {
                 eprintln!("skipped on a real cluster: {check} needs the request history");
@@ -208,11 +164,6 @@ impl Env {
     /// The operator's writes since `mark`, Lease renewals and Events aside, described.
     pub fn operator_writes_since(&self, mark: Mark) -> Vec<String> {
         match (&self.target, mark) {
-            (Target::Local(_), Mark::Emulator(since)) => self
-                .writes_since(since)
-                .into_iter()
-                .map(|r| format!("{r:?}"))
-                .collect(),
             (Target::ControlPlane(plane), Mark::Audit(since)) => {
                 // The audit log is written as requests complete; give it a moment.
                 std::thread::sleep(Duration::from_millis(500));
@@ -236,12 +187,6 @@ impl Env {
     /// How many requests the operator made since `mark`.
     pub fn operator_requests_since(&self, mark: Mark) -> usize {
         match (&self.target, mark) {
-            (Target::Local(cluster), Mark::Emulator(since)) => {
-                cluster.count_requests(&kbeast_localcluster::RequestFilter {
-                    since_ms: Some(since),
-                    ..Default::default()
-                })
-            }
             (Target::ControlPlane(plane), Mark::Audit(since)) => {
                 let user = operator_user();
                 plane
@@ -359,14 +304,6 @@ impl Env {
             .expect("project created")
     }
 
-    /// On the emulator, where no pod runner runs the query pods, plays the kubelet: marks them
-    /// ready. Elsewhere real pods become ready by their probes.
-    pub fn ready_pods(&self, namespace: &str) {
-        if let Some(cluster) = self.local() {
-            cluster.set_pods_ready(namespace, "app.kubernetes.io/name=kbeast-query", true);
-        }
-    }
-
     /// Waits for `Ready=True` for the project's current generation.
     pub async fn wait_ready(&self, namespace: &str, name: &str, timeout: Duration) {
         let projects = self.projects(namespace);
@@ -374,7 +311,6 @@ impl Env {
             &format!("{namespace}/{name} Ready for its generation"),
             timeout,
             || async {
-                self.ready_pods(namespace);
                 projects
                     .get(name)
                     .await
@@ -389,31 +325,8 @@ impl Env {
     pub async fn service_url(&self, namespace: &str, service: &str, port: u16) -> Option<String> {
         match &self.target {
             Target::ControlPlane(plane) => Some(plane.service_url(namespace, service, port).await),
-            Target::Local(cluster) => cluster
-                .port_forward(namespace, &format!("svc/{service}"), port)
-                .await
-                .ok()
-                .map(|address| format!("http://{address}")),
             Target::Real => None,
         }
-    }
-
-    /// Writes recorded by the emulator since `since_ms`, Lease renewals and Events aside.
-    pub fn writes_since(&self, since_ms: u128) -> Vec<RequestRecord> {
-        self.local()
-            .map(|cluster| {
-                cluster
-                    .requests()
-                    .into_iter()
-                    .filter(|r| {
-                        r.at_ms >= since_ms
-                            && r.is_write()
-                            && r.resource != "leases"
-                            && r.resource != "events"
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 }
 

@@ -5,6 +5,7 @@
 //! server with each project's own read key; what differs from real pods is that all projects
 //! share one process and one table.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,8 +15,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kbeast_api::query_contract::{self, env};
 use kube::Client;
+use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 
 /// The address every hollow pod reports; a loopback address, so nothing else listens there.
 pub const HOLLOW_POD_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -24,7 +26,7 @@ pub const HOLLOW_POD_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 pub struct HollowQueryBackend {
     process: Child,
     keys_task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl HollowQueryBackend {
@@ -60,6 +62,15 @@ impl HollowQueryBackend {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
+        if let Err(error) =
+            std::net::TcpListener::bind((HOLLOW_POD_IP, query_contract::HTTP_PORT as u16))
+        {
+            panic!(
+                "{HOLLOW_POD_IP}:{} is taken ({error}): a hollow backend of a killed run? \
+                 (pkill -f 'kbeast-query serve')",
+                query_contract::HTTP_PORT
+            );
+        }
         let binary = kbeast_localcluster::kubelet::find_query_binary()
             .expect("kbeast-query of this build (KBEAST_QUERY_BIN or next to the test)");
         let log = std::fs::File::create(dir.path().join("query.log")).expect("log file");
@@ -77,10 +88,30 @@ impl HollowQueryBackend {
             .stderr(log)
             .spawn()
             .expect("kbeast-query starts");
-        HollowQueryBackend {
+        let mut backend = HollowQueryBackend {
             process,
             keys_task,
-            _dir: dir,
+            dir,
+        };
+        backend.wait_until_listening().await;
+        backend
+    }
+
+    /// Waits until the process accepts connections; panics with its log if it exits.
+    async fn wait_until_listening(&mut self) {
+        let address = (HOLLOW_POD_IP, query_contract::HTTP_PORT as u16);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(address).await.is_err() {
+            if let Ok(Some(status)) = self.process.try_wait() {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("query.log")).unwrap_or_default();
+                panic!("the hollow query backend exited ({status}): {log}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the hollow query backend is not listening after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -96,37 +127,66 @@ impl Drop for HollowQueryBackend {
 /// Rewrites `keys_file` with the keys of every Secret holding a keys file, each key's id
 /// prefixed with its Secret's name (ids must be unique in one file).
 async fn merge_keys(secrets: Api<Secret>, keys_file: PathBuf) {
-    let (store, writer) = reflector::store();
-    let stream = watcher(secrets, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
+    let stream = watcher(secrets, watcher::Config::default()).default_backoff();
     futures::pin_mut!(stream);
+    let mut keys: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    // A (re)list in progress: replaces `keys` when complete.
+    let mut listing: Option<BTreeMap<String, Vec<serde_json::Value>>> = None;
     let mut written = String::new();
-    while stream.next().await.is_some() {
-        let mut merged = Vec::new();
-        for secret in store.state() {
-            let name = secret.metadata.name.clone().unwrap_or_default();
-            let Some(file) = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(query_contract::API_KEYS_FILE_KEY))
-            else {
-                continue;
-            };
-            let keys: Vec<serde_json::Value> = serde_yaml::from_slice(&file.0).unwrap_or_default();
-            for mut key in keys {
-                let id = key["id"].as_str().unwrap_or_default().to_string();
-                key["id"] = format!("{name}/{id}").into();
-                merged.push(key);
+    while let Some(event) = stream.next().await {
+        let mut next = Some(event);
+        // Apply every event already waiting, then write once.
+        while let Some(event) = next {
+            match event {
+                Ok(watcher::Event::Init) => listing = Some(BTreeMap::new()),
+                Ok(watcher::Event::InitApply(secret)) => {
+                    if let Some(listing) = listing.as_mut() {
+                        listing.insert(secret.name_any(), keys_of(&secret));
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(listed) = listing.take() {
+                        keys = listed;
+                    }
+                }
+                Ok(watcher::Event::Apply(secret)) => {
+                    keys.insert(secret.name_any(), keys_of(&secret));
+                }
+                Ok(watcher::Event::Delete(secret)) => {
+                    keys.remove(&secret.name_any());
+                }
+                Err(_) => {}
             }
+            next = futures::FutureExt::now_or_never(stream.next()).flatten();
         }
+        let merged: Vec<&serde_json::Value> = keys.values().flatten().collect();
         let text = serde_json::to_string(&merged).expect("keys serialize");
         if text != written {
             write_atomically(&keys_file, &text);
             written = text;
         }
     }
+}
+
+/// The keys of a project's keys Secret, ids prefixed with the Secret's name; none for other
+/// Secrets.
+fn keys_of(secret: &Secret) -> Vec<serde_json::Value> {
+    let name = secret.name_any();
+    let Some(file) = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(query_contract::API_KEYS_FILE_KEY))
+    else {
+        return Vec::new();
+    };
+    let keys: Vec<serde_json::Value> = serde_yaml::from_slice(&file.0).unwrap_or_default();
+    keys.into_iter()
+        .map(|mut key| {
+            let id = key["id"].as_str().unwrap_or_default().to_string();
+            key["id"] = format!("{name}/{id}").into();
+            key
+        })
+        .collect()
 }
 
 fn write_atomically(path: &Path, text: &str) {

@@ -96,21 +96,6 @@ fn operator_log() -> Stdio {
     }
 }
 
-pub async fn install_crd(client: &Client) {
-    let crd: CustomResourceDefinition = serde_yaml::from_str(
-        &std::fs::read_to_string(repo_root().join("crds/kbeast.io_knowledgeprojects.yaml"))
-            .expect("crds/"),
-    )
-    .expect("CRD parses");
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    match api.create(&PostParams::default(), &crd).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => panic!("CRD not created: {error}"),
-    }
-    wait_for_crd(client).await;
-}
-
 /// Waits until the KnowledgeProject CRD is established.
 pub async fn wait_for_crd(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());

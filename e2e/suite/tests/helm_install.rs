@@ -2,19 +2,25 @@
 //! `kubectl apply -k config/install`) creates the CRD, the RBAC and the operator Deployment; the
 //! operator runs as a pod (the node agent runs this build's `kbeast-operator` for the chart's
 //! image) under its own ServiceAccount, with the in-cluster configuration, and the samples
-//! become Ready with query pods of the chart's query image.
+//! become Ready with query pods of the chart's query image: the object-store sample too, on a
+//! moto S3 server and an OpenAI-compatible embeddings API on this host.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
 use kbeast_api::KnowledgeProject;
+use kbeast_client::{DocumentInput, IngestRequest, SearchMode, SearchRequest};
 use kbeast_e2e::control_plane::ControlPlane;
+use kbeast_e2e::harness::api_keys;
 use kbeast_e2e::{create_namespace, repo_root, rolled_out_for_generation, wait_for};
-use kbeast_testkit::tool;
+use kbeast_testkit::embeddings_api::EmbeddingsApi;
+use kbeast_testkit::{Moto, tool};
 use kube::Client;
 use kube::api::{Api, PostParams};
+use serde_json::json;
 
 const CONVERGE: Duration = Duration::from_secs(240);
 
@@ -135,6 +141,116 @@ async fn helm_install_runs_the_operator_in_cluster_and_the_samples_become_ready(
     })
     .await;
     drop(project);
+
+    object_store_sample_becomes_ready_serves_and_purges_on_delete(&plane).await;
+}
+
+/// The object-store sample against a moto S3 server and an OpenAI-compatible embeddings API on
+/// this host (reached by the pods at the node's address): three pods share the prefix, a
+/// document written through the Service is stored under it, and deleting the project (policy
+/// Delete) runs the purge Job, which empties the prefix.
+async fn object_store_sample_becomes_ready_serves_and_purges_on_delete(plane: &ControlPlane) {
+    let Some(moto) = Moto::start("0.0.0.0") else {
+        return;
+    };
+    moto.create_bucket("kbeast-tenants");
+    let embedder_key = "sk-e2e-0123456789abcdef";
+    let embeddings = EmbeddingsApi::start("0.0.0.0:0", embedder_key).await;
+    let node = plane.agent.node_address();
+    let namespace = "research";
+    create_namespace(&plane.client, namespace).await;
+    let secrets: Api<Secret> = Api::namespaced(plane.client.clone(), namespace);
+    for (name, data) in [
+        (
+            "research-s3",
+            json!({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}),
+        ),
+        ("research-embedder", json!({"api-key": embedder_key})),
+    ] {
+        let secret: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
+                .expect("secret");
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("secret created");
+    }
+    let moto_endpoint = format!("http://{node}:{}", moto.port);
+    let embeddings_endpoint = format!("http://{node}:{}/v1", embeddings.address.port());
+    sample_becomes_ready(&plane.client, namespace, "object-store.yaml", |p| {
+        p["spec"]["storage"]["objectStore"]["endpoint"] = moto_endpoint.into();
+        p["spec"]["embedding"]["endpoint"] = embeddings_endpoint.into();
+    })
+    .await;
+    assert!(
+        embeddings.requests() > 0,
+        "the smoke checks embedded their query through the configured API"
+    );
+
+    let keys = api_keys(&plane.client, namespace, "research").await;
+    let url = plane.service_url(namespace, "research", 8080).await;
+    let writer =
+        kbeast_client::Client::new(url.clone(), Some(keys["write-key"].clone())).expect("client");
+    writer
+        .ingest(&IngestRequest {
+            documents: vec![DocumentInput {
+                id: Some("q3".into()),
+                text: "The quarterly report shows revenue up by a tenth.".into(),
+                source: None,
+                metadata: None,
+            }],
+        })
+        .await
+        .expect("ingested through the Service");
+    let reader = kbeast_client::Client::new(url, Some(keys["read-key"].clone())).expect("client");
+    // Any of the three pods answers from the shared prefix, each seeing the commit within its
+    // refresh interval (1 s, `--refresh-interval-ms`).
+    let search = || async {
+        reader
+            .search(&SearchRequest::new(
+                "quarterly revenue",
+                SearchMode::Hybrid,
+                3,
+            ))
+            .await
+            .expect("search")
+            .hits
+    };
+    wait_for("the document is found", Duration::from_secs(30), || async {
+        search().await.first().is_some_and(|h| h.doc_id == "q3")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..6 {
+        let hits = search().await;
+        assert_eq!(hits.first().map(|h| h.doc_id.as_str()), Some("q3"));
+    }
+    assert!(
+        !moto.keys("kbeast-tenants", "research/").is_empty(),
+        "the table is stored under the project's prefix"
+    );
+
+    let projects: Api<KnowledgeProject> = Api::namespaced(plane.client.clone(), namespace);
+    projects
+        .delete("research", &Default::default())
+        .await
+        .expect("project deleted");
+    wait_for(
+        "the project is gone, its prefix purged",
+        CONVERGE,
+        || async {
+            projects
+                .get_opt("research")
+                .await
+                .is_ok_and(|p| p.is_none())
+        },
+    )
+    .await;
+    assert_eq!(
+        moto.keys("kbeast-tenants", "research/"),
+        Vec::<String>::new(),
+        "the purge Job emptied the prefix"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -139,7 +139,6 @@ async fn suspend_freezes_children_while_status_reports_and_resume_converges() {
 
     merge_spec(&env, namespace, "docs", json!({"suspend": false})).await;
     wait_for("replicas 2 after resume", CONVERGE, || async {
-        env.ready_pods(namespace);
         deployments
             .get("docs")
             .await
@@ -248,7 +247,6 @@ async fn only_the_leader_reconciles_and_a_successor_takes_over_within_the_lease(
     merge_spec(&env, namespace, "docs", json!({"replicas": 2})).await;
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), namespace);
     wait_for("the new leader reconciles", CONVERGE, || async {
-        env.ready_pods(namespace);
         deployments
             .get("docs")
             .await

@@ -254,6 +254,12 @@ impl NodeAgent {
         Ok(agent)
     }
 
+    /// The node's address as pods see it (their gateway): host services listening on every
+    /// address are reachable there.
+    pub fn node_address(&self) -> std::net::Ipv4Addr {
+        self.inner.bridge.gateway()
+    }
+
     /// Where pod directories (`pods/<ns>_<name>_<uid>/logs/<container>.log`) and volume data live.
     pub fn work_dir(&self) -> &std::path::Path {
         &self.inner.work_dir
@@ -623,7 +629,8 @@ async fn delete_now(pods: &Api<Pod>, pod: &Value) {
 }
 
 /// Writes the kubelet's part of `composed` when it differs from the stored status and from
-/// the last patch sent for the pod (a slow watch would otherwise cause repeats).
+/// the last patch sent for the pod (a slow watch would otherwise cause repeats). False when
+/// the write failed.
 async fn send_status(
     api: &Api<Pod>,
     name: &str,
@@ -631,11 +638,11 @@ async fn send_status(
     pod: &Value,
     composed: &Value,
     sent: &mut HashMap<String, Value>,
-) {
+) -> bool {
     let patch = kubelet_status(composed);
     let current = kubelet_status(&json!({"status": without_nulls(&pod["status"])}));
     if patch == current || sent.get(id) == Some(&patch) {
-        return;
+        return true;
     }
     let body = json!({"status": patch});
     match api
@@ -644,8 +651,12 @@ async fn send_status(
     {
         Ok(_) => {
             sent.insert(id.to_string(), patch);
+            true
         }
-        Err(error) => tracing::warn!(%error, pod = %name, "pod status"),
+        Err(error) => {
+            tracing::warn!(%error, pod = %name, "pod status");
+            false
+        }
     }
 }
 
@@ -662,6 +673,8 @@ async fn manage_pods(
 ) {
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut hollow: HashMap<String, super::pod::PodRuntime> = HashMap::new();
+    // Hollow pods' resourceVersions already handled, by uid.
+    let mut hollow_seen: HashMap<String, String> = HashMap::new();
     let mut done: HashSet<String> = HashSet::new();
     // The last status patch sent per pod, so that a slow watch does not cause repeats.
     let mut sent: HashMap<String, Value> = HashMap::new();
@@ -670,6 +683,20 @@ async fn manage_pods(
         let host_ip = inner.bridge.gateway().to_string();
         let mut present = HashSet::new();
         for stored in pods.state() {
+            // A hollow pod needs work only when it changed (its status follows its spec and
+            // conditions alone); at hundreds of pods, re-reading each on every event would not
+            // keep up.
+            if hollow_pod_ip.is_some() {
+                let key = (
+                    stored.metadata.uid.clone().unwrap_or_default(),
+                    stored.metadata.resource_version.clone().unwrap_or_default(),
+                );
+                if hollow_seen.get(&key.0) == Some(&key.1) {
+                    present.insert(key.0);
+                    continue;
+                }
+                hollow_seen.insert(key.0, key.1);
+            }
             let Ok(pod) = serde_json::to_value(stored.as_ref()) else {
                 continue;
             };
@@ -690,7 +717,9 @@ async fn manage_pods(
                     .entry(id.clone())
                     .or_insert_with(|| super::pod::PodRuntime::hollow(&pod, &now, ip));
                 let composed = status::compose(&pod, runtime, &now, &host_ip);
-                send_status(&api, &name, &id, &pod, &composed, &mut sent).await;
+                if !send_status(&api, &name, &id, &pod, &composed, &mut sent).await {
+                    hollow_seen.remove(&id);
+                }
                 continue;
             }
             if let Some(worker) = workers.get(&id) {
@@ -759,6 +788,7 @@ async fn manage_pods(
         });
         done.retain(|id| present.contains(id));
         hollow.retain(|id, _| present.contains(id));
+        hollow_seen.retain(|id, _| present.contains(id));
         sent.retain(|id, _| present.contains(id));
         objects
             .tokens
