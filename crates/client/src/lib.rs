@@ -17,6 +17,9 @@ pub enum ClientError {
     /// The server answered with something that is not the documented format.
     #[error("HTTP {status}: unexpected response body: {body}")]
     Unexpected { status: StatusCode, body: String },
+    /// The body was longer than the client's limit ([`Client::with_response_limit`]).
+    #[error("HTTP {status}: response body longer than {limit} bytes")]
+    TooLarge { status: StatusCode, limit: usize },
     #[error("transport: {0}")]
     Transport(#[from] reqwest::Error),
 }
@@ -24,9 +27,9 @@ pub enum ClientError {
 impl ClientError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
-            ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => {
-                Some(*status)
-            }
+            ClientError::Api { status, .. }
+            | ClientError::Unexpected { status, .. }
+            | ClientError::TooLarge { status, .. } => Some(*status),
             ClientError::Transport(e) => e.status(),
         }
     }
@@ -47,6 +50,8 @@ pub struct Client {
     http: reqwest::Client,
     base_url: String,
     api_key: Option<String>,
+    /// Longest response body read; longer ones fail with [`ClientError::TooLarge`].
+    response_limit: Option<usize>,
 }
 
 impl Client {
@@ -67,7 +72,30 @@ impl Client {
             http,
             base_url: base_url.into().trim_end_matches('/').to_string(),
             api_key,
+            response_limit: None,
         }
+    }
+
+    /// Reads at most `bytes` of any response body (for servers that are not trusted).
+    pub fn with_response_limit(mut self, bytes: usize) -> Self {
+        self.response_limit = Some(bytes);
+        self
+    }
+
+    /// The body as text, within the response limit.
+    async fn body(&self, mut response: reqwest::Response) -> Result<(StatusCode, String)> {
+        let status = response.status();
+        let Some(limit) = self.response_limit else {
+            return Ok((status, response.text().await?));
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(ClientError::TooLarge { status, limit });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
     }
 
     pub fn base_url(&self) -> &str {
@@ -123,8 +151,7 @@ impl Client {
     /// `GET /readyz`; a 503 still carries a [`ReadyResponse`], so it is returned as Ok.
     pub async fn ready(&self) -> Result<(StatusCode, ReadyResponse)> {
         let response = self.request(Method::GET, "/readyz").send().await?;
-        let status = response.status();
-        let body = response.text().await?;
+        let (status, body) = self.body(response).await?;
         match serde_json::from_str(&body) {
             Ok(ready) => Ok((status, ready)),
             Err(_) => Err(ClientError::Unexpected { status, body }),
@@ -142,8 +169,7 @@ impl Client {
             builder = builder.json(body);
         }
         let response = builder.send().await?;
-        let status = response.status();
-        let text = response.text().await?;
+        let (status, text) = self.body(response).await?;
         if status.is_success() {
             serde_json::from_str(&text).map_err(|_| ClientError::Unexpected { status, body: text })
         } else {

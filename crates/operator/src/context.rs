@@ -45,11 +45,7 @@ impl Context {
                 instance,
             },
         );
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(crate::rollout::smoke::SMOKE_CHECK_TIMEOUT)
-            .build()
-            .expect("an HTTP client with timeouts only builds");
+        let http = crate::rollout::smoke::http_client();
         Self {
             client,
             settings,

@@ -97,7 +97,9 @@ impl Harness {
             &format!("/api/v1/namespaces/{NS}/pods/{name}"),
             json!({"metadata": {"name": name, "namespace": NS, "labels": {
                     "app.kubernetes.io/name": "kbeast-query", "app.kubernetes.io/instance": "docs",
-                    "kbeast.io/project": "docs", "kbeast.io/revision": revision}},
+                    "kbeast.io/project": "docs", "kbeast.io/revision": revision},
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                        "name": format!("docs-{revision}"), "uid": "rs-uid", "controller": true}]},
                 "status": status}),
         );
     }

@@ -104,6 +104,28 @@ impl PodView {
     }
 }
 
+/// Whether `pod` is one the operator may gate: controlled by a ReplicaSet of the project's
+/// Deployment `workload`, and on the pod network. Anything else carrying the project's labels
+/// (a tenant's own pod, or one on the node's network) is neither smoke-checked nor counted, so
+/// the operator's requests never go to an address a tenant picked.
+pub fn created_by_replica_set_of(pod: &Pod, workload: &str) -> bool {
+    let controlled = pod.metadata.owner_references.iter().flatten().any(|owner| {
+        owner.controller == Some(true)
+            && owner.kind == "ReplicaSet"
+            && owner.api_version == "apps/v1"
+            && owner
+                .name
+                .strip_prefix(workload)
+                .is_some_and(|rest| rest.starts_with('-'))
+    });
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
+    controlled && !host_network
+}
+
 /// Everything the decision depends on.
 #[derive(Clone, Debug)]
 pub struct RolloutInput<'a> {

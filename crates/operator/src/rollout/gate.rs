@@ -13,6 +13,7 @@ use kube::runtime::events::{EventType, Recorder};
 use kube::{Client, ResourceExt};
 use tracing::warn;
 
+use super::decide::created_by_replica_set_of;
 use super::{
     Decision, Finished, PodView, RolloutInput, RolloutRecord, TemplateChoice, decide,
     desired_record_config_map, gate_pods, record_from, smoke_expectation,
@@ -97,7 +98,13 @@ pub async fn gate_rollout(
 ) -> Result<Gated> {
     let project = valid.project;
     let now = Time(jiff::Timestamp::now());
-    let mut pods: Vec<PodView> = observed.pods.iter().map(PodView::of).collect();
+    let workload = names::workload(project);
+    let mut pods: Vec<PodView> = observed
+        .pods
+        .iter()
+        .filter(|pod| created_by_replica_set_of(pod, &workload))
+        .map(PodView::of)
+        .collect();
     let expected = smoke_expectation(project, observed.api_keys_file().as_deref());
     gate_pods(
         gate.client,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kbeast_client::{Client, HealthStatus, SearchMode, SearchRequest};
+use kbeast_client::{Client, ClientError, HealthStatus, SearchMode, SearchRequest};
 
 /// What a healthy pod of the project looks like.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +20,8 @@ pub struct SmokeExpectation {
 pub const BUILT_IN_SMOKE_QUERY: &str = "kbeast smoke check";
 /// Longest a whole smoke check may take.
 pub const SMOKE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest response body read from a pod: the query API's answers to the check are far smaller.
+pub const SMOKE_RESPONSE_LIMIT: usize = 64 * 1024;
 
 /// Why a smoke check failed. `label()` is the `reason` of
 /// `kbeast_smoke_check_failures_total`.
@@ -62,6 +64,16 @@ impl SmokeFailure {
     }
 }
 
+/// The HTTP client of smoke checks. They go to pods tenants run: never follow a redirect.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(SMOKE_CHECK_TIMEOUT)
+        .build()
+        .expect("an HTTP client with timeouts only builds")
+}
+
 /// Runs the smoke check against `http://<ip>:<port>`.
 pub async fn smoke_check(
     http: &reqwest::Client,
@@ -86,11 +98,12 @@ async fn run(
     base_url: String,
     expected: &SmokeExpectation,
 ) -> Result<(), SmokeFailure> {
-    let anonymous = Client::with_http_client(http.clone(), base_url.clone(), None);
-    let (code, ready) = anonymous
-        .ready()
-        .await
-        .map_err(|e| SmokeFailure::Unreachable(e.to_string()))?;
+    let anonymous = Client::with_http_client(http.clone(), base_url.clone(), None)
+        .with_response_limit(SMOKE_RESPONSE_LIMIT);
+    let (code, ready) = anonymous.ready().await.map_err(|e| match e {
+        ClientError::Transport(_) => SmokeFailure::Unreachable(describe(&e)),
+        _ => SmokeFailure::NotReady(describe(&e)),
+    })?;
     if !code.is_success() || ready.status != HealthStatus::Healthy {
         return Err(SmokeFailure::NotReady(format!(
             "HTTP {code}, status {:?}",
@@ -98,16 +111,17 @@ async fn run(
         )));
     }
     let api_key = expected.api_key.clone().ok_or(SmokeFailure::NoApiKey)?;
-    let client = Client::with_http_client(http.clone(), base_url, Some(api_key));
+    let client = Client::with_http_client(http.clone(), base_url, Some(api_key))
+        .with_response_limit(SMOKE_RESPONSE_LIMIT);
     let stats = client
         .stats()
         .await
-        .map_err(|e| SmokeFailure::SearchFailed(format!("/v1/stats: {e}")))?;
+        .map_err(|e| SmokeFailure::SearchFailed(format!("/v1/stats: {}", describe(&e))))?;
     if stats.model != expected.model || stats.dimension != expected.dimension {
         return Err(SmokeFailure::ModelMismatch {
             expected_model: expected.model.clone(),
             expected_dimension: expected.dimension,
-            actual_model: stats.model,
+            actual_model: printable_id(&stats.model),
             actual_dimension: stats.dimension,
         });
     }
@@ -119,9 +133,149 @@ async fn run(
             1,
         ))
         .await
-        .map_err(|e| SmokeFailure::SearchFailed(e.to_string()))?;
+        .map_err(|e| SmokeFailure::SearchFailed(describe(&e)))?;
     if response.degraded {
         return Err(SmokeFailure::Degraded);
     }
     Ok(())
+}
+
+/// A failed request in words that quote nothing the pod sent but its status and, when it is
+/// an identifier, its error code: the message lands in pod conditions and project status,
+/// which others read.
+fn describe(error: &ClientError) -> String {
+    match error {
+        ClientError::Api { status, body } => {
+            format!("HTTP {status} ({})", printable_id(&body.error.code))
+        }
+        ClientError::Unexpected { status, .. } => {
+            format!("HTTP {status}: not a query API response")
+        }
+        ClientError::TooLarge { .. } => error.to_string(),
+        // reqwest's own words and the URL, never the response.
+        ClientError::Transport(e) => e.to_string(),
+    }
+}
+
+/// `id` when it looks like an identifier (a model id, an error code), else a placeholder.
+fn printable_id(id: &str) -> String {
+    let plain = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
+    if plain {
+        id.to_string()
+    } else {
+        "(not an identifier)".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    use super::*;
+
+    /// Serves `router` on a free loopback port.
+    async fn serve(router: axum::Router) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        address
+    }
+
+    fn expectation() -> SmokeExpectation {
+        SmokeExpectation {
+            model: "hash-v1".into(),
+            dimension: 384,
+            query: BUILT_IN_SMOKE_QUERY.into(),
+            api_key: Some("kb_r_0123456789abcdef".into()),
+        }
+    }
+
+    async fn check(address: std::net::SocketAddr) -> Result<(), SmokeFailure> {
+        smoke_check(
+            &http_client(),
+            &address.ip().to_string(),
+            address.port(),
+            &expectation(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let elsewhere = serve(axum::Router::new().route(
+            "/readyz",
+            get(move || async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                "{}"
+            }),
+        ))
+        .await;
+        let target = format!("http://{elsewhere}/readyz");
+        let pod = serve(axum::Router::new().route(
+            "/readyz",
+            get(move || async move {
+                (StatusCode::FOUND, [(header::LOCATION, target)]).into_response()
+            }),
+        ))
+        .await;
+        let failure = check(pod).await.expect_err("a redirect is no answer");
+        assert!(matches!(failure, SmokeFailure::NotReady(_)), "{failure:?}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "the redirect was followed");
+    }
+
+    #[tokio::test]
+    async fn bodies_are_capped_and_never_quoted() {
+        let secret = "SECRET-FROM-THE-POD";
+        let huge = secret.repeat(100_000);
+        let pod =
+            serve(axum::Router::new().route("/readyz", get(move || async move { huge }))).await;
+        let failure = check(pod).await.expect_err("not the query API");
+        let message = failure.to_string();
+        assert!(message.contains("longer than 65536 bytes"), "{message}");
+
+        let pod = serve(
+            axum::Router::new()
+                .route(
+                    "/readyz",
+                    get(|| async {
+                        r#"{"status":"healthy","components":{"store":{"status":"healthy","latency_ms":0},"embedder":{"status":"healthy","model":"hash-v1"},"disk":{"status":"healthy","available_bytes":1},"warmup":{"status":"healthy","table_open":true,"indices_loaded":true,"query_path":true}}}"#
+                    }),
+                )
+                .route(
+                    "/v1/stats",
+                    get(move || async move {
+                        (StatusCode::INTERNAL_SERVER_ERROR, format!("{secret} {secret}"))
+                            .into_response()
+                    }),
+                ),
+        )
+        .await;
+        let failure = check(pod).await.expect_err("stats fail");
+        let message = failure.to_string();
+        assert!(!message.contains(secret), "the body is quoted: {message}");
+        assert!(message.contains("HTTP 500"), "{message}");
+    }
+
+    #[test]
+    fn only_identifiers_are_quoted() {
+        assert_eq!(
+            printable_id("openai:text-embedding-3-small"),
+            "openai:text-embedding-3-small"
+        );
+        assert_eq!(printable_id("see http://evil <b>"), "(not an identifier)");
+        assert_eq!(printable_id(&"a".repeat(65)), "(not an identifier)");
+    }
 }

@@ -5,9 +5,9 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use k8s_openapi::api::core::v1::Pod;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::decide::CRASH_LOOP_RESTARTS;
+use super::decide::{CRASH_LOOP_RESTARTS, created_by_replica_set_of};
 use super::gate::RolloutState;
 use super::*;
 
@@ -511,4 +511,50 @@ fn the_smoke_key_is_the_first_key_that_may_search() {
         None
     );
     assert_eq!(smoke_expectation(&project, None).api_key, None);
+}
+
+#[test]
+fn only_pods_of_the_projects_replica_sets_on_the_pod_network_are_gated() {
+    let pod = |owner: Value, host_network: bool| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "ownerReferences": [owner]},
+            "spec": {"containers": [], "hostNetwork": host_network},
+        }))
+        .expect("pod parses")
+    };
+    let replica_set = |name: &str, controller: bool| {
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": name, "uid": "u",
+               "controller": controller})
+    };
+    assert!(created_by_replica_set_of(
+        &pod(replica_set("docs-5d9f", true), false),
+        "docs"
+    ));
+    for (case, candidate) in [
+        ("host network", pod(replica_set("docs-5d9f", true), true)),
+        (
+            "not the controller",
+            pod(replica_set("docs-5d9f", false), false),
+        ),
+        (
+            "another Deployment's",
+            pod(replica_set("docsx-5d9f", true), false),
+        ),
+        (
+            "another Deployment's",
+            pod(replica_set("other-5d9f", true), false),
+        ),
+        (
+            "a Job's",
+            pod(
+                json!({"apiVersion": "batch/v1", "kind": "Job", "name": "docs-1", "uid": "u",
+                       "controller": true}),
+                false,
+            ),
+        ),
+    ] {
+        assert!(!created_by_replica_set_of(&candidate, "docs"), "{case}");
+    }
+    let bare: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}})).expect("pod");
+    assert!(!created_by_replica_set_of(&bare, "docs"), "no owner");
 }
