@@ -21,3 +21,6 @@ pub const REVISION_ANNOTATION: &str = "kbeast.io/revision";
 pub const POD_REVISION_LABEL: &str = "kbeast.io/revision";
 /// Readiness gate of query pods: True once the operator's smoke check passed on the pod.
 pub const SMOKE_PASSED_CONDITION: &str = "kbeast.io/smoke-passed";
+/// On a purge Job: the uid of the project whose data it deletes. The Job has no owner
+/// reference (the garbage collector would delete it with the project it purges for).
+pub const PURGE_FOR_UID_ANNOTATION: &str = "kbeast.io/purge-for-uid";

@@ -69,7 +69,9 @@ async fn operator_requests() -> Vec<RecordedRequest> {
     api.insert(
         "/api/v1/namespaces/tenants/pods/docs-abc-1",
         json!({"metadata": {"name": "docs-abc-1", "namespace": "tenants",
-            "labels": {"app.kubernetes.io/name": "kbeast-query", "app.kubernetes.io/instance": "docs", "kbeast.io/project": "docs"}},
+            "labels": {"app.kubernetes.io/name": "kbeast-query", "app.kubernetes.io/instance": "docs", "kbeast.io/project": "docs"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "docs-abc",
+                "uid": "rs", "controller": true}]},
             "status": {"podIP": "127.0.0.9", "conditions": [{"type": "ContainersReady", "status": "True"}]}}),
     );
     reconcile_stored(&api, &ctx).await;

@@ -4,9 +4,10 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kbeast_api::labels::PURGE_FOR_UID_ANNOTATION;
 use kbeast_api::{DeletionPolicy, KnowledgeProject};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use serde_json::json;
@@ -40,8 +41,24 @@ pub async fn clean_up(
         })?;
         if let Some(pvc) = found {
             match policy {
+                DeletionPolicy::Delete if !is_owned_by(&pvc, project) => {
+                    note(
+                        EventType::Warning,
+                        "DataNotOwned",
+                        format!("deletionPolicy Delete: PersistentVolumeClaim {name} is not owned by this project; left in place"),
+                    )
+                    .await;
+                }
                 DeletionPolicy::Delete => {
-                    pvcs.delete(&name, &DeleteParams::background())
+                    // The uid precondition: only the claim just checked, never a successor.
+                    let params = DeleteParams {
+                        preconditions: Some(Preconditions {
+                            uid: pvc.uid(),
+                            resource_version: None,
+                        }),
+                        ..DeleteParams::background()
+                    };
+                    pvcs.delete(&name, &params)
                         .await
                         .map_err(|source| Error::Delete {
                             kind: PVC,
@@ -137,6 +154,21 @@ async fn purge_object_store(
         .await;
         return Err(Error::CleanupPending(format!("purge Job {name} started")));
     };
+    let purges_this_project = job
+        .annotations()
+        .get(PURGE_FOR_UID_ANNOTATION)
+        .is_some_and(|uid| Some(uid) == project.uid().as_ref());
+    if !purges_this_project {
+        note(
+            EventType::Warning,
+            "PurgeBlocked",
+            format!("Job {name} exists but was not created to purge this project's data; delete it so that the purge can run"),
+        )
+        .await;
+        return Err(Error::CleanupPending(format!(
+            "Job {name} is not this project's purge Job"
+        )));
+    }
     let status = job.status.unwrap_or_default();
     let finished = |type_: &str| {
         status

@@ -124,6 +124,27 @@ async fn object_store_delete_keeps_the_finalizer_until_the_purge_job_succeeds() 
         json!(["purge", "--data", "s3://bucket/docs"])
     );
     assert_eq!(container["envFrom"][1]["secretRef"]["name"], "docs-s3");
+    assert!(
+        container["resources"]["limits"]["memory"].is_string(),
+        "{container}"
+    );
+    // Not owned by the project: a foreground deletion would garbage-collect it (and the
+    // project's ServiceAccount) before it ran.
+    assert!(job["metadata"]["ownerReferences"].is_null(), "{job}");
+    assert_eq!(
+        job["metadata"]["annotations"]["kbeast.io/purge-for-uid"],
+        UID
+    );
+    let pod = &job["spec"]["template"];
+    assert_eq!(
+        pod["metadata"]["labels"]["app.kubernetes.io/component"],
+        "purge"
+    );
+    assert!(
+        pod["spec"]["serviceAccountName"].is_null(),
+        "the default account"
+    );
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
 
     let error = reconcile(project(), ctx.clone())
         .await
@@ -169,4 +190,51 @@ async fn a_new_project_gets_the_finalizer_before_anything_else() {
         stored_project(&api).expect("stored").metadata.finalizers,
         Some(vec!["kbeast.io/cleanup".to_string()])
     );
+}
+
+#[tokio::test]
+async fn delete_leaves_a_pvc_the_project_does_not_own() {
+    let api = FakeApi::new();
+    api.insert(
+        PROJECT_PATH,
+        deleting_project(json!({"volume": {"size": "1Gi"}, "deletionPolicy": "Delete"})),
+    );
+    let mut foreign = owned_pvc();
+    foreign["metadata"]["ownerReferences"] = json!([]);
+    api.insert(PVC_PATH, foreign);
+    reconcile(
+        Arc::new(stored_project(&api).expect("stored")),
+        context(&api),
+    )
+    .await
+    .expect("clean-up finishes");
+    assert!(api.get(PVC_PATH).is_some(), "a claim we do not own is kept");
+    assert_eq!(event_reasons(&api), vec!["DataNotOwned"]);
+}
+
+#[tokio::test]
+async fn a_finished_job_with_the_purge_name_that_is_not_ours_purges_nothing() {
+    let api = FakeApi::new();
+    api.insert(
+        PROJECT_PATH,
+        deleting_project(json!({"objectStore": {"uri": "s3://bucket/docs"},
+            "deletionPolicy": "Delete"})),
+    );
+    // Left by an earlier project of the same name, or made by hand.
+    api.insert(
+        JOB_PATH,
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "docs-purge", "namespace": "tenants",
+                "annotations": {"kbeast.io/purge-for-uid": "00000000-0000-4000-8000-000000000000"}},
+            "status": {"conditions": [{"type": "Complete", "status": "True"}]}}),
+    );
+    let error = reconcile(
+        Arc::new(stored_project(&api).expect("stored")),
+        context(&api),
+    )
+    .await
+    .expect_err("the data is not purged");
+    assert_eq!(error.metric_label(), "cleanup_pending");
+    assert!(stored_project(&api).is_some(), "the finalizer stays");
+    assert_eq!(event_reasons(&api), vec!["PurgeBlocked"]);
 }
