@@ -1,5 +1,10 @@
 //! Leader election through a `coordination.k8s.io/v1` Lease, so that two replicas are safe:
 //! only the holder reconciles. A replica that cannot renew in time stops reconciling.
+//!
+//! As client-go does, a lease counts as expired when this replica has not seen its record
+//! change for the lease duration, measured on its own monotonic clock: the holder's `renewTime`
+//! is only compared with itself, so clock skew between nodes cannot hand the lease over while
+//! its holder still renews.
 
 use std::time::Duration;
 
@@ -36,6 +41,8 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     timing: LeaseTiming,
+    /// The lease record last seen and when (local clock) it was first seen so.
+    observed: std::sync::Mutex<Option<(LeaseSpec, tokio::time::Instant)>>,
 }
 
 /// What one attempt found.
@@ -58,6 +65,20 @@ impl LeaderElector {
             name: name.to_string(),
             identity: identity.to_string(),
             timing,
+            observed: std::sync::Mutex::default(),
+        }
+    }
+
+    /// When the lease's current record was first seen here: now, if it changed since last time.
+    fn observe(&self, spec: &LeaseSpec) -> tokio::time::Instant {
+        let mut observed = self.observed.lock().expect("lock is never poisoned");
+        match observed.as_ref() {
+            Some((record, at)) if record == spec => *at,
+            _ => {
+                let now = tokio::time::Instant::now();
+                *observed = Some((spec.clone(), now));
+                now
+            }
         }
     }
 
@@ -142,7 +163,8 @@ impl LeaderElector {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().unwrap_or_default();
         let ours = holder == self.identity;
-        if !ours && !holder.is_empty() && !expired(&spec, now) {
+        let unchanged_for = self.observe(&spec).elapsed();
+        if !ours && !holder.is_empty() && !expired(&spec, unchanged_for) {
             return Ok(Attempt::HeldByOther(holder));
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
@@ -158,7 +180,10 @@ impl LeaderElector {
             .replace(&lease.name_any(), &PostParams::default(), &lease)
             .await
         {
-            Ok(_) => Ok(Attempt::Acquired),
+            Ok(written) => {
+                self.observe(&written.spec.unwrap_or_default());
+                Ok(Attempt::Acquired)
+            }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 Ok(Attempt::HeldByOther("(conflicting update)".to_string()))
             }
@@ -183,38 +208,28 @@ impl LeaderElector {
     }
 }
 
-/// Whether the holder failed to renew within the lease duration.
-pub fn expired(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-        return true;
-    };
-    let duration =
-        jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-    renewed.0 + duration < now
+/// Whether a lease whose record has not changed for `unchanged_for` (local clock) has expired:
+/// its holder did not renew within the lease duration. A lease without a duration is expired.
+pub fn expired(spec: &LeaseSpec, unchanged_for: Duration) -> bool {
+    let duration = u64::try_from(spec.lease_duration_seconds.unwrap_or(0)).unwrap_or(0);
+    unchanged_for > Duration::from_secs(duration)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn spec(renewed_seconds_ago: i64, duration: i32) -> LeaseSpec {
-        let now = jiff::Timestamp::now();
-        LeaseSpec {
-            holder_identity: Some("other".to_string()),
-            lease_duration_seconds: Some(duration),
-            renew_time: Some(MicroTime(
-                now - jiff::SignedDuration::from_secs(renewed_seconds_ago),
-            )),
-            ..LeaseSpec::default()
-        }
-    }
-
     #[test]
-    fn a_lease_expires_only_after_its_duration() {
-        let now = jiff::Timestamp::now();
-        assert!(!expired(&spec(5, 15), now));
-        assert!(expired(&spec(16, 15), now));
-        assert!(expired(&LeaseSpec::default(), now));
+    fn a_lease_expires_only_after_its_duration_without_a_change() {
+        let spec = LeaseSpec {
+            holder_identity: Some("other".to_string()),
+            lease_duration_seconds: Some(15),
+            ..LeaseSpec::default()
+        };
+        assert!(!expired(&spec, Duration::from_secs(5)));
+        assert!(!expired(&spec, Duration::from_secs(15)));
+        assert!(expired(&spec, Duration::from_secs(16)));
+        assert!(expired(&LeaseSpec::default(), Duration::from_millis(1)));
     }
 
     #[test]

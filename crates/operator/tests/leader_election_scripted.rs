@@ -70,6 +70,13 @@ async fn an_expired_lease_is_taken_over() {
                 "renewTime": "2020-01-01T00:00:00.000000Z", "leaseTransitions": 3}}),
     );
     let b = elector(&api, "replica-b");
+    // Expired means unchanged for the lease duration on this replica's clock, as in client-go.
+    assert_eq!(
+        b.try_acquire_or_renew().await.expect("works"),
+        Attempt::HeldByOther("replica-dead".to_string())
+    );
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(16)).await;
     assert_eq!(
         b.try_acquire_or_renew().await.expect("works"),
         Attempt::Acquired
@@ -87,6 +94,37 @@ async fn an_expired_lease_is_taken_over() {
     assert!(
         update.body.as_ref().expect("body")["metadata"]["resourceVersion"].is_string(),
         "the takeover carries the resourceVersion it read, so a racing writer gets 409"
+    );
+}
+
+#[tokio::test]
+async fn a_holder_whose_clock_is_behind_keeps_the_lease_while_it_renews() {
+    let api = FakeApi::new();
+    // The holder's clock is an hour behind: every renewTime it writes looks long expired.
+    let behind = |seconds: u32| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "kbeast-operator-leader", "namespace": "kbeast-system"},
+            "spec": {"holderIdentity": "replica-a", "leaseDurationSeconds": 15,
+                "renewTime": format!("2026-12-03T10:{:02}:{:02}.000000Z", seconds / 60, seconds % 60)}})
+    };
+    api.insert(LEASE_PATH, behind(0));
+    let b = elector(&api, "replica-b");
+    tokio::time::pause();
+    for renewal in 1..=12 {
+        assert_eq!(
+            b.try_acquire_or_renew().await.expect("works"),
+            Attempt::HeldByOther("replica-a".to_string()),
+            "renewal {renewal}"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        api.insert(LEASE_PATH, behind(renewal * 5));
+    }
+    // It stops renewing: after the lease duration unchanged, the lease is taken over.
+    b.try_acquire_or_renew().await.expect("works");
+    tokio::time::advance(Duration::from_secs(16)).await;
+    assert_eq!(
+        b.try_acquire_or_renew().await.expect("works"),
+        Attempt::Acquired
     );
 }
 
