@@ -223,7 +223,24 @@ pub struct ObjectStoreStorage {
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-pub struct EphemeralStorage {}
+#[serde(rename_all = "camelCase")]
+pub struct EphemeralStorage {
+    /// Largest size of the data directory (the emptyDir's `sizeLimit`: the kubelet evicts a
+    /// pod above it), a quantity such as `2Gi`. Default 1Gi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<String>,
+}
+
+impl EphemeralStorage {
+    /// `sizeLimit` when the spec names none.
+    pub const DEFAULT_SIZE_LIMIT: &'static str = "1Gi";
+
+    pub fn size_limit(&self) -> &str {
+        self.size_limit
+            .as_deref()
+            .unwrap_or(Self::DEFAULT_SIZE_LIMIT)
+    }
+}
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DeletionPolicy {

@@ -200,6 +200,16 @@ pub fn spec_problems(project: &KnowledgeProject) -> Vec<SpecProblem> {
             Err(e) => problem("spec.storage.volume.size", e.to_string()),
         }
     }
+    if let Some(ephemeral) = &spec.storage.ephemeral {
+        match parse_quantity(ephemeral.size_limit()) {
+            Ok(bytes) if bytes < 1.0 => problem(
+                "spec.storage.ephemeral.sizeLimit",
+                "must be larger than zero".to_string(),
+            ),
+            Ok(_) => {}
+            Err(e) => problem("spec.storage.ephemeral.sizeLimit", e.to_string()),
+        }
+    }
     if let Some(store) = &spec.storage.object_store
         && let Some(endpoint) = &store.endpoint
         && parse_endpoint(endpoint).is_none()

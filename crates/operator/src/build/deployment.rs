@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kbeast_api::labels::{
     CONFIG_HASH_ANNOTATION, POD_REVISION_LABEL, REVISION_ANNOTATION, SMOKE_PASSED_CONDITION,
 };
+use kbeast_api::quantity::parse_bytes;
 use kbeast_api::query_contract::{self, HTTP_PORT, HTTP_PORT_NAME, env};
 use kbeast_api::{KnowledgeProject, VolumeAccessMode};
 
@@ -31,6 +32,10 @@ const QUERY_UID: i64 = 65532;
 const DATA_VOLUME: &str = "data";
 const KEYS_VOLUME: &str = "api-keys";
 const TMP_VOLUME: &str = "tmp";
+/// `sizeLimit` of the pods' `/tmp`.
+const TMP_SIZE_LIMIT: &str = "256Mi";
+/// Room for the container's logs and writable layer in its default `ephemeral-storage` limit.
+const LOGS_AND_LAYER_BYTES: u64 = 512 * 1024 * 1024;
 
 /// Name of the query container in every pod.
 pub fn query_container_name() -> &'static str {
@@ -239,7 +244,11 @@ fn query_container(project: &KnowledgeProject, settings: &OperatorSettings) -> C
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         startup_probe: Some(http_probe("/healthz", 2, 60)),
-        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        resources: Some(
+            spec.resources
+                .clone()
+                .unwrap_or_else(|| default_resources(project)),
+        ),
         security_context: Some(container_security_context()),
         volume_mounts: Some(mounts),
         ..Container::default()
@@ -261,17 +270,38 @@ fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe 
     }
 }
 
-/// Requests and limits when the project names none: enough for a small tenant with the hash embedder.
-fn default_resources() -> ResourceRequirements {
+/// Requests and limits when the project names none: enough for a small tenant with the hash
+/// embedder, and an `ephemeral-storage` limit that holds the pod's emptyDirs (their size limits)
+/// plus its logs and writable layer.
+fn default_resources(project: &KnowledgeProject) -> ResourceRequirements {
+    let empty_dirs = [
+        Some(TMP_SIZE_LIMIT),
+        project
+            .spec
+            .storage
+            .ephemeral
+            .as_ref()
+            .map(|e| e.size_limit()),
+    ];
+    // validate() has rejected unparsable quantities before any builder runs.
+    let ephemeral_bytes: u64 = empty_dirs
+        .into_iter()
+        .flatten()
+        .filter_map(|q| parse_bytes(q).ok())
+        .sum::<u64>()
+        + LOGS_AND_LAYER_BYTES;
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_string(), Quantity("100m".to_string())),
             ("memory".to_string(), Quantity("256Mi".to_string())),
         ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("1Gi".to_string()),
-        )])),
+        limits: Some(BTreeMap::from([
+            ("memory".to_string(), Quantity("1Gi".to_string())),
+            (
+                "ephemeral-storage".to_string(),
+                Quantity(ephemeral_bytes.to_string()),
+            ),
+        ])),
         ..ResourceRequirements::default()
     }
 }
@@ -318,7 +348,10 @@ fn volumes(project: &KnowledgeProject) -> Vec<Volume> {
         },
         Volume {
             name: TMP_VOLUME.to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity(TMP_SIZE_LIMIT.to_string())),
+                ..EmptyDirVolumeSource::default()
+            }),
             ..Volume::default()
         },
     ];
@@ -331,10 +364,13 @@ fn volumes(project: &KnowledgeProject) -> Vec<Volume> {
             }),
             ..Volume::default()
         })
-    } else if storage.ephemeral.is_some() {
+    } else if let Some(ephemeral) = &storage.ephemeral {
         Some(Volume {
             name: DATA_VOLUME.to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity(ephemeral.size_limit().to_string())),
+                ..EmptyDirVolumeSource::default()
+            }),
             ..Volume::default()
         })
     } else {

@@ -311,3 +311,60 @@ fn generated_keys_are_distinct_and_scoped() {
         Some("docs".into())
     );
 }
+
+#[test]
+fn empty_dirs_have_size_limits_and_the_default_limit_holds_them() {
+    let mut project = sample("minimal.yaml");
+    project.spec.storage.volume = None;
+    project.spec.storage.ephemeral = Some(kbeast_api::EphemeralStorage {
+        size_limit: Some("2Gi".to_string()),
+    });
+    let children = desired_children(
+        &project,
+        &OperatorSettings::default(),
+        &ObservedFacts {
+            secrets_hash: "s1".to_string(),
+        },
+    );
+    let pod = children
+        .deployment
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod");
+    let limit_of = |name: &str| {
+        pod.volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .and_then(|v| v.empty_dir.as_ref())
+            .and_then(|e| e.size_limit.clone())
+            .map(|q| q.0)
+    };
+    assert_eq!(limit_of("data").as_deref(), Some("2Gi"));
+    assert_eq!(limit_of("tmp").as_deref(), Some("256Mi"));
+    let limits = pod.containers[0]
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.clone())
+        .expect("limits");
+    let mib = 1024 * 1024u64;
+    assert_eq!(
+        limits["ephemeral-storage"].0,
+        (2048 * mib + 256 * mib + 512 * mib).to_string(),
+        "both emptyDirs, plus logs and the writable layer"
+    );
+
+    project.spec.storage.ephemeral = Some(kbeast_api::EphemeralStorage::default());
+    let problems = crate::validate::spec_problems(&project);
+    assert!(problems.is_empty(), "the default 1Gi is valid");
+    project.spec.storage.ephemeral = Some(kbeast_api::EphemeralStorage {
+        size_limit: Some("lots".to_string()),
+    });
+    let problems = crate::validate::spec_problems(&project);
+    assert_eq!(
+        problems.iter().map(|p| p.field.as_str()).collect::<Vec<_>>(),
+        ["spec.storage.ephemeral.sizeLimit"]
+    );
+}
