@@ -295,6 +295,8 @@ pub struct OpenAiArgs {
     /// Most texts per embeddings request.
     #[arg(long, env = "KBEAST_OPENAI_BATCH_SIZE", default_value_t = 64)]
     pub openai_batch_size: usize,
+    /// Timeout of one embeddings request. A whole call, retries included, also ends after
+    /// three quarters of --request-timeout-secs and then counts as a provider failure.
     #[arg(long, env = "KBEAST_OPENAI_TIMEOUT_MS", default_value_t = 30_000)]
     pub openai_timeout_ms: u64,
     /// Retries of transient failures (timeouts, 429, 5xx) per request.

@@ -79,6 +79,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 dimension: args.embedding_dim,
                 batch_size: o.openai_batch_size,
                 timeout: Duration::from_millis(o.openai_timeout_ms),
+                // Ends (and counts as a failure) before the request timeout would cancel it.
+                call_budget: Duration::from_secs(args.request_timeout_secs) * 3 / 4,
                 max_retries: o.openai_max_retries,
                 initial_backoff: Duration::from_millis(o.openai_backoff_ms),
                 breaker_failures: o.embedder_breaker_failures,
