@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::embed::HashEmbedder;
+use crate::ingest::IngestLimits;
 use crate::ingest::chunking::{ChunkConfig, ChunkUnit};
 use crate::store::VectorIndexKind;
 
@@ -125,6 +126,18 @@ pub struct ServeArgs {
     #[arg(long, env = "KBEAST_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
     /// Most documents the knowledge base may hold; ingests beyond get 429.
+    /// Documents in one ingest request; more get 413.
+    #[arg(long, env = "KBEAST_MAX_INGEST_DOCUMENTS", default_value_t = IngestLimits::DEFAULT_MAX_DOCUMENTS)]
+    pub max_ingest_documents: usize,
+    /// Chunks one ingest request may produce; more get 413.
+    #[arg(long, env = "KBEAST_MAX_INGEST_CHUNKS", default_value_t = IngestLimits::DEFAULT_MAX_CHUNKS)]
+    pub max_ingest_chunks: usize,
+    /// Bytes of one document's metadata as JSON (stored with every chunk); more get 413.
+    #[arg(long, env = "KBEAST_MAX_METADATA_BYTES", default_value_t = IngestLimits::DEFAULT_MAX_METADATA_BYTES)]
+    pub max_metadata_bytes: usize,
+    /// Ingest requests in progress at once; more get 503 with Retry-After.
+    #[arg(long, env = "KBEAST_MAX_CONCURRENT_INGESTS", default_value_t = 4)]
+    pub max_concurrent_ingests: usize,
     #[arg(long, env = "KBEAST_MAX_DOCUMENTS")]
     pub max_documents: Option<u64>,
     /// Most bytes of chunk text the knowledge base may hold; ingests beyond get 507.

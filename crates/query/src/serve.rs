@@ -12,6 +12,7 @@ use crate::cli::{EmbedderKind, ServeArgs};
 use crate::embed::{Embedder, HashEmbedder, OpenAiConfig, OpenAiEmbedder};
 use crate::http::auth::{KeyStore, generate_keys_file};
 use crate::http::{AppState, HttpLimits, router};
+use crate::ingest::IngestLimits;
 use crate::ingest::chunking::ChunkConfig;
 use crate::ingest::writer::{Maintenance, Quotas, Writer, update_gauges};
 use crate::search::Searcher;
@@ -95,6 +96,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         writer: OnceLock::new(),
         embedder: embedder.clone(),
         chunking,
+        ingest_limits: IngestLimits {
+            max_documents: args.max_ingest_documents,
+            max_chunks: args.max_ingest_chunks,
+            max_metadata_bytes: args.max_metadata_bytes,
+        },
         keys,
         metrics: metrics.clone(),
         data_dir: data_dir.clone(),
@@ -119,6 +125,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let limits = HttpLimits {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_secs(args.request_timeout_secs),
+        max_concurrent_ingests: args.max_concurrent_ingests,
     };
 
     // Listen first so probes get answers (503 from /readyz) while the table opens.

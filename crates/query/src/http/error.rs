@@ -85,6 +85,10 @@ impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
         match error {
             IngestError::Invalid { field, message } => ApiError::invalid(field, message),
+            IngestError::TooLarge { field, message } => ApiError {
+                field: Some(field),
+                ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", message)
+            },
             IngestError::Embedding(e @ EmbedError::Unavailable(_)) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "embedder_unavailable",

@@ -10,12 +10,16 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::{BoxError, Router};
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -24,6 +28,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::embed::Embedder;
+use crate::ingest::IngestLimits;
 use crate::ingest::chunking::ChunkConfig;
 use crate::ingest::writer::WriterHandle;
 use crate::search::Searcher;
@@ -40,6 +45,7 @@ pub struct AppState {
     pub writer: OnceLock<WriterHandle>,
     pub embedder: Arc<dyn Embedder>,
     pub chunking: ChunkConfig,
+    pub ingest_limits: IngestLimits,
     pub keys: Arc<KeyStore>,
     pub metrics: Arc<Metrics>,
     /// Local data directory, for the disk check; None on object storage.
@@ -76,13 +82,18 @@ impl AppState {
 pub struct HttpLimits {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// Ingests prepared at once; more are answered 503 with `Retry-After`.
+    pub max_concurrent_ingests: usize,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
     let api = Router::new()
-        .route("/v1/documents", post(routes::ingest))
+        .route(
+            "/v1/documents",
+            post(routes::ingest).layer(shed_over(limits.max_concurrent_ingests)),
+        )
         .route(
             "/v1/documents/{id}",
             get(routes::get_document).delete(routes::delete_document),
@@ -138,6 +149,47 @@ pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
     .layer(DefaultBodyLimit::disable())
     .layer(layers)
     .with_state(state)
+}
+
+/// At most `limit` requests at once through the wrapped route; the rest get 503
+/// with `Retry-After` at once, instead of queueing their bodies in memory.
+fn shed_over<S>(
+    limit: usize,
+) -> impl tower::Layer<
+    S,
+    Service = impl tower::Service<
+        Request,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future = impl Send,
+    > + Clone
+              + Send
+              + Sync
+              + 'static,
+> + Clone
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: BoxError| async {
+            let mut response = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many requests of this kind in progress; retry shortly",
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }))
+        .load_shed()
+        .concurrency_limit(limit.max(1))
 }
 
 /// `kb_http_requests_total` and `kb_http_request_duration_seconds`, labelled by

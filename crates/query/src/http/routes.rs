@@ -27,6 +27,7 @@ pub async fn ingest(
     let documents = ingest::prepare(
         request.documents,
         &state.chunking,
+        &state.ingest_limits,
         state.embedder.as_ref(),
         &state.metrics,
     )

@@ -13,7 +13,7 @@ pub struct DocEntry {
     /// Shared by all documents with equal metadata (see `DocIndex::intern`).
     pub metadata: Arc<Metadata>,
     pub chunks: u64,
-    /// UTF-8 bytes of the document's chunk texts.
+    /// UTF-8 bytes of the document's chunk texts plus the metadata stored with each chunk.
     pub bytes: u64,
 }
 

@@ -79,9 +79,20 @@ pub struct PreparedDocument {
 }
 
 impl PreparedDocument {
-    pub fn text_bytes(&self) -> u64 {
-        self.chunks.iter().map(|c| c.len() as u64).sum()
+    /// What the quota counts: each chunk's text plus the metadata stored with it.
+    pub fn stored_bytes(&self) -> u64 {
+        let metadata = metadata_json_bytes(&self.metadata) as u64;
+        self.chunks.iter().map(|c| c.len() as u64 + metadata).sum()
     }
+}
+
+/// Bytes of `metadata` as stored: serialised JSON, copied into every chunk row.
+/// No metadata counts as none (not as the two bytes of `{}`).
+pub fn metadata_json_bytes(metadata: &Metadata) -> usize {
+    if metadata.is_empty() {
+        return 0;
+    }
+    serde_json::to_vec(metadata).map_or(0, |json| json.len())
 }
 
 /// One row of the chunks table, as read back.
@@ -691,7 +702,8 @@ impl Store {
                 if !chunk_ids.insert(row.chunk_id) {
                     index.mark_duplicated(&row.doc_id);
                 }
-                index.add_chunk(&row.doc_id, row.source, row.metadata, row.text.len() as u64);
+                let bytes = row.text.len() + metadata_json_bytes(&row.metadata);
+                index.add_chunk(&row.doc_id, row.source, row.metadata, bytes as u64);
             }
         }
         Ok(index)
