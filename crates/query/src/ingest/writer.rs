@@ -649,7 +649,7 @@ async fn delete(
     metrics: &Metrics,
     filter: &Filter,
 ) -> Result<DeleteOutcome, WriteError> {
-    let ids = store.docs().matching(filter);
+    let ids = store.matching_documents(filter);
     if ids.is_empty() {
         return Ok(DeleteOutcome {
             documents: 0,

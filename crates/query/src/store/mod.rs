@@ -346,6 +346,16 @@ impl Store {
         self.dimension
     }
 
+    /// Ids of the documents matching `filter`. The scan holds the index's std lock, so on a
+    /// multi-threaded runtime it runs with the worker handed over (`block_in_place`).
+    pub fn matching_documents(&self, filter: &kbeast_client::Filter) -> Vec<String> {
+        let scan = || self.docs().matching(filter);
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(scan),
+            _ => scan(),
+        }
+    }
+
     pub fn docs(&self) -> std::sync::RwLockReadGuard<'_, DocIndex> {
         self.docs.read().expect("doc index lock")
     }
