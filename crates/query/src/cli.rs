@@ -135,6 +135,16 @@ pub struct ServeArgs {
     /// Bytes of one document's metadata as JSON (stored with every chunk); more get 413.
     #[arg(long, env = "KBEAST_MAX_METADATA_BYTES", default_value_t = IngestLimits::DEFAULT_MAX_METADATA_BYTES)]
     pub max_metadata_bytes: usize,
+    /// Time a client has to send a request's headers; slower connections are closed.
+    #[arg(long, env = "KBEAST_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// Open client connections; further clients wait to be accepted.
+    #[arg(long, env = "KBEAST_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// `/v1` requests in progress at once; more get 503 with Retry-After (probes and
+    /// /metrics are not counted).
+    #[arg(long, env = "KBEAST_MAX_REQUESTS_IN_FLIGHT", default_value_t = 256)]
+    pub max_requests_in_flight: usize,
     /// Ingest requests in progress at once; more get 503 with Retry-After.
     #[arg(long, env = "KBEAST_MAX_CONCURRENT_INGESTS", default_value_t = 4)]
     pub max_concurrent_ingests: usize,

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::cli::{EmbedderKind, ServeArgs};
 use crate::embed::{Embedder, HashEmbedder, OpenAiConfig, OpenAiEmbedder};
 use crate::http::auth::{KeyStore, generate_keys_file};
+use crate::http::server::{self, ConnectionLimits};
 use crate::http::{AppState, HttpLimits, router};
 use crate::ingest::IngestLimits;
 use crate::ingest::chunking::ChunkConfig;
@@ -126,6 +127,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_secs(args.request_timeout_secs),
         max_concurrent_ingests: args.max_concurrent_ingests,
+        max_requests_in_flight: args.max_requests_in_flight,
     };
 
     // Listen first so probes get answers (503 from /readyz) while the table opens.
@@ -133,14 +135,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, project = args.project.as_deref().unwrap_or(""), "listening");
-    let server = tokio::spawn(
-        axum::serve(listener, router(state.clone(), &limits))
-            .with_graceful_shutdown(drain_then_stop(
-                state.clone(),
-                Duration::from_millis(args.shutdown_delay_ms),
-            ))
-            .into_future(),
-    );
+    let connection_limits = ConnectionLimits {
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
+        max_connections: args.max_connections,
+    };
+    let server = tokio::spawn(server::serve(
+        listener,
+        router(state.clone(), &limits),
+        connection_limits,
+        drain_then_stop(state.clone(), Duration::from_millis(args.shutdown_delay_ms)),
+    ));
 
     let store = Arc::new(
         Store::open(
@@ -199,7 +203,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     // Returns after the signal, once in-flight requests have finished.
-    server.await.context("server task")??;
+    server.await.context("server task")?;
     tracing::info!("stopped accepting requests; flushing the writer");
     writer.shutdown().await;
     tracing::info!("shutdown complete");

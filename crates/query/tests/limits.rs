@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::Server;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -167,4 +169,87 @@ async fn metadata_counts_towards_the_byte_quota_once_per_chunk() {
     let (status, _, body) = post_ingest(&server, &chunked).await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
     assert_eq!(body["error"]["code"], "storage_quota_exceeded");
+}
+
+/// Connections that send part of a request line and stall (slow-loris).
+async fn stalled_connections(server: &Server, count: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut streams = Vec::new();
+    for _ in 0..count {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET /v1/stats HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        streams.push(stream);
+    }
+    streams
+}
+
+/// Reads until the server closes the connection; panics if it stays open for `patience`.
+async fn assert_closed_within(stream: &mut tokio::net::TcpStream, patience: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(patience, stream.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "a stalled connection was still open after {patience:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_are_closed_after_the_header_timeout_while_others_are_served() {
+    let server = Server::start(&["--header-read-timeout-ms", "1000"]).await;
+    let mut stalled = stalled_connections(&server, 200).await;
+    // A well-behaved client is served meanwhile.
+    let started = Instant::now();
+    assert_eq!(server.admin().stats().await.unwrap().documents, 0);
+    let health = server
+        .http()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "served without waiting"
+    );
+    for stream in &mut stalled {
+        assert_closed_within(stream, Duration::from_secs(10)).await;
+    }
+    assert_eq!(
+        server
+            .http()
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_wait_until_stalled_ones_time_out() {
+    let server =
+        Server::start(&["--header-read-timeout-ms", "1000", "--max-connections", "4"]).await;
+    let mut stalled = stalled_connections(&server, 4).await;
+    let started = Instant::now();
+    let health = server
+        .http()
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "the fifth connection was served while four stalled ones held every slot"
+    );
+    for stream in &mut stalled {
+        assert_closed_within(stream, Duration::from_secs(10)).await;
+    }
 }

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 mod health;
 mod routes;
+pub mod server;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -21,6 +22,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{BoxError, Router};
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -84,6 +86,8 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     /// Ingests prepared at once; more are answered 503 with `Retry-After`.
     pub max_concurrent_ingests: usize,
+    /// `/v1` requests in progress at once; more are answered 503 with `Retry-After`.
+    pub max_requests_in_flight: usize,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -102,6 +106,8 @@ pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
         .route("/v1/documents:erase", post(routes::erase))
         .route("/v1/search", post(routes::search))
         .route("/v1/stats", get(routes::stats))
+        // Probes and metrics are never shed: a loaded pod is not a dead one.
+        .route_layer(shed_over(limits.max_requests_in_flight))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -151,8 +157,8 @@ pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
     .with_state(state)
 }
 
-/// At most `limit` requests at once through the wrapped route; the rest get 503
-/// with `Retry-After` at once, instead of queueing their bodies in memory.
+/// At most `limit` requests at once through the wrapped routes together; the rest
+/// get 503 with `Retry-After` at once, instead of queueing their bodies in memory.
 fn shed_over<S>(
     limit: usize,
 ) -> impl tower::Layer<
@@ -189,7 +195,7 @@ where
             response
         }))
         .load_shed()
-        .concurrency_limit(limit.max(1))
+        .layer(GlobalConcurrencyLimitLayer::new(limit.max(1)))
 }
 
 /// `kb_http_requests_total` and `kb_http_request_duration_seconds`, labelled by
