@@ -1241,3 +1241,39 @@ async fn chunk_sizes_can_count_tokens() {
     assert_eq!(texts[2], words[5..9]);
     assert_eq!(texts[3], words[8..10]);
 }
+
+/// Any token is a valid HTTP method, and /metrics needs no key: a raw method label would let
+/// anyone create unbounded series. Unknown methods are counted as `other`.
+#[tokio::test]
+async fn unknown_methods_share_one_metrics_label() {
+    let server = Server::start(&[]).await;
+    for junk in ["JUNK1", "JUNK2", "BREW"] {
+        let method = reqwest::Method::from_bytes(junk.as_bytes()).unwrap();
+        let response = server
+            .http()
+            .request(method, server.url("/v1/stats"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let metrics = server
+        .http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("JUNK") && !metrics.contains("BREW"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "kb_http_requests_total{method=\"other\",route=\"/v1/stats\",status=\"405\"} 3"
+        ),
+        "{metrics}"
+    );
+}

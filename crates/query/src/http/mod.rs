@@ -205,7 +205,7 @@ async fn count_requests(
     request: Request,
     next: Next,
 ) -> Response {
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -216,13 +216,31 @@ async fn count_requests(
     let metrics = &state.metrics;
     metrics
         .http_requests
-        .with_label_values(&[method.as_str(), route.as_str(), response.status().as_str()])
+        .with_label_values(&[method, route.as_str(), response.status().as_str()])
         .inc();
     metrics
         .http_duration
-        .with_label_values(&[method.as_str(), route.as_str()])
+        .with_label_values(&[method, route.as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a metric label: the standard methods by name, anything else
+/// `other`, since any token is a valid method and each would be a new series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
 /// While draining, every response asks the client to close the connection, so keep-alive
