@@ -1277,3 +1277,91 @@ async fn unknown_methods_share_one_metrics_label() {
         "{metrics}"
     );
 }
+
+/// The route's scope is checked from the headers, before the body is read: a read key that
+/// announces 8 MiB to a write route and sends only the first KiB gets 403 at once.
+#[tokio::test]
+async fn the_scope_is_checked_before_the_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = keys_dir.path().join("keys.json");
+    write_keys(
+        &keys,
+        &json!([{"id": "reader", "secret": READER, "scopes": ["read"]}]).to_string(),
+    );
+    let server = Server::start(&["--api-keys", keys.to_str().unwrap()]).await;
+    for route in [
+        "/v1/documents",
+        "/v1/documents:delete",
+        "/v1/documents:erase",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST {route} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            8 << 20
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all("{".repeat(1024).as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut buffer = [0u8; 4096];
+            while !String::from_utf8_lossy(&answer).contains("permission_denied") {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buffer[..n]),
+                }
+            }
+        })
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            read.is_ok(),
+            "{route}: no answer while the body was incomplete"
+        );
+        assert!(answer.starts_with("HTTP/1.1 403"), "{route}: {answer}");
+        assert!(answer.contains("permission_denied"), "{route}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn duplicate_json_keys_are_refused_naming_the_key() {
+    let server = Server::start(&[]).await;
+    for (route, body, field) in [
+        (
+            "/v1/documents:delete",
+            r#"{"ids": ["keep"], "ids": ["a"]}"#,
+            "ids",
+        ),
+        (
+            "/v1/documents",
+            r#"{"documents": [{"id": "a", "text": "x", "id": "b"}]}"#,
+            "documents[0].id",
+        ),
+        (
+            "/v1/search",
+            r#"{"query": "x", "top_k": 1, "top_k": 100000}"#,
+            "top_k",
+        ),
+    ] {
+        let response = server
+            .http()
+            .post(server.url(route))
+            .bearer_auth(server.admin_key())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{route}");
+        let error: ErrorBody = response.json().await.unwrap();
+        assert_eq!(error.error.field.as_deref(), Some(field), "{route}");
+        assert!(
+            error.error.message.contains("duplicate key"),
+            "{route}: {error:?}"
+        );
+    }
+    assert_eq!(server.admin().stats().await.unwrap().documents, 0);
+}

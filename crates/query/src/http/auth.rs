@@ -203,6 +203,47 @@ impl Principal {
     }
 }
 
+/// The scope a route needs, as a type, so the extractor can check it.
+pub trait RouteScope: Send + Sync + 'static {
+    const SCOPE: Scope;
+}
+
+/// The scopes of routes, as types.
+pub mod scope {
+    use super::{RouteScope, Scope};
+
+    pub struct Read;
+    pub struct Write;
+    pub struct Admin;
+
+    impl RouteScope for Read {
+        const SCOPE: Scope = Scope::Read;
+    }
+    impl RouteScope for Write {
+        const SCOPE: Scope = Scope::Write;
+    }
+    impl RouteScope for Admin {
+        const SCOPE: Scope = Scope::Admin;
+    }
+}
+
+/// A caller whose key holds scope `S`. Extracted from the headers alone, before
+/// the body: a key without the scope gets 403 without its body being read.
+pub struct Authorized<S: RouteScope>(pub Principal, pub std::marker::PhantomData<S>);
+
+impl<S: RouteScope> FromRequestParts<Arc<AppState>> for Authorized<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        principal.require(S::SCOPE)?;
+        Ok(Self(principal, std::marker::PhantomData))
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Principal {
     type Rejection = ApiError;
 

@@ -147,6 +147,12 @@ where
                     ApiError::new(status, "bad_request", rejection.body_text())
                 }
             })?;
+        if let Some(path) = super::json_keys::first_duplicate_key(&bytes) {
+            return Err(ApiError::invalid(
+                path.clone(),
+                format!("duplicate key `{path}`: each key may appear once per object"),
+            ));
+        }
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,

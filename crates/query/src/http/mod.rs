@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 mod health;
+mod json_keys;
 mod routes;
 pub mod server;
 
