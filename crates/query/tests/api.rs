@@ -1365,3 +1365,53 @@ async fn duplicate_json_keys_are_refused_naming_the_key() {
     }
     assert_eq!(server.admin().stats().await.unwrap().documents, 0);
 }
+
+/// A storage failure answers 500 with the request id and without LanceDB's text (which names
+/// paths, buckets and endpoints); the log has the text under that id.
+#[tokio::test]
+async fn internal_errors_name_the_request_not_the_storage_details() {
+    let server = Server::start(&[]).await;
+    let client = server.admin();
+    client
+        .ingest(&ingest_request(vec![doc("a", RUST)]))
+        .await
+        .unwrap();
+    // The table's data files disappear under the running server.
+    let data_files = server.data_dir().join("chunks.lance").join("data");
+    std::fs::remove_dir_all(&data_files).unwrap();
+
+    let response = server
+        .http()
+        .get(server.url("/v1/documents/a"))
+        .bearer_auth(server.admin_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: ErrorBody = response.json().await.unwrap();
+    assert_eq!(body.error.code, "internal");
+    assert!(body.error.message.contains(&request_id), "{body:?}");
+    let data_dir = server.data_dir().to_string_lossy().into_owned();
+    for internal in [
+        data_dir.as_str(),
+        "chunks.lance",
+        "lance",
+        "not found",
+        "os error",
+    ] {
+        assert!(
+            !body.error.message.to_lowercase().contains(internal),
+            "{internal:?} leaked: {body:?}"
+        );
+    }
+    let log = server.log();
+    let logged = log
+        .lines()
+        .find(|l| l.contains("internal error") && l.contains(&request_id))
+        .unwrap_or_else(|| panic!("no log line with the request id:\n{log}"));
+    assert!(logged.contains("chunks.lance"), "{logged}");
+}

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kbeast_client::{ErrorBody, ErrorDetail};
 use serde::de::DeserializeOwned;
@@ -52,12 +53,14 @@ impl ApiError {
         )
     }
 
+    /// Logs `error` (in the request's span, so with its id) and answers without it: storage
+    /// errors name paths, buckets and endpoints. [`name_request_in_internal_errors`] adds the id.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(error = %error, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            error.to_string(),
+            INTERNAL_MESSAGE,
         )
     }
 }
@@ -121,6 +124,32 @@ impl From<WriteError> for ApiError {
             WriteError::Store(_) => ApiError::internal(message),
         }
     }
+}
+
+const INTERNAL_MESSAGE: &str = "internal error";
+
+/// Middleware: every 500 answer says only that, with the request id under which the
+/// details are logged.
+pub async fn name_request_in_internal_errors(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(super::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let generic = ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("{INTERNAL_MESSAGE}; the server log has the details under request id {request_id}"),
+    )
+    .into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, generic.into_body())
 }
 
 /// Like `axum::Json`, but every rejection is an [`ApiError`]: 413 for an

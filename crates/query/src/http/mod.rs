@@ -91,7 +91,7 @@ pub struct HttpLimits {
     pub max_requests_in_flight: usize,
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
     let api = Router::new()
@@ -138,6 +138,7 @@ pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(middleware::map_response(error::json_errors))
+        .layer(middleware::from_fn(error::name_request_in_internal_errors))
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
