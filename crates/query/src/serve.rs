@@ -68,7 +68,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let keys = Arc::new(KeyStore::load(&keys_path)?);
     tracing::info!(path = %keys.path().display(), "using API keys file");
-    keys.watch(Duration::from_millis(args.keys_reload_ms.max(50)));
+    let metrics = Arc::new(Metrics::new());
+    keys.watch(
+        Duration::from_millis(args.keys_reload_ms.max(50)),
+        metrics.clone(),
+    );
 
     let embedder: Arc<dyn Embedder> = match args.embedder {
         EmbedderKind::Hash => Arc::new(HashEmbedder::new(args.embedding_dim)),
@@ -90,7 +94,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             })?)
         }
     };
-    let metrics = Arc::new(Metrics::new());
     let state = Arc::new(AppState {
         store: OnceLock::new(),
         searcher: OnceLock::new(),

@@ -1415,3 +1415,73 @@ async fn internal_errors_name_the_request_not_the_storage_details() {
         .unwrap_or_else(|| panic!("no log line with the request id:\n{log}"));
     assert!(logged.contains("chunks.lance"), "{logged}");
 }
+
+/// A broken keys file keeps the previous keys in force (a bad edit must not lock everyone out),
+/// so it is made visible: an error log line without secrets, a failure counter and a gauge.
+#[tokio::test]
+async fn a_broken_keys_file_is_reported_without_its_secrets() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = keys_dir.path().join("keys.json");
+    let valid = json!([{"id": "reader", "secret": READER, "scopes": ["read"]}]).to_string();
+    write_keys(&keys, &valid);
+    let server = Server::start(&[
+        "--api-keys",
+        keys.to_str().unwrap(),
+        "--keys-reload-ms",
+        "50",
+    ])
+    .await;
+    let metric = |name: &'static str| {
+        let server = &server;
+        async move {
+            let text = server
+                .http()
+                .get(server.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{name} missing"))
+        }
+    };
+    assert_eq!(metric("kb_keys_file_valid").await, 1.0);
+    assert_eq!(metric("kb_keys_reload_failures_total").await, 0.0);
+
+    // A new secret pasted where the scopes belong.
+    let pasted = "sk-new-secret-pasted-in-the-wrong-place";
+    write_keys(
+        &keys,
+        &format!(r#"[{{"id": "reader", "secret": "{READER}", "scopes": "{pasted}"}}]"#),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric("kb_keys_file_valid").await != 0.0 {
+        assert!(Instant::now() < deadline, "kb_keys_file_valid stayed 1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metric("kb_keys_reload_failures_total").await >= 1.0);
+    let search = SearchRequest::new("anything", SearchMode::Keyword, 1);
+    server
+        .client(Some(READER.into()))
+        .search(&search)
+        .await
+        .unwrap();
+    let log = server.log();
+    assert!(log.contains("the API keys file is broken"), "{log}");
+    assert!(!log.contains(pasted), "a secret reached the log:\n{log}");
+
+    write_keys(&keys, &valid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric("kb_keys_file_valid").await != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "kb_keys_file_valid stayed 0 after the fix"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
