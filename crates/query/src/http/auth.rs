@@ -132,7 +132,15 @@ fn parse(path: &Path, content: &str) -> Result<Vec<ApiKeyEntry>, KeysError> {
     let keys: Vec<ApiKeyEntry> =
         serde_yaml::from_str(content).map_err(|e| invalid(redacted(&e)))?;
     let mut ids = std::collections::HashSet::new();
+    // Two keys with one secret: authentication would pick one of them, with its scopes.
+    let mut id_by_secret = std::collections::HashMap::new();
     for key in &keys {
+        if let Some(first) = id_by_secret.insert(key.secret.as_str(), key.id.as_str()) {
+            return Err(invalid(format!(
+                "keys {first:?} and {:?} have the same secret; give each key its own",
+                key.id
+            )));
+        }
         if key.id.is_empty() || !ids.insert(key.id.as_str()) {
             return Err(invalid(format!(
                 "key ids must be non-empty and unique ({:?})",
@@ -366,6 +374,27 @@ mod tests {
         store.reload_if_changed().unwrap();
         assert!(store.authenticate("aaaaaaaaaaaaaaaaaaaa").is_none());
         assert_eq!(store.authenticate("bbbbbbbbbbbbbbbbbbbb").unwrap().id, "b");
+    }
+
+    #[test]
+    fn two_keys_with_one_secret_are_refused_naming_their_ids_not_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = "shared-secret-0123456789";
+        let path = write(
+            dir.path(),
+            "keys.yaml",
+            &format!(
+                "- {{id: reader, secret: {secret}, scopes: [read]}}\n\
+                 - {{id: other, secret: other-secret-0123456789, scopes: [read]}}\n\
+                 - {{id: admin, secret: {secret}, scopes: [admin]}}\n"
+            ),
+        );
+        let error = KeyStore::load(&path).err().expect("refused").to_string();
+        assert!(
+            error.contains("\"reader\"") && error.contains("\"admin\""),
+            "{error}"
+        );
+        assert!(!error.contains(secret), "{error}");
     }
 
     /// serde_yaml quotes the value it could not read; a secret pasted in the wrong place
