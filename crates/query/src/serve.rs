@@ -17,6 +17,7 @@ use crate::ingest::IngestLimits;
 use crate::ingest::chunking::ChunkConfig;
 use crate::ingest::writer::{Maintenance, Quotas, Writer, update_gauges};
 use crate::search::Searcher;
+use crate::serve_lock::ServeLock;
 use crate::store::{
     CacheSizes, ConnectOptions, Store, VectorIndexShape, VectorQuery, is_object_store,
 };
@@ -43,6 +44,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let dir = std::path::Path::new(&args.data).canonicalize()?;
         (dir.to_string_lossy().to_string(), Some(dir))
     };
+    // Shared with other servers on this data; `restore` waits for none to hold it.
+    let _serve_lock = ServeLock::shared(&args.data)?;
     let cache = CacheSizes {
         index_bytes: args.index_cache_bytes,
         metadata_bytes: args.metadata_cache_bytes,

@@ -798,6 +798,21 @@ pub async fn create_table(
     Ok(table)
 }
 
+/// Replaces every row of `table` with `rows` in one commit (a new version: until
+/// it lands, readers see the old rows, and a failed copy leaves them in place),
+/// then builds the indices again over the new rows.
+pub async fn overwrite_table(table: &Table, rows: SendableRecordBatchStream) -> Result<()> {
+    table
+        .add(rows)
+        .mode(lancedb::table::AddDataMode::Overwrite)
+        .execute()
+        .await?;
+    ensure_primary_key(table).await?;
+    create_fts_index(table, true).await?;
+    ensure_btree_indices(table).await?;
+    Ok(())
+}
+
 /// Declares `chunk_id` the table's primary key. Merge-inserts then record
 /// the keys they insert, and two writers that insert the same chunk
 /// concurrently conflict and retry (the loser then updates the winner's row)
