@@ -40,6 +40,10 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     /// LanceDB Session cache budgets (`--index-cache-bytes`, `--metadata-cache-bytes`).
     pub cache_capacity_bytes: IntGaugeVec,
+    /// Reloads of the API keys file that failed (the previous keys stay in force).
+    pub keys_reload_failures: IntCounter,
+    /// 1 while the keys file on disk is the one in force, 0 while it is broken.
+    pub keys_file_valid: IntGauge,
 }
 
 impl Metrics {
@@ -94,6 +98,16 @@ impl Metrics {
             degraded: IntGauge::new(
                 "kb_degraded",
                 "1 while searches fall back to keyword because the embedder is down",
+            )
+            .expect("valid gauge"),
+            keys_reload_failures: IntCounter::new(
+                "kb_keys_reload_failures_total",
+                "Reloads of the API keys file that failed; the previous keys stay in force",
+            )
+            .expect("valid counter"),
+            keys_file_valid: IntGauge::new(
+                "kb_keys_file_valid",
+                "1 while the API keys file on disk is in force, 0 while it is broken",
             )
             .expect("valid gauge"),
             document_bytes: IntGauge::new(
@@ -153,6 +167,8 @@ impl Metrics {
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_duration.clone()),
             Box::new(metrics.cache_capacity_bytes.clone()),
+            Box::new(metrics.keys_reload_failures.clone()),
+            Box::new(metrics.keys_file_valid.clone()),
         ];
         for collector in collectors {
             metrics

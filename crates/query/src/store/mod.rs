@@ -79,9 +79,20 @@ pub struct PreparedDocument {
 }
 
 impl PreparedDocument {
-    pub fn text_bytes(&self) -> u64 {
-        self.chunks.iter().map(|c| c.len() as u64).sum()
+    /// What the quota counts: each chunk's text plus the metadata stored with it.
+    pub fn stored_bytes(&self) -> u64 {
+        let metadata = metadata_json_bytes(&self.metadata) as u64;
+        self.chunks.iter().map(|c| c.len() as u64 + metadata).sum()
     }
+}
+
+/// Bytes of `metadata` as stored: serialised JSON, copied into every chunk row.
+/// No metadata counts as none (not as the two bytes of `{}`).
+pub fn metadata_json_bytes(metadata: &Metadata) -> usize {
+    if metadata.is_empty() {
+        return 0;
+    }
+    serde_json::to_vec(metadata).map_or(0, |json| json.len())
 }
 
 /// One row of the chunks table, as read back.
@@ -333,6 +344,16 @@ impl Store {
 
     pub fn dimension(&self) -> usize {
         self.dimension
+    }
+
+    /// Ids of the documents matching `filter`. The scan holds the index's std lock, so on a
+    /// multi-threaded runtime it runs with the worker handed over (`block_in_place`).
+    pub fn matching_documents(&self, filter: &kbeast_client::Filter) -> Vec<String> {
+        let scan = || self.docs().matching(filter);
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(scan),
+            _ => scan(),
+        }
     }
 
     pub fn docs(&self) -> std::sync::RwLockReadGuard<'_, DocIndex> {
@@ -691,7 +712,8 @@ impl Store {
                 if !chunk_ids.insert(row.chunk_id) {
                     index.mark_duplicated(&row.doc_id);
                 }
-                index.add_chunk(&row.doc_id, row.source, row.metadata, row.text.len() as u64);
+                let bytes = row.text.len() + metadata_json_bytes(&row.metadata);
+                index.add_chunk(&row.doc_id, row.source, row.metadata, bytes as u64);
             }
         }
         Ok(index)
@@ -774,6 +796,21 @@ pub async fn create_table(
     create_fts_index(&table, false).await?;
     ensure_btree_indices(&table).await?;
     Ok(table)
+}
+
+/// Replaces every row of `table` with `rows` in one commit (a new version: until
+/// it lands, readers see the old rows, and a failed copy leaves them in place),
+/// then builds the indices again over the new rows.
+pub async fn overwrite_table(table: &Table, rows: SendableRecordBatchStream) -> Result<()> {
+    table
+        .add(rows)
+        .mode(lancedb::table::AddDataMode::Overwrite)
+        .execute()
+        .await?;
+    ensure_primary_key(table).await?;
+    create_fts_index(table, true).await?;
+    ensure_btree_indices(table).await?;
+    Ok(())
 }
 
 /// Declares `chunk_id` the table's primary key. Merge-inserts then record
