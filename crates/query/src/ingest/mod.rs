@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::embed::{EmbedError, Embedder};
 use crate::store::PreparedDocument;
 use crate::telemetry::Metrics;
-use chunking::{ChunkConfig, chunk_text};
+use chunking::{ChunkConfig, chunk_text_fitting};
 
 pub const MAX_ID_BYTES: usize = 256;
 pub const MAX_SOURCE_BYTES: usize = 1024;
@@ -64,7 +64,7 @@ pub async fn prepare(
                 ),
             ));
         }
-        let chunks = chunk_text(&input.text, chunking);
+        let chunks = chunk_text_fitting(&input.text, chunking, &|chunk| embedder.fits(chunk));
         if chunks.is_empty() {
             return Err(invalid(
                 format!("documents[{i}].text"),
