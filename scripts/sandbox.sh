@@ -32,6 +32,10 @@ if [ "${KBEAST_SANDBOX_SKIP_BUILD:-}" != "1" ]; then
     "$root/scripts/build-binaries.sh"
 fi
 bin="$CARGO_TARGET_DIR/debug"
+# The sample uses the built-in embedder; the node agent hands this to the pods, as the query
+# image's ENV does.
+KBEAST_BUILTIN_MODEL_DIR="${KBEAST_BUILTIN_MODEL_DIR:-$("$root/scripts/fetch-minilm.sh")}"
+export KBEAST_BUILTIN_MODEL_DIR
 kubectl="${KBEAST_TOOLS_DIR:-$HOME/.cache/kbeast/tools}/bin/kubectl"
 dir="${KBEAST_SANDBOX_DIR:-$HOME/.cache/kbeast/sandbox}"
 rm -rf "$dir"

@@ -47,6 +47,8 @@ pub enum EmbedderKind {
     Hash,
     /// OpenAI (or compatible) embeddings API; see the `--openai-*` flags.
     Openai,
+    /// all-MiniLM-L6-v2 in this process (384 dimensions); see the `--builtin-*` flags.
+    Builtin,
 }
 
 /// `--default-search-mode` values.
@@ -206,9 +208,11 @@ pub struct ServeArgs {
     /// Name of the KnowledgeProject this server belongs to, for logs.
     #[arg(long, env = "KBEAST_PROJECT")]
     pub project: Option<String>,
+    /// Embedding provider. `hash` needs no model, so a bare `serve` starts anywhere;
+    /// the operator and scripts/run-local.sh choose `builtin`.
     #[arg(long, env = "KBEAST_EMBEDDER", value_enum, default_value_t = EmbedderKind::Hash)]
     pub embedder: EmbedderKind,
-    /// Vector dimension (for `openai`, sent as `dimensions`).
+    /// Vector dimension (for `openai`, sent as `dimensions`; `builtin` has 384).
     #[arg(long, env = "KBEAST_EMBEDDING_DIM", default_value_t = HashEmbedder::DEFAULT_DIMENSION)]
     pub embedding_dim: usize,
     /// Byte budget of LanceDB's index cache (index pages kept in memory).
@@ -231,6 +235,27 @@ pub struct ServeArgs {
     pub refresh_interval_ms: u64,
     #[command(flatten)]
     pub openai: OpenAiArgs,
+    #[command(flatten)]
+    pub builtin: BuiltinArgs,
+}
+
+/// Settings of the `builtin` embedder.
+#[derive(Debug, Args)]
+pub struct BuiltinArgs {
+    /// Directory of the all-MiniLM-L6-v2 weights, as scripts/fetch-minilm.sh
+    /// prints it; the query image has them at the default.
+    #[arg(
+        long,
+        env = "KBEAST_BUILTIN_MODEL_DIR",
+        default_value = "/usr/local/share/kbeast/models/all-MiniLM-L6-v2"
+    )]
+    pub builtin_model_dir: PathBuf,
+    /// Threads that run the model (0: one per CPU).
+    #[arg(long, env = "KBEAST_BUILTIN_THREADS", default_value_t = 0)]
+    pub builtin_threads: usize,
+    /// Texts per forward pass of the model.
+    #[arg(long, env = "KBEAST_BUILTIN_BATCH_SIZE", default_value_t = 16)]
+    pub builtin_batch_size: usize,
 }
 
 /// Object storage settings, passed to LanceDB as storage options. Unset ones
@@ -460,6 +485,7 @@ mod tests {
             env::EMBEDDING_PROVIDER,
             env::EMBEDDING_MODEL,
             env::EMBEDDING_DIMENSION,
+            env::BUILTIN_MODEL_DIR,
             env::EMBEDDING_ENDPOINT,
             env::EMBEDDING_API_KEY,
             env::DEFAULT_SEARCH_MODE,

@@ -9,7 +9,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::cli::{EmbedderKind, ServeArgs};
-use crate::embed::{Embedder, HashEmbedder, OpenAiConfig, OpenAiEmbedder};
+use crate::embed::{
+    BuiltinConfig, BuiltinEmbedder, Embedder, HashEmbedder, OpenAiConfig, OpenAiEmbedder,
+};
 use crate::http::auth::{KeyStore, generate_keys_file};
 use crate::http::server::{self, ConnectionLimits};
 use crate::http::{AppState, HttpLimits, router};
@@ -77,6 +79,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics.clone(),
     );
 
+    let metrics = Arc::new(Metrics::new());
     let embedder: Arc<dyn Embedder> = match args.embedder {
         EmbedderKind::Hash => Arc::new(HashEmbedder::new(args.embedding_dim)),
         EmbedderKind::Openai => {
@@ -95,6 +98,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 breaker_failures: o.embedder_breaker_failures,
                 breaker_cooldown: Duration::from_millis(o.embedder_breaker_cooldown_ms),
             })?)
+        }
+        EmbedderKind::Builtin => {
+            anyhow::ensure!(
+                args.embedding_dim == crate::embed::BUILTIN_DIMENSION,
+                "--embedding-dim is {} but the builtin embedder's vectors have {}",
+                args.embedding_dim,
+                crate::embed::BUILTIN_DIMENSION
+            );
+            let b = &args.builtin;
+            let started = std::time::Instant::now();
+            let embedder = BuiltinEmbedder::load(
+                &BuiltinConfig {
+                    model_dir: b.builtin_model_dir.clone(),
+                    threads: b.builtin_threads,
+                    batch_size: b.builtin_batch_size,
+                },
+                metrics.embedding_truncated_inputs.clone(),
+            )?;
+            tracing::info!(
+                model_dir = %b.builtin_model_dir.display(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "built-in embedding model loaded"
+            );
+            Arc::new(embedder)
         }
     };
     let state = Arc::new(AppState {

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub ingest_chunks: IntCounter,
     pub embedding_duration: Histogram,
     pub embedding_errors: IntCounter,
+    /// Texts the embedding model read only in part (longer than its token limit).
+    pub embedding_truncated_inputs: IntCounter,
     pub vector_search_duration: Histogram,
     pub documents: IntGauge,
     pub chunks: IntGauge,
@@ -85,6 +87,11 @@ impl Metrics {
             embedding_errors: IntCounter::new(
                 "kb_embedding_errors_total",
                 "Failed embedding calls",
+            )
+            .expect("valid counter"),
+            embedding_truncated_inputs: IntCounter::new(
+                "kb_embedding_truncated_inputs_total",
+                "Texts longer than the embedding model's token limit, embedded from their start only",
             )
             .expect("valid counter"),
             vector_search_duration: histogram(
@@ -156,6 +163,7 @@ impl Metrics {
             Box::new(metrics.ingest_chunks.clone()),
             Box::new(metrics.embedding_duration.clone()),
             Box::new(metrics.embedding_errors.clone()),
+            Box::new(metrics.embedding_truncated_inputs.clone()),
             Box::new(metrics.vector_search_duration.clone()),
             Box::new(metrics.documents.clone()),
             Box::new(metrics.chunks.clone()),

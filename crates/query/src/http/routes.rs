@@ -27,7 +27,7 @@ pub async fn ingest(
         request.documents,
         &state.chunking,
         &state.ingest_limits,
-        state.embedder.as_ref(),
+        &state.embedder,
         &state.metrics,
     )
     .await?;

@@ -108,6 +108,37 @@ pub fn chunk_text(text: &str, config: &ChunkConfig) -> Vec<String> {
         .collect()
 }
 
+/// The chunks of `text` as `chunk_text` makes them, except that a chunk
+/// `fits` refuses (too many tokens for the embedding model) is chunked again at
+/// half the size and overlap, until its pieces fit or cannot shrink further
+/// (the model then truncates the piece, and counts it).
+pub fn chunk_text_fitting(
+    text: &str,
+    config: &ChunkConfig,
+    fits: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for chunk in chunk_text(text, config) {
+        refit(chunk, config, fits, &mut out);
+    }
+    out
+}
+
+fn refit(chunk: String, config: &ChunkConfig, fits: &dyn Fn(&str) -> bool, out: &mut Vec<String>) {
+    if fits(&chunk) {
+        out.push(chunk);
+        return;
+    }
+    match ChunkConfig::new(config.size / 2, config.overlap / 2, config.unit) {
+        Ok(smaller) => {
+            for piece in chunk_text(&chunk, &smaller) {
+                refit(piece, &smaller, fits, out);
+            }
+        }
+        Err(_) => out.push(chunk),
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -469,6 +500,43 @@ mod tests {
         assert_eq!(
             chunk_text(&text, &config(120, 30)),
             chunk_text(&text, &config(120, 30))
+        );
+    }
+
+    #[test]
+    fn chunks_the_model_cannot_read_whole_are_split_until_they_fit() {
+        // A stand-in model that reads at most 12 words per input.
+        let fits = |chunk: &str| chunk.split_whitespace().count() <= 12;
+        let text: String = (0..50).map(|i| format!("word{i} ")).collect();
+        let plain = chunk_text(&text, &config(400, 40));
+        assert!(
+            plain.iter().any(|c| !fits(c)),
+            "the test needs an overlong chunk"
+        );
+        let chunks = chunk_text_fitting(&text, &config(400, 40), &fits);
+        assert!(chunks.iter().all(|c| fits(c)), "{chunks:?}");
+        for i in 0..50 {
+            let word = format!("word{i}");
+            assert!(
+                chunks
+                    .iter()
+                    .any(|c| c.split_whitespace().any(|w| w == word)),
+                "{word} was lost"
+            );
+        }
+        // Chunks that fit are left as chunk_text makes them.
+        assert_eq!(
+            chunk_text_fitting(&text, &config(400, 40), &|_| true),
+            plain
+        );
+    }
+
+    #[test]
+    fn a_chunk_that_cannot_shrink_further_is_kept_whole() {
+        let text = "x".repeat(40);
+        assert_eq!(
+            chunk_text_fitting(&text, &config(16, 0), &|_| false),
+            chunk_text(&text, &config(16, 0))
         );
     }
 }

@@ -5,6 +5,7 @@
 pub mod chunking;
 pub mod writer;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use kbeast_client::DocumentInput;
@@ -13,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::embed::{EmbedError, Embedder};
 use crate::store::{PreparedDocument, metadata_json_bytes};
 use crate::telemetry::Metrics;
-use chunking::{ChunkConfig, chunk_text};
+use chunking::{ChunkConfig, chunk_text_fitting};
 
 pub const MAX_ID_BYTES: usize = 256;
 pub const MAX_SOURCE_BYTES: usize = 1024;
@@ -71,13 +72,16 @@ pub async fn prepare(
     inputs: Vec<DocumentInput>,
     chunking: &ChunkConfig,
     limits: &IngestLimits,
-    embedder: &dyn Embedder,
+    embedder: &Arc<dyn Embedder>,
     metrics: &Metrics,
 ) -> Result<Vec<PreparedDocument>, IngestError> {
     let (chunking, limits) = (*chunking, *limits);
-    let mut documents = tokio::task::spawn_blocking(move || chunk_all(inputs, &chunking, &limits))
-        .await
-        .expect("chunking does not panic")?;
+    let model = embedder.clone();
+    let mut documents = tokio::task::spawn_blocking(move || {
+        chunk_all(inputs, &chunking, &limits, &|chunk| model.fits(chunk))
+    })
+    .await
+    .expect("chunking does not panic")?;
 
     // One embedding call for the whole request lets providers batch.
     let texts: Vec<String> = documents.iter().flat_map(|d| d.chunks.clone()).collect();
@@ -96,10 +100,12 @@ pub async fn prepare(
 }
 
 /// Validates and chunks every document, stopping at the first one over a limit.
+/// `fits` says whether the embedder reads a chunk whole; chunks that do not fit are split.
 fn chunk_all(
     inputs: Vec<DocumentInput>,
     chunking: &ChunkConfig,
     limits: &IngestLimits,
+    fits: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<PreparedDocument>, IngestError> {
     if inputs.is_empty() {
         return Err(invalid(
@@ -148,7 +154,7 @@ fn chunk_all(
                 ),
             ));
         }
-        let chunks = chunk_text(&input.text, chunking);
+        let chunks = chunk_text_fitting(&input.text, chunking, fits);
         if chunks.is_empty() {
             return Err(invalid(
                 format!("documents[{i}].text"),
@@ -213,7 +219,7 @@ mod tests {
     async fn prepares_chunks_with_one_vector_each() {
         let metrics = Metrics::new();
         let config = ChunkConfig::new(40, 5, chunking::ChunkUnit::Chars).unwrap();
-        let embedder = HashEmbedder::new(16);
+        let embedder: Arc<dyn Embedder> = Arc::new(HashEmbedder::new(16));
         let text = "A sentence about things. Another sentence about stuff. And one more here.";
         let docs = prepare(
             vec![doc(Some("a"), text), doc(None, "short")],
@@ -229,14 +235,14 @@ mod tests {
         assert_eq!(docs[0].vectors.len(), docs[0].chunks.len());
         assert_eq!(docs[1].chunks, vec!["short"]);
         assert_eq!(docs[1].id, derived_id(None, "short"));
-        assert_eq!(docs[1].vectors[0], embedder.embed_one("short"));
+        assert_eq!(docs[1].vectors[0], HashEmbedder::new(16).embed_one("short"));
     }
 
     #[tokio::test]
     async fn names_the_offending_field() {
         let metrics = Metrics::new();
         let config = ChunkConfig::new(40, 5, chunking::ChunkUnit::Chars).unwrap();
-        let embedder = HashEmbedder::new(16);
+        let embedder: Arc<dyn Embedder> = Arc::new(HashEmbedder::new(16));
         let err = prepare(
             vec![doc(Some("a"), "ok"), doc(Some("b"), "  ")],
             &config,

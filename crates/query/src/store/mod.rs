@@ -49,7 +49,8 @@ pub enum StoreError {
     #[error(
         "the table at {uri} was built with embedding model {stored_model:?} (dimension {stored_dimension}), \
          but the server is configured with {model:?} (dimension {dimension}); \
-         use the original model or purge the data"
+         set spec.embedding.provider, spec.embedding.model and spec.embedding.dimension back, \
+         or purge the data (a table that holds no chunks switches by itself)"
     )]
     IncompatibleModel {
         uri: String,
@@ -247,7 +248,24 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
-        check_model(uri, table.schema().await?.as_ref(), model, dimension)?;
+        let table = match check_model(uri, table.schema().await?.as_ref(), model, dimension) {
+            Ok(()) => table,
+            // Nothing is stored, so nothing is lost: a new project may still change its embedder.
+            Err(StoreError::IncompatibleModel { stored_model, .. })
+                if table.count_rows(None).await? == 0 =>
+            {
+                tracing::info!(
+                    stored_model,
+                    model,
+                    "recreating the empty table for a new embedding model"
+                );
+                connection.drop_table(TABLE_NAME, &[]).await?;
+                let table = create_table(&connection, schema.clone(), None).await?;
+                check_model(uri, table.schema().await?.as_ref(), model, dimension)?;
+                table
+            }
+            Err(error) => return Err(error),
+        };
         ensure_primary_key(&table).await?;
         ensure_btree_indices(&table).await?;
         let store = Self {
