@@ -79,7 +79,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics.clone(),
     );
 
-    let metrics = Arc::new(Metrics::new());
     let embedder: Arc<dyn Embedder> = match args.embedder {
         EmbedderKind::Hash => Arc::new(HashEmbedder::new(args.embedding_dim)),
         EmbedderKind::Openai => {
