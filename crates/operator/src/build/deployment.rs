@@ -364,8 +364,8 @@ fn volumes(project: &KnowledgeProject) -> Vec<Volume> {
             }),
             ..Volume::default()
         })
-    } else if let Some(ephemeral) = &storage.ephemeral {
-        Some(Volume {
+    } else {
+        storage.ephemeral.as_ref().map(|ephemeral| Volume {
             name: DATA_VOLUME.to_string(),
             empty_dir: Some(EmptyDirVolumeSource {
                 size_limit: Some(Quantity(ephemeral.size_limit().to_string())),
@@ -373,8 +373,6 @@ fn volumes(project: &KnowledgeProject) -> Vec<Volume> {
             }),
             ..Volume::default()
         })
-    } else {
-        None
     };
     if let Some(data) = data {
         volumes.insert(0, data);
