@@ -364,7 +364,10 @@ fn empty_dirs_have_size_limits_and_the_default_limit_holds_them() {
     });
     let problems = crate::validate::spec_problems(&project);
     assert_eq!(
-        problems.iter().map(|p| p.field.as_str()).collect::<Vec<_>>(),
+        problems
+            .iter()
+            .map(|p| p.field.as_str())
+            .collect::<Vec<_>>(),
         ["spec.storage.ephemeral.sizeLimit"]
     );
 }
