@@ -224,8 +224,8 @@ pub struct Store {
 
 impl Store {
     /// Opens the chunks table at `uri`, creating it (with its full-text and
-    /// BTree indices) on first use, and adds missing BTree indices to older
-    /// tables. Refuses a table built with another model or dimension.
+    /// BTree indices) on first use, and adds missing indices: to older tables,
+    /// and to a table another replica has created but not yet indexed. Refuses a table built with another model or dimension.
     pub async fn open(
         uri: &str,
         model: &str,
@@ -267,6 +267,7 @@ impl Store {
             Err(error) => return Err(error),
         };
         ensure_primary_key(&table).await?;
+        ensure_fts_index(&table).await?;
         ensure_btree_indices(&table).await?;
         let store = Self {
             table,
@@ -861,6 +862,28 @@ async fn create_fts_index(table: &Table, replace: bool) -> Result<()> {
         .execute()
         .await?;
     Ok(())
+}
+
+/// The full-text index if the table has none yet. A replica that opens a
+/// table another replica has just created may see it before its index.
+async fn ensure_fts_index(table: &Table) -> Result<()> {
+    if table
+        .list_indices()
+        .await?
+        .iter()
+        .any(|i| i.columns == ["text"])
+    {
+        return Ok(());
+    }
+    match create_fts_index(table, false).await {
+        Ok(()) => {
+            tracing::info!("created the full-text index");
+            Ok(())
+        }
+        // Another replica created it at the same moment.
+        Err(StoreError::Lance(error)) if error.to_string().contains("already exists") => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 /// BTree indices on `doc_id` (document reads, deletes and the
