@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::error_handling::HandleErrorLayer;
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::http::header::RETRY_AFTER;
@@ -21,9 +21,9 @@ use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{BoxError, Router};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -97,7 +97,10 @@ pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
     let api = Router::new()
         .route(
             "/v1/documents",
-            post(routes::ingest).layer(shed_over(limits.max_concurrent_ingests)),
+            post(routes::ingest).layer(middleware::from_fn_with_state(
+                shed_over(limits.max_concurrent_ingests),
+                shed,
+            )),
         )
         .route(
             "/v1/documents/{id}",
@@ -108,7 +111,10 @@ pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
         .route("/v1/search", post(routes::search))
         .route("/v1/stats", get(routes::stats))
         // Probes and metrics are never shed: a loaded pod is not a dead one.
-        .route_layer(shed_over(limits.max_requests_in_flight))
+        .route_layer(middleware::from_fn_with_state(
+            shed_over(limits.max_requests_in_flight),
+            shed,
+        ))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -161,43 +167,33 @@ pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
 
 /// At most `limit` requests at once through the wrapped routes together; the rest
 /// get 503 with `Retry-After` at once, instead of queueing their bodies in memory.
-fn shed_over<S>(
-    limit: usize,
-) -> impl tower::Layer<
-    S,
-    Service = impl tower::Service<
-        Request,
-        Response = Response,
-        Error = std::convert::Infallible,
-        Future = impl Send,
-    > + Clone
-              + Send
-              + Sync
-              + 'static,
-> + Clone
-where
-    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: BoxError| async {
-            let mut response = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "too many requests of this kind in progress; retry shortly",
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            response
-        }))
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::new(limit.max(1)))
+fn shed_over(limit: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(limit.max(1)))
+}
+
+async fn shed(State(slots): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let Ok(_slot) = slots.try_acquire_owned() else {
+        // Read the refused body to its end, discarding it: a server that answers
+        // early and closes the connection makes the client fail with a broken
+        // pipe while sending, instead of reading the 503.
+        let mut body = request.into_body().into_data_stream();
+        while let Some(Ok(_)) = body.next().await {}
+        return overloaded();
+    };
+    next.run(request).await
+}
+
+fn overloaded() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "too many requests of this kind in progress; retry shortly",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// `kb_http_requests_total` and `kb_http_request_duration_seconds`, labelled by
