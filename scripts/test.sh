@@ -17,6 +17,9 @@ fi
 
 "$root/scripts/install-build-deps.sh"
 "$root/scripts/install-test-tools.sh"
+# The built-in embedder's weights, for its tests (fetched once into ~/.cache/kbeast/models).
+KBEAST_BUILTIN_MODEL_DIR=$("$root/scripts/fetch-minilm.sh")
+export KBEAST_BUILTIN_MODEL_DIR
 # The real control plane the end-to-end tests run on, built once from pinned Go modules into
 # ~/.cache/kbeast/k8s (scripts/build-control-plane.sh); a cold build takes a while.
 echo "== real control plane (kube-apiserver, kube-controller-manager, kube-scheduler, etcd)"

@@ -271,16 +271,19 @@ pub struct SecretKeyReference {
 #[x_kube(
     cel,
     validation = Rule::new("self.provider != 'openai' || (has(self.endpoint) && has(self.model))")
-        .message("spec.embedding.endpoint and spec.embedding.model are required when spec.embedding.provider is openai")
+        .message("spec.embedding.endpoint and spec.embedding.model are required when spec.embedding.provider is openai"),
+    validation = Rule::new("self.provider != 'builtin' || self.dimension == 384")
+        .message("spec.embedding.dimension must be 384 when spec.embedding.provider is builtin (all-MiniLM-L6-v2)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EmbeddingSpec {
     #[serde(default)]
     pub provider: EmbeddingProvider,
-    /// Model id. The hash provider ignores it and reports `hash-v1`.
+    /// Model id of the openai provider. The builtin provider ignores it and reports
+    /// `minilm-l6-v2`; the hash provider ignores it and reports `hash-v1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// Vector dimension (default 384).
+    /// Vector dimension (default 384; the builtin provider has exactly 384).
     #[serde(default = "default_dimension")]
     #[schemars(range(min = 8, max = 8192))]
     pub dimension: i32,
@@ -312,8 +315,10 @@ fn default_dimension() -> i32 {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum EmbeddingProvider {
-    /// Built-in feature hashing; no model, no network.
+    /// all-MiniLM-L6-v2 (384 dimensions) run in the query pod; no network.
     #[default]
+    Builtin,
+    /// Feature hashing of words: no model, no semantics. For tests and tiny demos.
     Hash,
     /// An OpenAI-compatible embeddings endpoint (OpenAI, TEI, Ollama, vLLM).
     Openai,
@@ -322,6 +327,7 @@ pub enum EmbeddingProvider {
 impl EmbeddingProvider {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Builtin => "builtin",
             Self::Hash => "hash",
             Self::Openai => "openai",
         }

@@ -19,6 +19,11 @@ pub const ADMIN_TOKEN_KEY: &str = "admin-key";
 /// Model id the built-in hash embedder reports in `/v1/stats` and stores with its table.
 pub const HASH_MODEL_ID: &str = "hash-v1";
 
+/// Model id of the built-in embedder (all-MiniLM-L6-v2, run in the query pod).
+pub const BUILTIN_MODEL_ID: &str = "minilm-l6-v2";
+/// Vector dimension of the built-in embedder; `spec.embedding.dimension` must match it.
+pub const BUILTIN_DIMENSION: usize = 384;
+
 /// Model id an OpenAI-compatible embedder serving `model` reports.
 pub fn openai_model_id(model: &str) -> String {
     format!("openai:{model}")
@@ -33,6 +38,7 @@ pub mod env {
     pub const EMBEDDING_PROVIDER: &str = "KBEAST_EMBEDDER";
     pub const EMBEDDING_MODEL: &str = "KBEAST_OPENAI_MODEL";
     pub const EMBEDDING_DIMENSION: &str = "KBEAST_EMBEDDING_DIM";
+    pub const BUILTIN_MODEL_DIR: &str = "KBEAST_BUILTIN_MODEL_DIR";
     pub const EMBEDDING_ENDPOINT: &str = "KBEAST_OPENAI_BASE_URL";
     pub const EMBEDDING_API_KEY: &str = "KBEAST_OPENAI_API_KEY";
     pub const DEFAULT_SEARCH_MODE: &str = "KBEAST_DEFAULT_SEARCH_MODE";

@@ -131,6 +131,24 @@ fn creation_rules_reject_with_their_message() {
             None,
         ),
         (
+            "builtin provider with another dimension",
+            "docs",
+            json!({"storage": {"ephemeral": {}}, "embedding": {"provider": "builtin", "dimension": 768}}),
+            Some("spec.embedding.dimension must be 384 when spec.embedding.provider is builtin"),
+        ),
+        (
+            "builtin provider at its dimension",
+            "docs",
+            json!({"storage": {"ephemeral": {}}, "embedding": {"provider": "builtin"}}),
+            None,
+        ),
+        (
+            "hash provider at another dimension",
+            "docs",
+            json!({"storage": {"ephemeral": {}}, "embedding": {"provider": "hash", "dimension": 64}}),
+            None,
+        ),
+        (
             "openai provider without endpoint",
             "docs",
             json!({"storage": {"ephemeral": {}}, "embedding": {"provider": "openai", "model": "m", "dimension": 8}}),

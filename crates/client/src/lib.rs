@@ -3,6 +3,8 @@
 
 pub mod wire;
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -58,7 +60,7 @@ impl Client {
     /// `base_url` like `http://127.0.0.1:8080` (no trailing path).
     pub fn new(base_url: impl Into<String>, api_key: Option<String>) -> Result<Self> {
         let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
+            .timeout(Duration::from_secs(60))
             .build()?;
         Ok(Self::with_http_client(http, base_url, api_key))
     }
@@ -158,17 +160,29 @@ impl Client {
         }
     }
 
+    /// Sends the request; a 503 with `Retry-After` (the server shed it before doing anything)
+    /// is sent again after the delay, for at most [`MAX_RETRY_AFTER_WAIT`] in all.
     async fn send_json<B: Serialize + ?Sized, R: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
     ) -> Result<R> {
-        let mut builder = self.request(method, path);
-        if let Some(body) = body {
-            builder = builder.json(body);
-        }
-        let response = builder.send().await?;
+        let mut waited = Duration::ZERO;
+        let response = loop {
+            let mut builder = self.request(method.clone(), path);
+            if let Some(body) = body {
+                builder = builder.json(body);
+            }
+            let response = builder.send().await?;
+            match retry_after(&response) {
+                Some(delay) if waited + delay <= MAX_RETRY_AFTER_WAIT => {
+                    tokio::time::sleep(delay).await;
+                    waited += delay;
+                }
+                _ => break response,
+            }
+        };
         let (status, text) = self.body(response).await?;
         if status.is_success() {
             serde_json::from_str(&text).map_err(|_| ClientError::Unexpected { status, body: text })
@@ -179,6 +193,25 @@ impl Client {
             }
         }
     }
+}
+
+/// The longest a request waits in all on `Retry-After` answers before the 503 is returned.
+pub const MAX_RETRY_AFTER_WAIT: Duration = Duration::from_secs(30);
+
+/// The delay of a 503 that carries `Retry-After` in seconds.
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let seconds: u64 = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
 }
 
 /// Percent-encodes everything but unreserved characters, so any document id

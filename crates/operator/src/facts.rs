@@ -113,6 +113,7 @@ pub fn parse_endpoint(url: &str) -> Option<Endpoint> {
 /// The model id the pods must report in `/v1/stats` (the query contract's naming).
 pub fn embedding_model(project: &KnowledgeProject) -> String {
     match project.spec.embedding.provider {
+        EmbeddingProvider::Builtin => query_contract::BUILTIN_MODEL_ID.to_string(),
         EmbeddingProvider::Hash => query_contract::HASH_MODEL_ID.to_string(),
         EmbeddingProvider::Openai => {
             query_contract::openai_model_id(project.spec.embedding.model.as_deref().unwrap_or(""))

@@ -244,7 +244,9 @@ async fn wait_ready(ip: &str) {
 
 #[tokio::test]
 async fn a_healthy_pod_passes_its_smoke_check_and_a_wrong_model_fails_it() {
-    let harness = Harness::new(json!({"storage": {"ephemeral": {}}}));
+    // The pods below run kbeast-query's default embedder, hash, which needs no model files.
+    let harness =
+        Harness::new(json!({"storage": {"ephemeral": {}}, "embedding": {"provider": "hash"}}));
     harness.reconcile().await;
     let revision = harness.revision();
     let keys = harness.keys_file();

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::embed::HashEmbedder;
+use crate::ingest::IngestLimits;
 use crate::ingest::chunking::{ChunkConfig, ChunkUnit};
 use crate::store::VectorIndexKind;
 
@@ -46,6 +47,8 @@ pub enum EmbedderKind {
     Hash,
     /// OpenAI (or compatible) embeddings API; see the `--openai-*` flags.
     Openai,
+    /// all-MiniLM-L6-v2 in this process (384 dimensions); see the `--builtin-*` flags.
+    Builtin,
 }
 
 /// `--default-search-mode` values.
@@ -125,6 +128,28 @@ pub struct ServeArgs {
     #[arg(long, env = "KBEAST_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
     /// Most documents the knowledge base may hold; ingests beyond get 429.
+    /// Documents in one ingest request; more get 413.
+    #[arg(long, env = "KBEAST_MAX_INGEST_DOCUMENTS", default_value_t = IngestLimits::DEFAULT_MAX_DOCUMENTS)]
+    pub max_ingest_documents: usize,
+    /// Chunks one ingest request may produce; more get 413.
+    #[arg(long, env = "KBEAST_MAX_INGEST_CHUNKS", default_value_t = IngestLimits::DEFAULT_MAX_CHUNKS)]
+    pub max_ingest_chunks: usize,
+    /// Bytes of one document's metadata as JSON (stored with every chunk); more get 413.
+    #[arg(long, env = "KBEAST_MAX_METADATA_BYTES", default_value_t = IngestLimits::DEFAULT_MAX_METADATA_BYTES)]
+    pub max_metadata_bytes: usize,
+    /// Time a client has to send a request's headers; slower connections are closed.
+    #[arg(long, env = "KBEAST_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// Open client connections; further clients wait to be accepted.
+    #[arg(long, env = "KBEAST_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// `/v1` requests in progress at once; more get 503 with Retry-After (probes and
+    /// /metrics are not counted).
+    #[arg(long, env = "KBEAST_MAX_REQUESTS_IN_FLIGHT", default_value_t = 256)]
+    pub max_requests_in_flight: usize,
+    /// Ingest requests in progress at once; more get 503 with Retry-After.
+    #[arg(long, env = "KBEAST_MAX_CONCURRENT_INGESTS", default_value_t = 4)]
+    pub max_concurrent_ingests: usize,
     #[arg(long, env = "KBEAST_MAX_DOCUMENTS")]
     pub max_documents: Option<u64>,
     /// Most bytes of chunk text the knowledge base may hold; ingests beyond get 507.
@@ -183,9 +208,11 @@ pub struct ServeArgs {
     /// Name of the KnowledgeProject this server belongs to, for logs.
     #[arg(long, env = "KBEAST_PROJECT")]
     pub project: Option<String>,
+    /// Embedding provider. `hash` needs no model, so a bare `serve` starts anywhere;
+    /// the operator and scripts/run-local.sh choose `builtin`.
     #[arg(long, env = "KBEAST_EMBEDDER", value_enum, default_value_t = EmbedderKind::Hash)]
     pub embedder: EmbedderKind,
-    /// Vector dimension (for `openai`, sent as `dimensions`).
+    /// Vector dimension (for `openai`, sent as `dimensions`; `builtin` has 384).
     #[arg(long, env = "KBEAST_EMBEDDING_DIM", default_value_t = HashEmbedder::DEFAULT_DIMENSION)]
     pub embedding_dim: usize,
     /// Byte budget of LanceDB's index cache (index pages kept in memory).
@@ -208,6 +235,27 @@ pub struct ServeArgs {
     pub refresh_interval_ms: u64,
     #[command(flatten)]
     pub openai: OpenAiArgs,
+    #[command(flatten)]
+    pub builtin: BuiltinArgs,
+}
+
+/// Settings of the `builtin` embedder.
+#[derive(Debug, Args)]
+pub struct BuiltinArgs {
+    /// Directory of the all-MiniLM-L6-v2 weights, as scripts/fetch-minilm.sh
+    /// prints it; the query image has them at the default.
+    #[arg(
+        long,
+        env = "KBEAST_BUILTIN_MODEL_DIR",
+        default_value = "/usr/local/share/kbeast/models/all-MiniLM-L6-v2"
+    )]
+    pub builtin_model_dir: PathBuf,
+    /// Threads that run the model (0: one per CPU).
+    #[arg(long, env = "KBEAST_BUILTIN_THREADS", default_value_t = 0)]
+    pub builtin_threads: usize,
+    /// Texts per forward pass of the model.
+    #[arg(long, env = "KBEAST_BUILTIN_BATCH_SIZE", default_value_t = 16)]
+    pub builtin_batch_size: usize,
 }
 
 /// Object storage settings, passed to LanceDB as storage options. Unset ones
@@ -295,6 +343,8 @@ pub struct OpenAiArgs {
     /// Most texts per embeddings request.
     #[arg(long, env = "KBEAST_OPENAI_BATCH_SIZE", default_value_t = 64)]
     pub openai_batch_size: usize,
+    /// Timeout of one embeddings request. A whole call, retries included, also ends after
+    /// three quarters of --request-timeout-secs and then counts as a provider failure.
     #[arg(long, env = "KBEAST_OPENAI_TIMEOUT_MS", default_value_t = 30_000)]
     pub openai_timeout_ms: u64,
     /// Retries of transient failures (timeouts, 429, 5xx) per request.
@@ -435,6 +485,7 @@ mod tests {
             env::EMBEDDING_PROVIDER,
             env::EMBEDDING_MODEL,
             env::EMBEDDING_DIMENSION,
+            env::BUILTIN_MODEL_DIR,
             env::EMBEDDING_ENDPOINT,
             env::EMBEDDING_API_KEY,
             env::DEFAULT_SEARCH_MODE,

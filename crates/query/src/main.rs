@@ -7,6 +7,7 @@ mod ingest;
 mod purge;
 mod search;
 mod serve;
+mod serve_lock;
 mod snapshot;
 mod store;
 mod telemetry;

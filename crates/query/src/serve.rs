@@ -9,12 +9,17 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::cli::{EmbedderKind, ServeArgs};
-use crate::embed::{Embedder, HashEmbedder, OpenAiConfig, OpenAiEmbedder};
+use crate::embed::{
+    BuiltinConfig, BuiltinEmbedder, Embedder, HashEmbedder, OpenAiConfig, OpenAiEmbedder,
+};
 use crate::http::auth::{KeyStore, generate_keys_file};
+use crate::http::server::{self, ConnectionLimits};
 use crate::http::{AppState, HttpLimits, router};
+use crate::ingest::IngestLimits;
 use crate::ingest::chunking::ChunkConfig;
 use crate::ingest::writer::{Maintenance, Quotas, Writer, update_gauges};
 use crate::search::Searcher;
+use crate::serve_lock::ServeLock;
 use crate::store::{
     CacheSizes, ConnectOptions, Store, VectorIndexShape, VectorQuery, is_object_store,
 };
@@ -41,6 +46,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let dir = std::path::Path::new(&args.data).canonicalize()?;
         (dir.to_string_lossy().to_string(), Some(dir))
     };
+    // Shared with other servers on this data; `restore` waits for none to hold it.
+    let _serve_lock = ServeLock::shared(&args.data)?;
     let cache = CacheSizes {
         index_bytes: args.index_cache_bytes,
         metadata_bytes: args.metadata_cache_bytes,
@@ -66,7 +73,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let keys = Arc::new(KeyStore::load(&keys_path)?);
     tracing::info!(path = %keys.path().display(), "using API keys file");
-    keys.watch(Duration::from_millis(args.keys_reload_ms.max(50)));
+    let metrics = Arc::new(Metrics::new());
+    keys.watch(
+        Duration::from_millis(args.keys_reload_ms.max(50)),
+        metrics.clone(),
+    );
 
     let embedder: Arc<dyn Embedder> = match args.embedder {
         EmbedderKind::Hash => Arc::new(HashEmbedder::new(args.embedding_dim)),
@@ -79,20 +90,50 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 dimension: args.embedding_dim,
                 batch_size: o.openai_batch_size,
                 timeout: Duration::from_millis(o.openai_timeout_ms),
+                // Ends (and counts as a failure) before the request timeout would cancel it.
+                call_budget: Duration::from_secs(args.request_timeout_secs) * 3 / 4,
                 max_retries: o.openai_max_retries,
                 initial_backoff: Duration::from_millis(o.openai_backoff_ms),
                 breaker_failures: o.embedder_breaker_failures,
                 breaker_cooldown: Duration::from_millis(o.embedder_breaker_cooldown_ms),
             })?)
         }
+        EmbedderKind::Builtin => {
+            anyhow::ensure!(
+                args.embedding_dim == crate::embed::BUILTIN_DIMENSION,
+                "--embedding-dim is {} but the builtin embedder's vectors have {}",
+                args.embedding_dim,
+                crate::embed::BUILTIN_DIMENSION
+            );
+            let b = &args.builtin;
+            let started = std::time::Instant::now();
+            let embedder = BuiltinEmbedder::load(
+                &BuiltinConfig {
+                    model_dir: b.builtin_model_dir.clone(),
+                    threads: b.builtin_threads,
+                    batch_size: b.builtin_batch_size,
+                },
+                metrics.embedding_truncated_inputs.clone(),
+            )?;
+            tracing::info!(
+                model_dir = %b.builtin_model_dir.display(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "built-in embedding model loaded"
+            );
+            Arc::new(embedder)
+        }
     };
-    let metrics = Arc::new(Metrics::new());
     let state = Arc::new(AppState {
         store: OnceLock::new(),
         searcher: OnceLock::new(),
         writer: OnceLock::new(),
         embedder: embedder.clone(),
         chunking,
+        ingest_limits: IngestLimits {
+            max_documents: args.max_ingest_documents,
+            max_chunks: args.max_ingest_chunks,
+            max_metadata_bytes: args.max_metadata_bytes,
+        },
         keys,
         metrics: metrics.clone(),
         data_dir: data_dir.clone(),
@@ -117,6 +158,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let limits = HttpLimits {
         max_body_bytes: args.max_body_bytes,
         request_timeout: Duration::from_secs(args.request_timeout_secs),
+        max_concurrent_ingests: args.max_concurrent_ingests,
+        max_requests_in_flight: args.max_requests_in_flight,
     };
 
     // Listen first so probes get answers (503 from /readyz) while the table opens.
@@ -124,14 +167,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, project = args.project.as_deref().unwrap_or(""), "listening");
-    let server = tokio::spawn(
-        axum::serve(listener, router(state.clone(), &limits))
-            .with_graceful_shutdown(drain_then_stop(
-                state.clone(),
-                Duration::from_millis(args.shutdown_delay_ms),
-            ))
-            .into_future(),
-    );
+    let connection_limits = ConnectionLimits {
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms.max(1)),
+        max_connections: args.max_connections,
+    };
+    let server = tokio::spawn(server::serve(
+        listener,
+        router(state.clone(), &limits),
+        connection_limits,
+        drain_then_stop(state.clone(), Duration::from_millis(args.shutdown_delay_ms)),
+    ));
 
     let store = Arc::new(
         Store::open(
@@ -190,7 +235,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     // Returns after the signal, once in-flight requests have finished.
-    server.await.context("server task")??;
+    server.await.context("server task")?;
     tracing::info!("stopped accepting requests; flushing the writer");
     writer.shutdown().await;
     tracing::info!("shutdown complete");

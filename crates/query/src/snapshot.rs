@@ -3,13 +3,16 @@
 //! A snapshot reads one table version (a consistent point in time, so it may
 //! run while the server serves) and writes it as a fresh table, schema
 //! metadata (model, dimension) and full-text index included. Restore is the
-//! same copy in the other direction and needs the server stopped.
+//! same copy in the other direction: it replaces an existing table's rows in
+//! one commit (a failed restore leaves them as they were), and refuses while a
+//! server holds the data directory's serve lock.
 
 use anyhow::{Context, bail};
 use lancedb::query::ExecutableQuery;
 
 use crate::cli::{RestoreArgs, SnapshotArgs, StorageArgs};
-use crate::store::{ConnectOptions, TABLE_NAME, connect, create_table};
+use crate::serve_lock::ServeLock;
+use crate::store::{ConnectOptions, TABLE_NAME, connect, create_table, overwrite_table};
 
 /// Both ends may be object storage (the same endpoint and credentials) or local.
 fn options(storage: &StorageArgs) -> ConnectOptions {
@@ -28,6 +31,8 @@ pub async fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
 
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let options = options(&args.storage);
+    // Held until the restore ends, so no server starts on the data meanwhile.
+    let _no_server = ServeLock::exclusive(&args.data)?;
     let (rows, version) = copy_table(&args.from, &args.data, args.force, &options).await?;
     tracing::info!(from = %args.from, to = %args.data, rows, snapshot_version = version, "restored");
     Ok(())
@@ -68,7 +73,16 @@ async fn copy_table(
         if !replace {
             bail!("{to} already holds a chunks table; pass --force to replace it");
         }
-        target.drop_table(TABLE_NAME, &[]).await?;
+        let existing = target.open_table(TABLE_NAME).execute().await?;
+        let stream = table.query().execute().await?;
+        overwrite_table(&existing, stream)
+            .await
+            .with_context(|| format!("replacing the rows of the chunks table at {to}"))?;
+        let copied = existing.count_rows(None).await?;
+        if copied != rows {
+            bail!("copied {copied} rows but the source version {version} has {rows}");
+        }
+        return Ok((rows, version));
     }
     let stream = table.query().execute().await?;
     let copy = create_table(&target, schema, Some(stream))

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub ingest_chunks: IntCounter,
     pub embedding_duration: Histogram,
     pub embedding_errors: IntCounter,
+    /// Texts the embedding model read only in part (longer than its token limit).
+    pub embedding_truncated_inputs: IntCounter,
     pub vector_search_duration: Histogram,
     pub documents: IntGauge,
     pub chunks: IntGauge,
@@ -40,6 +42,10 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     /// LanceDB Session cache budgets (`--index-cache-bytes`, `--metadata-cache-bytes`).
     pub cache_capacity_bytes: IntGaugeVec,
+    /// Reloads of the API keys file that failed (the previous keys stay in force).
+    pub keys_reload_failures: IntCounter,
+    /// 1 while the keys file on disk is the one in force, 0 while it is broken.
+    pub keys_file_valid: IntGauge,
 }
 
 impl Metrics {
@@ -83,6 +89,11 @@ impl Metrics {
                 "Failed embedding calls",
             )
             .expect("valid counter"),
+            embedding_truncated_inputs: IntCounter::new(
+                "kb_embedding_truncated_inputs_total",
+                "Texts longer than the embedding model's token limit, embedded from their start only",
+            )
+            .expect("valid counter"),
             vector_search_duration: histogram(
                 "kb_vector_search_duration_seconds",
                 "Latency of the vector part of a search",
@@ -94,6 +105,16 @@ impl Metrics {
             degraded: IntGauge::new(
                 "kb_degraded",
                 "1 while searches fall back to keyword because the embedder is down",
+            )
+            .expect("valid gauge"),
+            keys_reload_failures: IntCounter::new(
+                "kb_keys_reload_failures_total",
+                "Reloads of the API keys file that failed; the previous keys stay in force",
+            )
+            .expect("valid counter"),
+            keys_file_valid: IntGauge::new(
+                "kb_keys_file_valid",
+                "1 while the API keys file on disk is in force, 0 while it is broken",
             )
             .expect("valid gauge"),
             document_bytes: IntGauge::new(
@@ -142,6 +163,7 @@ impl Metrics {
             Box::new(metrics.ingest_chunks.clone()),
             Box::new(metrics.embedding_duration.clone()),
             Box::new(metrics.embedding_errors.clone()),
+            Box::new(metrics.embedding_truncated_inputs.clone()),
             Box::new(metrics.vector_search_duration.clone()),
             Box::new(metrics.documents.clone()),
             Box::new(metrics.chunks.clone()),
@@ -153,6 +175,8 @@ impl Metrics {
             Box::new(metrics.http_requests.clone()),
             Box::new(metrics.http_duration.clone()),
             Box::new(metrics.cache_capacity_bytes.clone()),
+            Box::new(metrics.keys_reload_failures.clone()),
+            Box::new(metrics.keys_file_valid.clone()),
         ];
         for collector in collectors {
             metrics

@@ -1246,3 +1246,247 @@ async fn chunk_sizes_can_count_tokens() {
     assert_eq!(texts[2], words[5..9]);
     assert_eq!(texts[3], words[8..10]);
 }
+
+/// Any token is a valid HTTP method, and /metrics needs no key: a raw method label would let
+/// anyone create unbounded series. Unknown methods are counted as `other`.
+#[tokio::test]
+async fn unknown_methods_share_one_metrics_label() {
+    let server = Server::start(&[]).await;
+    for junk in ["JUNK1", "JUNK2", "BREW"] {
+        let method = reqwest::Method::from_bytes(junk.as_bytes()).unwrap();
+        let response = server
+            .http()
+            .request(method, server.url("/v1/stats"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let metrics = server
+        .http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("JUNK") && !metrics.contains("BREW"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "kb_http_requests_total{method=\"other\",route=\"/v1/stats\",status=\"405\"} 3"
+        ),
+        "{metrics}"
+    );
+}
+
+/// The route's scope is checked from the headers, before the body is read: a read key that
+/// announces 8 MiB to a write route and sends only the first KiB gets 403 at once.
+#[tokio::test]
+async fn the_scope_is_checked_before_the_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = keys_dir.path().join("keys.json");
+    write_keys(
+        &keys,
+        &json!([{"id": "reader", "secret": READER, "scopes": ["read"]}]).to_string(),
+    );
+    let server = Server::start(&["--api-keys", keys.to_str().unwrap()]).await;
+    for route in [
+        "/v1/documents",
+        "/v1/documents:delete",
+        "/v1/documents:erase",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST {route} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {READER}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            8 << 20
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all("{".repeat(1024).as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut buffer = [0u8; 4096];
+            while !String::from_utf8_lossy(&answer).contains("permission_denied") {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buffer[..n]),
+                }
+            }
+        })
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            read.is_ok(),
+            "{route}: no answer while the body was incomplete"
+        );
+        assert!(answer.starts_with("HTTP/1.1 403"), "{route}: {answer}");
+        assert!(answer.contains("permission_denied"), "{route}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn duplicate_json_keys_are_refused_naming_the_key() {
+    let server = Server::start(&[]).await;
+    for (route, body, field) in [
+        (
+            "/v1/documents:delete",
+            r#"{"ids": ["keep"], "ids": ["a"]}"#,
+            "ids",
+        ),
+        (
+            "/v1/documents",
+            r#"{"documents": [{"id": "a", "text": "x", "id": "b"}]}"#,
+            "documents[0].id",
+        ),
+        (
+            "/v1/search",
+            r#"{"query": "x", "top_k": 1, "top_k": 100000}"#,
+            "top_k",
+        ),
+    ] {
+        let response = server
+            .http()
+            .post(server.url(route))
+            .bearer_auth(server.admin_key())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{route}");
+        let error: ErrorBody = response.json().await.unwrap();
+        assert_eq!(error.error.field.as_deref(), Some(field), "{route}");
+        assert!(
+            error.error.message.contains("duplicate key"),
+            "{route}: {error:?}"
+        );
+    }
+    assert_eq!(server.admin().stats().await.unwrap().documents, 0);
+}
+
+/// A storage failure answers 500 with the request id and without LanceDB's text (which names
+/// paths, buckets and endpoints); the log has the text under that id.
+#[tokio::test]
+async fn internal_errors_name_the_request_not_the_storage_details() {
+    let server = Server::start(&[]).await;
+    let client = server.admin();
+    client
+        .ingest(&ingest_request(vec![doc("a", RUST)]))
+        .await
+        .unwrap();
+    // The table's data files disappear under the running server.
+    let data_files = server.data_dir().join("chunks.lance").join("data");
+    std::fs::remove_dir_all(&data_files).unwrap();
+
+    let response = server
+        .http()
+        .get(server.url("/v1/documents/a"))
+        .bearer_auth(server.admin_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: ErrorBody = response.json().await.unwrap();
+    assert_eq!(body.error.code, "internal");
+    assert!(body.error.message.contains(&request_id), "{body:?}");
+    let data_dir = server.data_dir().to_string_lossy().into_owned();
+    for internal in [
+        data_dir.as_str(),
+        "chunks.lance",
+        "lance",
+        "not found",
+        "os error",
+    ] {
+        assert!(
+            !body.error.message.to_lowercase().contains(internal),
+            "{internal:?} leaked: {body:?}"
+        );
+    }
+    let log = server.log();
+    let logged = log
+        .lines()
+        .find(|l| l.contains("internal error") && l.contains(&request_id))
+        .unwrap_or_else(|| panic!("no log line with the request id:\n{log}"));
+    assert!(logged.contains("chunks.lance"), "{logged}");
+}
+
+/// A broken keys file keeps the previous keys in force (a bad edit must not lock everyone out),
+/// so it is made visible: an error log line without secrets, a failure counter and a gauge.
+#[tokio::test]
+async fn a_broken_keys_file_is_reported_without_its_secrets() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = keys_dir.path().join("keys.json");
+    let valid = json!([{"id": "reader", "secret": READER, "scopes": ["read"]}]).to_string();
+    write_keys(&keys, &valid);
+    let server = Server::start(&[
+        "--api-keys",
+        keys.to_str().unwrap(),
+        "--keys-reload-ms",
+        "50",
+    ])
+    .await;
+    let metric = |name: &'static str| {
+        let server = &server;
+        async move {
+            let text = server
+                .http()
+                .get(server.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{name} missing"))
+        }
+    };
+    assert_eq!(metric("kb_keys_file_valid").await, 1.0);
+    assert_eq!(metric("kb_keys_reload_failures_total").await, 0.0);
+
+    // A new secret pasted where the scopes belong.
+    let pasted = "sk-new-secret-pasted-in-the-wrong-place";
+    write_keys(
+        &keys,
+        &format!(r#"[{{"id": "reader", "secret": "{READER}", "scopes": "{pasted}"}}]"#),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric("kb_keys_file_valid").await != 0.0 {
+        assert!(Instant::now() < deadline, "kb_keys_file_valid stayed 1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metric("kb_keys_reload_failures_total").await >= 1.0);
+    let search = SearchRequest::new("anything", SearchMode::Keyword, 1);
+    server
+        .client(Some(READER.into()))
+        .search(&search)
+        .await
+        .unwrap();
+    let log = server.log();
+    assert!(log.contains("the API keys file is broken"), "{log}");
+    assert!(!log.contains(pasted), "a secret reached the log:\n{log}");
+
+    write_keys(&keys, &valid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric("kb_keys_file_valid").await != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "kb_keys_file_valid stayed 0 after the fix"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -426,3 +426,91 @@ async fn maintenance_optimizes_and_builds_the_vector_index() {
     assert_eq!(hits[0].doc_id, "g1100");
     assert_eq!(client.stats().await.unwrap().chunks, 541);
 }
+
+fn snapshot_of(server: &Server, out: &std::path::Path) {
+    let output = run_cli(&[
+        "snapshot",
+        "--data",
+        server.data_dir().to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+fn restore_into(server: &Server, from: &std::path::Path) -> std::process::Output {
+    run_cli(&[
+        "restore",
+        "--from",
+        from.to_str().unwrap(),
+        "--data",
+        server.data_dir().to_str().unwrap(),
+        "--force",
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_is_refused_while_a_server_runs_on_the_data() {
+    let server = Server::start(&[]).await;
+    let client = server.admin();
+    client
+        .ingest(&ingest_request(vec![doc("a", "apples grow on trees")]))
+        .await
+        .unwrap();
+    let snapshot = tempfile::tempdir().unwrap();
+    let out = snapshot.path().join("snap");
+    snapshot_of(&server, &out);
+    client
+        .ingest(&ingest_request(vec![doc("b", "bananas are yellow")]))
+        .await
+        .unwrap();
+
+    let refused = restore_into(&server, &out);
+    assert!(!refused.status.success());
+    let message =
+        String::from_utf8_lossy(&refused.stdout) + String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("server is running"), "{message}");
+    // The live server's table is untouched.
+    assert_eq!(client.stats().await.unwrap().documents, 2);
+    assert!(client.get_document("b").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_restore_leaves_the_table_as_it_was() {
+    let mut server = Server::start(&[]).await;
+    let client = server.admin();
+    client
+        .ingest(&ingest_request(vec![
+            doc("a", "apples grow on trees"),
+            doc("b", "bananas are yellow"),
+        ]))
+        .await
+        .unwrap();
+    let snapshot = tempfile::tempdir().unwrap();
+    let out = snapshot.path().join("snap");
+    snapshot_of(&server, &out);
+    client
+        .ingest(&ingest_request(vec![doc("c", "cherries are red")]))
+        .await
+        .unwrap();
+    assert!(server.terminate().success());
+
+    // The snapshot's data files are gone: the copy fails while reading rows.
+    std::fs::remove_dir_all(out.join("chunks.lance").join("data")).unwrap();
+    let failed = restore_into(&server, &out);
+    assert!(!failed.status.success());
+
+    server.restart().await;
+    let stats = client.stats().await.unwrap();
+    assert_eq!(stats.documents, 3, "the failed restore dropped the table");
+    let hits = client
+        .search(&SearchRequest::new("cherries", SearchMode::Keyword, 1))
+        .await
+        .unwrap()
+        .hits;
+    assert_eq!(hits[0].doc_id, "c");
+}

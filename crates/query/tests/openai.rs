@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 const OK: u32 = 0;
 const UNAVAILABLE: u32 = 1;
 const BAD_REQUEST: u32 = 2;
+/// Accept the request and never answer.
+const HANG: u32 = 3;
 const API_KEY: &str = "sk-test-0123456789";
 
 #[derive(Default)]
@@ -29,6 +31,17 @@ struct Fake {
     requests: AtomicU32,
     max_batch: AtomicUsize,
     bad_requests: AtomicU32,
+    /// Hanging requests whose caller went away.
+    hung_up: AtomicU32,
+}
+
+/// Counts a hanging request dropped before it answered.
+struct HungUp(Arc<Fake>);
+
+impl Drop for HungUp {
+    fn drop(&mut self) {
+        self.0.hung_up.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// Bag-of-words hashing, so equal texts get equal vectors.
@@ -71,6 +84,10 @@ async fn embeddings(
     match fake.mode.load(Ordering::SeqCst) {
         UNAVAILABLE => return (StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
         BAD_REQUEST => return (StatusCode::BAD_REQUEST, "input rejected").into_response(),
+        HANG => {
+            let _hung_up = HungUp(fake.clone());
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
         _ => {}
     }
     let inputs: Vec<String> = serde_json::from_value(body["input"].clone()).unwrap();
@@ -255,4 +272,183 @@ async fn openai_embedder_batches_retries_breaks_and_degrades() {
         !server.log().contains(API_KEY),
         "the provider key is never logged"
     );
+}
+
+/// The openai flags for the fake, plus `extra`.
+async fn start_server(url: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--embedder",
+        "openai",
+        "--openai-base-url",
+        url,
+        "--openai-api-key",
+        API_KEY,
+        "--embedding-dim",
+        "32",
+        "--openai-backoff-ms",
+        "10",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args).await
+}
+
+/// Polls a vector search until it is answered by the provider again.
+async fn wait_until_not_degraded(server: &Server, within: Duration) {
+    let query = SearchRequest::new("document 1 mentions topic1", SearchMode::Vector, 1);
+    let deadline = Instant::now() + within;
+    loop {
+        if !server.admin().search(&query).await.unwrap().degraded {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the breaker did not close within {within:?} of the provider's return"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn ingest_two(server: &Server) {
+    let docs = (0..2)
+        .map(|i| doc(&format!("d{i}"), &format!("document {i} mentions topic{i}")))
+        .collect();
+    server.admin().ingest(&ingest_request(docs)).await.unwrap();
+}
+
+/// Opens the breaker (threshold 1) with one search against a provider answering 503.
+async fn open_breaker(server: &Server, fake: &Fake) {
+    fake.mode.store(UNAVAILABLE, Ordering::SeqCst);
+    let query = SearchRequest::new("topic1", SearchMode::Vector, 1);
+    assert!(server.admin().search(&query).await.unwrap().degraded);
+    assert_eq!(
+        server.ready().await.1.components.embedder.status,
+        HealthStatus::Degraded
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_provider_trips_the_breaker_before_the_request_times_out() {
+    let (fake, url) = start_fake().await;
+    // Attempts of 10 s, four of them, against a 2 s request timeout.
+    let server = start_server(
+        &url,
+        &[
+            "--request-timeout-secs",
+            "2",
+            "--openai-timeout-ms",
+            "10000",
+            "--openai-max-retries",
+            "3",
+            "--embedder-breaker-failures",
+            "2",
+            "--embedder-breaker-cooldown-ms",
+            "500",
+        ],
+    )
+    .await;
+    ingest_two(&server).await;
+    fake.mode.store(HANG, Ordering::SeqCst);
+    let query = SearchRequest::new("topic1", SearchMode::Vector, 1);
+    for _ in 0..2 {
+        // Degraded within the request timeout, not a 408 that records nothing.
+        let result = server.admin().search(&query).await.unwrap();
+        assert!(result.degraded);
+    }
+    let (status, ready) = server.ready().await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert_eq!(ready.components.embedder.status, HealthStatus::Degraded);
+    let calls = fake.requests.load(Ordering::SeqCst);
+    let started = Instant::now();
+    assert!(server.admin().search(&query).await.unwrap().degraded);
+    assert!(started.elapsed() < Duration::from_secs(1), "fails fast");
+    assert_eq!(fake.requests.load(Ordering::SeqCst), calls, "open: no call");
+
+    fake.mode.store(OK, Ordering::SeqCst);
+    wait_until_not_degraded(&server, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_trial_does_not_leave_the_breaker_half_open() {
+    let (fake, url) = start_fake().await;
+    let server = start_server(
+        &url,
+        &[
+            "--openai-max-retries",
+            "0",
+            "--embedder-breaker-failures",
+            "1",
+            "--embedder-breaker-cooldown-ms",
+            "300",
+        ],
+    )
+    .await;
+    ingest_two(&server).await;
+    open_breaker(&server, &fake).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // The half-open trial is an ingest the provider rejects with 400.
+    fake.mode.store(BAD_REQUEST, Ordering::SeqCst);
+    let result = server
+        .admin()
+        .ingest(&ingest_request(vec![doc("x", "rejected")]))
+        .await;
+    match result {
+        Err(ClientError::Api { status, .. }) => {
+            assert_eq!(status, reqwest::StatusCode::BAD_GATEWAY)
+        }
+        other => panic!("expected 502, got {other:?}"),
+    }
+
+    fake.mode.store(OK, Ordering::SeqCst);
+    wait_until_not_degraded(&server, Duration::from_secs(5)).await;
+    assert_eq!(server.ready().await.1.status, HealthStatus::Healthy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_trial_does_not_leave_the_breaker_half_open() {
+    let (fake, url) = start_fake().await;
+    // Attempts far longer than the test's patience: only the cancellation can end the trial.
+    let server = start_server(
+        &url,
+        &[
+            "--openai-timeout-ms",
+            "60000",
+            "--openai-max-retries",
+            "0",
+            "--embedder-breaker-failures",
+            "1",
+            "--embedder-breaker-cooldown-ms",
+            "300",
+        ],
+    )
+    .await;
+    ingest_two(&server).await;
+    open_breaker(&server, &fake).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // The trial hangs at the provider; its client gives up and hangs up.
+    fake.mode.store(HANG, Ordering::SeqCst);
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(server.url("/v1/search"))
+        .bearer_auth(server.admin_key())
+        .json(&json!({"query": "topic1", "mode": "vector", "top_k": 1}))
+        .send()
+        .await;
+    assert!(gave_up.is_err_and(|e| e.is_timeout()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.hung_up.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the server never dropped the cancelled trial's provider call"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    fake.mode.store(OK, Ordering::SeqCst);
+    wait_until_not_degraded(&server, Duration::from_secs(5)).await;
+    assert_eq!(server.ready().await.1.status, HealthStatus::Healthy);
 }

@@ -296,6 +296,7 @@ impl Env {
         let text = std::fs::read_to_string(repo_root().join("config/samples").join(sample))
             .expect("sample");
         let mut value: serde_json::Value = serde_yaml::from_str(&text).expect("sample parses");
+        crate::with_test_embedder(&mut value);
         edit(&mut value);
         let project: KnowledgeProject = serde_json::from_value(value).expect("valid project");
         self.projects(namespace)
@@ -538,9 +539,10 @@ impl PodCluster {
     pub async fn create_ready_project(
         &self,
         namespace: &str,
-        project: serde_json::Value,
+        mut project: serde_json::Value,
     ) -> Api<KnowledgeProject> {
         create_namespace(&self.client, namespace).await;
+        crate::with_test_embedder(&mut project);
         let project: KnowledgeProject = serde_json::from_value(project).expect("valid project");
         let name = project.metadata.name.clone().expect("name");
         let projects: Api<KnowledgeProject> = Api::namespaced(self.client.clone(), namespace);

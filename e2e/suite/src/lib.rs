@@ -16,6 +16,17 @@ use kbeast_api::KnowledgeProject;
 use kube::Client;
 use kube::api::{Api, PostParams};
 
+/// Makes a project on the `builtin` embedding provider (named, or the default) use `hash`.
+/// `builtin` runs all-MiniLM-L6-v2, whose weights the query image carries but the local pod
+/// runner's query processes do not; the end-to-end tests check the operator, not the model.
+pub fn with_test_embedder(project: &mut serde_json::Value) {
+    let spec = &mut project["spec"];
+    let provider = spec["embedding"]["provider"].as_str().unwrap_or("builtin");
+    if provider == "builtin" {
+        spec["embedding"]["provider"] = "hash".into();
+    }
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

@@ -68,6 +68,7 @@ async fn sample_becomes_ready(
     let text =
         std::fs::read_to_string(repo_root().join("config/samples").join(sample)).expect("sample");
     let mut value: serde_json::Value = serde_yaml::from_str(&text).expect("sample parses");
+    kbeast_e2e::with_test_embedder(&mut value);
     edit(&mut value);
     let project: KnowledgeProject = serde_json::from_value(value).expect("valid project");
     let name = project.metadata.name.clone().expect("name");

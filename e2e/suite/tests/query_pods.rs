@@ -41,10 +41,12 @@ const TENANTS: [Tenant; 2] = [
 async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() {
     let env = Env::start().await;
     let client = env.client.clone();
-    let sample: KnowledgeProject = serde_yaml::from_str(
+    let mut sample: serde_json::Value = serde_yaml::from_str(
         &std::fs::read_to_string(repo_root().join("config/samples/minimal.yaml")).expect("sample"),
     )
     .expect("sample parses");
+    kbeast_e2e::with_test_embedder(&mut sample);
+    let sample: KnowledgeProject = serde_json::from_value(sample).expect("valid project");
     for tenant in &TENANTS {
         create_namespace(&client, tenant.namespace).await;
         Api::<KnowledgeProject>::namespaced(client.clone(), tenant.namespace)

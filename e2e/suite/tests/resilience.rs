@@ -216,7 +216,7 @@ async fn many_projects_created_at_once_all_become_ready() {
         let project: KnowledgeProject = serde_json::from_value(json!({
             "apiVersion": "kbeast.io/v1alpha1", "kind": "KnowledgeProject",
             "metadata": {"name": format!("p{i:03}")},
-            "spec": {"storage": {"ephemeral": {}}},
+            "spec": {"storage": {"ephemeral": {}}, "embedding": {"provider": "hash"}},
         }))
         .expect("valid project");
         projects

@@ -42,7 +42,8 @@ pub fn desired_config_map(project: &KnowledgeProject) -> ConfigMap {
         (env::CHUNK_SIZE, spec.search.chunk_size.to_string()),
         (env::CHUNK_OVERLAP, spec.search.chunk_overlap.to_string()),
     ]);
-    // The hash embedder has no model or endpoint; only openai takes them.
+    // The builtin and hash embedders have no model id or endpoint to set (the builtin model's
+    // weights are in the query image); only openai takes them.
     if spec.embedding.provider == EmbeddingProvider::Openai {
         let model = spec.embedding.model.clone().unwrap_or_default();
         data.insert(env::EMBEDDING_MODEL, model);

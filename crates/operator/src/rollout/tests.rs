@@ -497,13 +497,21 @@ fn an_openai_project_expects_the_model_id_the_query_server_reports() {
 }
 
 #[test]
+fn a_hash_project_expects_the_hash_model_id() {
+    let mut project = crate::facts::test_support::sample("minimal.yaml");
+    project.spec.embedding.provider = kbeast_api::EmbeddingProvider::Hash;
+    assert_eq!(smoke_expectation(&project, None).model, "hash-v1");
+}
+
+#[test]
 fn the_smoke_key_is_the_first_key_that_may_search() {
     let keys = r#"[{"id": "w", "secret": "kb_w", "scopes": ["write"]},
                    {"id": "r", "secret": "kb_r", "scopes": ["read"]}]"#;
     let project = crate::facts::test_support::sample("minimal.yaml");
     let expected = smoke_expectation(&project, Some(keys));
     assert_eq!(expected.api_key.as_deref(), Some("kb_r"));
-    assert_eq!(expected.model, "hash-v1");
+    // The sample runs the builtin embedder, which kbeast-query names `minilm-l6-v2`.
+    assert_eq!(expected.model, "minilm-l6-v2");
     assert_eq!(expected.dimension, 384);
     assert_eq!(expected.query, BUILT_IN_SMOKE_QUERY);
     assert_eq!(

@@ -73,7 +73,16 @@ impl Embedder for HashEmbedder {
         &'a self,
         texts: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
-        Box::pin(async move { Ok(texts.iter().map(|t| self.embed_one(t)).collect()) })
+        // Hashing megabytes of text is CPU work: keep it off the async workers.
+        let embedder = Self::new(self.dimension);
+        let texts = texts.to_vec();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                texts.iter().map(|t| embedder.embed_one(t)).collect()
+            })
+            .await
+            .map_err(|e| EmbedError::Failed(format!("the embedding task failed: {e}")))
+        })
     }
 }
 

@@ -1,8 +1,10 @@
 //! Embedding providers: turn texts into fixed-size vectors.
 
+mod builtin;
 mod hash;
 mod openai;
 
+pub use builtin::{BuiltinConfig, BuiltinEmbedder, DIMENSION as BUILTIN_DIMENSION};
 pub use hash::HashEmbedder;
 pub use openai::{OpenAiConfig, OpenAiEmbedder};
 
@@ -24,6 +26,12 @@ pub trait Embedder: Send + Sync + 'static {
     fn dimension(&self) -> usize;
     /// False while the provider is known to be down (e.g. circuit open).
     fn is_available(&self) -> bool {
+        true
+    }
+    /// Whether the model reads `text` whole. The built-in model reads at most
+    /// 256 tokens; ingestion splits chunks that do not fit (chunking's
+    /// `chunk_text_fitting`) rather than letting the model cut them.
+    fn fits(&self, _text: &str) -> bool {
         true
     }
     /// One vector per input text, in order.

@@ -3,7 +3,9 @@
 //! (timeouts, connection errors, 429, 5xx) are retried with exponential
 //! backoff, other errors are not. A circuit breaker stops calling a provider
 //! that keeps failing, so searches fall back to keyword at once instead of
-//! waiting out timeouts.
+//! waiting out timeouts. One call (all batches, attempts and backoffs) ends
+//! within `call_budget`, shorter than the HTTP request timeout, so a hanging
+//! provider is recorded as a failure instead of the request being cancelled.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,7 +25,10 @@ pub struct OpenAiConfig {
     /// Sent as `dimensions`, so use a model that supports it (text-embedding-3-*).
     pub dimension: usize,
     pub batch_size: usize,
+    /// Per attempt; attempts are also cut short by `call_budget`.
     pub timeout: Duration,
+    /// The most one `embed` call may take, retries included.
+    pub call_budget: Duration,
     pub max_retries: u32,
     pub initial_backoff: Duration,
     pub breaker_failures: u32,
@@ -60,6 +65,8 @@ struct EmbeddingData {
 enum AttemptError {
     Transient(String),
     Permanent(String),
+    /// The call budget ran out; no time is left for a retry.
+    OutOfTime(String),
 }
 
 impl OpenAiEmbedder {
@@ -76,17 +83,36 @@ impl OpenAiEmbedder {
         })
     }
 
-    async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    async fn embed_batch(
+        &self,
+        texts: &[String],
+        deadline: Instant,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut attempt = 0;
         loop {
-            match self.attempt(texts).await {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let outcome = tokio::time::timeout(remaining, self.attempt(texts))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(AttemptError::OutOfTime(format!(
+                        "no answer within the call budget of {} ms",
+                        self.config.call_budget.as_millis()
+                    )))
+                });
+            match outcome {
                 Ok(vectors) => return Ok(vectors),
+                Err(AttemptError::OutOfTime(message)) => {
+                    return Err(EmbedError::Unavailable(message));
+                }
                 Err(AttemptError::Permanent(message)) => return Err(EmbedError::Failed(message)),
                 Err(AttemptError::Transient(message)) if attempt >= self.config.max_retries => {
                     return Err(EmbedError::Unavailable(message));
                 }
                 Err(AttemptError::Transient(message)) => {
                     let backoff = self.config.initial_backoff * 2u32.saturating_pow(attempt);
+                    if Instant::now() + backoff >= deadline {
+                        return Err(EmbedError::Unavailable(message));
+                    }
                     tracing::warn!(attempt, error = %message, backoff_ms = backoff.as_millis() as u64, "embedding attempt failed; retrying");
                     tokio::time::sleep(backoff).await;
                     attempt += 1;
@@ -180,25 +206,28 @@ impl Embedder for OpenAiEmbedder {
         texts: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
         Box::pin(async move {
-            if !self.breaker.allow() {
+            // Dropped unsettled (the request was cancelled), the permit settles itself.
+            let Some(permit) = self.breaker.permit() else {
                 return Err(EmbedError::Unavailable(
                     "circuit open after repeated failures".into(),
                 ));
-            }
+            };
+            let deadline = Instant::now() + self.config.call_budget;
             let mut vectors = Vec::with_capacity(texts.len());
             for batch in texts.chunks(self.config.batch_size.max(1)) {
-                match self.embed_batch(batch).await {
+                match self.embed_batch(batch, deadline).await {
                     Ok(batch_vectors) => vectors.extend(batch_vectors),
                     Err(error) => {
-                        // Only provider outages count; a rejected input says nothing about health.
-                        if matches!(error, EmbedError::Unavailable(_)) {
-                            self.breaker.record_failure();
+                        match error {
+                            EmbedError::Unavailable(_) => permit.failed(),
+                            // A rejected input says nothing against the provider: it answered.
+                            EmbedError::Failed(_) => permit.succeeded(),
                         }
                         return Err(error);
                     }
                 }
             }
-            self.breaker.record_success();
+            permit.succeeded();
             Ok(vectors)
         })
     }
@@ -206,6 +235,10 @@ impl Embedder for OpenAiEmbedder {
 
 /// Closed: calls pass. After `threshold` consecutive failed calls: open, calls
 /// fail fast for `cooldown`. Then half-open: one trial call decides.
+///
+/// Every call holds a [`BreakerPermit`] that records its outcome; a trial
+/// dropped without one (cancelled) reopens the breaker for another cooldown,
+/// so the breaker can never stay half-open with no trial in flight.
 pub struct CircuitBreaker {
     threshold: u32,
     cooldown: Duration,
@@ -219,6 +252,38 @@ enum BreakerState {
     HalfOpen,
 }
 
+/// The right to make one call; settle it with `succeeded` or `failed`.
+#[must_use = "a permit records the outcome of the call it allows"]
+pub struct BreakerPermit<'a> {
+    breaker: &'a CircuitBreaker,
+    trial: bool,
+    settled: bool,
+}
+
+impl BreakerPermit<'_> {
+    /// The provider answered.
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        self.breaker.record_success();
+    }
+
+    /// The provider is down, overloaded or did not answer in time.
+    pub fn failed(mut self) {
+        self.settled = true;
+        self.breaker.record_failure();
+    }
+}
+
+impl Drop for BreakerPermit<'_> {
+    fn drop(&mut self) {
+        // A cancelled trial proves nothing either way: wait another cooldown, then try again.
+        // A cancelled call while closed leaves the count as it was.
+        if self.trial && !self.settled {
+            self.breaker.reopen();
+        }
+    }
+}
+
 impl CircuitBreaker {
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
         Self {
@@ -228,18 +293,23 @@ impl CircuitBreaker {
         }
     }
 
-    /// Whether a call may go ahead now.
-    pub fn allow(&self) -> bool {
+    /// A permit if a call may go ahead now.
+    pub fn permit(&self) -> Option<BreakerPermit<'_>> {
         let mut state = self.state.lock().expect("breaker lock");
-        match *state {
-            BreakerState::Closed { .. } => true,
+        let trial = match *state {
+            BreakerState::Closed { .. } => false,
             BreakerState::Open { until } if Instant::now() >= until => {
                 *state = BreakerState::HalfOpen;
                 true
             }
             // While half-open, one trial call is in flight; others fail fast.
-            BreakerState::Open { .. } | BreakerState::HalfOpen => false,
-        }
+            BreakerState::Open { .. } | BreakerState::HalfOpen => return None,
+        };
+        Some(BreakerPermit {
+            breaker: self,
+            trial,
+            settled: false,
+        })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -249,11 +319,11 @@ impl CircuitBreaker {
         )
     }
 
-    pub fn record_success(&self) {
+    fn record_success(&self) {
         *self.state.lock().expect("breaker lock") = BreakerState::Closed { failures: 0 };
     }
 
-    pub fn record_failure(&self) {
+    fn record_failure(&self) {
         let mut state = self.state.lock().expect("breaker lock");
         *state = match *state {
             BreakerState::Closed { failures } if failures + 1 < self.threshold => {
@@ -266,6 +336,15 @@ impl CircuitBreaker {
             },
         };
     }
+
+    fn reopen(&self) {
+        let mut state = self.state.lock().expect("breaker lock");
+        if *state == BreakerState::HalfOpen {
+            *state = BreakerState::Open {
+                until: Instant::now() + self.cooldown,
+            };
+        }
+    }
 }
 
 #[cfg(test)]
@@ -275,20 +354,48 @@ mod tests {
     #[test]
     fn breaker_opens_after_threshold_and_half_opens_after_cooldown() {
         let breaker = CircuitBreaker::new(2, Duration::from_millis(50));
-        assert!(breaker.allow());
-        breaker.record_failure();
-        assert!(breaker.allow() && breaker.is_closed());
-        breaker.record_failure();
-        assert!(!breaker.allow(), "open after 2 failures");
+        breaker.permit().expect("closed").failed();
+        assert!(breaker.is_closed());
+        breaker.permit().expect("closed").failed();
+        assert!(breaker.permit().is_none(), "open after 2 failures");
         std::thread::sleep(Duration::from_millis(60));
-        assert!(breaker.allow(), "half-open trial allowed");
-        assert!(!breaker.allow(), "only one trial at a time");
-        breaker.record_failure();
-        assert!(!breaker.allow(), "failed trial reopens");
+        let trial = breaker.permit().expect("half-open trial allowed");
+        assert!(breaker.permit().is_none(), "only one trial at a time");
+        trial.failed();
+        assert!(breaker.permit().is_none(), "failed trial reopens");
         std::thread::sleep(Duration::from_millis(60));
-        assert!(breaker.allow());
-        breaker.record_success();
-        assert!(breaker.is_closed() && breaker.allow());
+        breaker.permit().expect("trial").succeeded();
+        assert!(breaker.is_closed() && breaker.permit().is_some());
+    }
+
+    #[test]
+    fn a_dropped_trial_reopens_the_breaker_for_one_more_cooldown() {
+        let breaker = CircuitBreaker::new(1, Duration::from_millis(50));
+        breaker.permit().expect("closed").failed();
+        std::thread::sleep(Duration::from_millis(60));
+        drop(breaker.permit().expect("trial"));
+        assert!(
+            breaker.permit().is_none(),
+            "open again, not stuck half-open"
+        );
+        std::thread::sleep(Duration::from_millis(60));
+        breaker
+            .permit()
+            .expect("a new trial after the cooldown")
+            .succeeded();
+        assert!(breaker.is_closed());
+    }
+
+    #[test]
+    fn a_dropped_call_while_closed_changes_nothing() {
+        let breaker = CircuitBreaker::new(2, Duration::from_millis(50));
+        breaker.permit().expect("closed").failed();
+        drop(breaker.permit().expect("closed"));
+        breaker.permit().expect("still closed").failed();
+        assert!(
+            breaker.permit().is_none(),
+            "the dropped call was not counted"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::telemetry::Metrics;
 
 const MIN_SECRET_BYTES: usize = 16;
 
@@ -54,40 +55,45 @@ impl KeyStore {
     }
 
     /// Re-reads the file if its content changed. A broken file keeps the old
-    /// keys (and is logged), so a bad edit cannot lock everyone out.
-    pub fn reload_if_changed(&self) {
-        let content = match read(&self.path) {
-            Ok(content) => content,
-            Err(error) => {
-                tracing::warn!(error = %error, "keeping previous API keys");
-                return;
-            }
-        };
+    /// keys (fail-safe: a bad edit cannot lock everyone out) and is an error, which
+    /// the caller reports (log and metrics) so that it does not go unnoticed.
+    pub fn reload_if_changed(&self) -> Result<(), KeysError> {
+        let content = read(&self.path)?;
         let hash = digest(&content);
         if *self.loaded_from.read().expect("keys lock") == hash {
-            return;
+            return Ok(());
         }
-        match parse(&self.path, &content) {
-            Ok(keys) => {
-                let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
-                tracing::info!(path = %self.path.display(), key_ids = ?ids, "reloaded API keys");
-                *self.keys.write().expect("keys lock") = Arc::new(keys);
-                *self.loaded_from.write().expect("keys lock") = hash;
-            }
-            Err(error) => tracing::warn!(error = %error, "keeping previous API keys"),
-        }
+        let keys = parse(&self.path, &content)?;
+        let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+        tracing::info!(path = %self.path.display(), key_ids = ?ids, "reloaded API keys");
+        *self.keys.write().expect("keys lock") = Arc::new(keys);
+        *self.loaded_from.write().expect("keys lock") = hash;
+        Ok(())
     }
 
-    /// Polls the file every `interval` until the process exits.
-    pub fn watch(self: &Arc<Self>, interval: Duration) {
+    /// Polls the file every `interval` until the process exits, counting failed reloads in
+    /// `kb_keys_reload_failures_total` and setting `kb_keys_file_valid`.
+    pub fn watch(self: &Arc<Self>, interval: Duration, metrics: Arc<Metrics>) {
         let store = Arc::clone(self);
+        metrics.keys_file_valid.set(1);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.tick().await;
             loop {
                 ticker.tick().await;
                 let store = Arc::clone(&store);
-                let _ = tokio::task::spawn_blocking(move || store.reload_if_changed()).await;
+                let outcome = tokio::task::spawn_blocking(move || store.reload_if_changed()).await;
+                match outcome {
+                    Ok(Ok(())) => metrics.keys_file_valid.set(1),
+                    Ok(Err(error)) => {
+                        metrics.keys_reload_failures.inc();
+                        metrics.keys_file_valid.set(0);
+                        tracing::error!(error = %error, "the API keys file is broken; the previous keys stay in force");
+                    }
+                    Err(panicked) => {
+                        tracing::error!(error = %panicked, "reloading the API keys panicked")
+                    }
+                }
             }
         });
     }
@@ -124,9 +130,17 @@ fn parse(path: &Path, content: &str) -> Result<Vec<ApiKeyEntry>, KeysError> {
         message,
     };
     let keys: Vec<ApiKeyEntry> =
-        serde_yaml::from_str(content).map_err(|e| invalid(e.to_string()))?;
+        serde_yaml::from_str(content).map_err(|e| invalid(redacted(&e)))?;
     let mut ids = std::collections::HashSet::new();
+    // Two keys with one secret: authentication would pick one of them, with its scopes.
+    let mut id_by_secret = std::collections::HashMap::new();
     for key in &keys {
+        if let Some(first) = id_by_secret.insert(key.secret.as_str(), key.id.as_str()) {
+            return Err(invalid(format!(
+                "keys {first:?} and {:?} have the same secret; give each key its own",
+                key.id
+            )));
+        }
         if key.id.is_empty() || !ids.insert(key.id.as_str()) {
             return Err(invalid(format!(
                 "key ids must be non-empty and unique ({:?})",
@@ -144,6 +158,16 @@ fn parse(path: &Path, content: &str) -> Result<Vec<ApiKeyEntry>, KeysError> {
         }
     }
     Ok(keys)
+}
+
+/// Where the file fails to parse, without serde_yaml's message: it quotes the
+/// offending value, which may be a secret (e.g. one pasted under `scopes`).
+fn redacted(error: &serde_yaml::Error) -> String {
+    let shape = "not a list of {id, secret, scopes} entries";
+    match error.location() {
+        Some(at) => format!("{shape} (line {}, column {})", at.line(), at.column()),
+        None => shape.to_string(),
+    }
 }
 
 /// Writes a keys file with one admin key (mode 0600) if none exists at `path`.
@@ -200,6 +224,47 @@ impl Principal {
                 ),
             ))
         }
+    }
+}
+
+/// The scope a route needs, as a type, so the extractor can check it.
+pub trait RouteScope: Send + Sync + 'static {
+    const SCOPE: Scope;
+}
+
+/// The scopes of routes, as types.
+pub mod scope {
+    use super::{RouteScope, Scope};
+
+    pub struct Read;
+    pub struct Write;
+    pub struct Admin;
+
+    impl RouteScope for Read {
+        const SCOPE: Scope = Scope::Read;
+    }
+    impl RouteScope for Write {
+        const SCOPE: Scope = Scope::Write;
+    }
+    impl RouteScope for Admin {
+        const SCOPE: Scope = Scope::Admin;
+    }
+}
+
+/// A caller whose key holds scope `S`. Extracted from the headers alone, before
+/// the body: a key without the scope gets 403 without its body being read.
+pub struct Authorized<S: RouteScope>(pub Principal, pub std::marker::PhantomData<S>);
+
+impl<S: RouteScope> FromRequestParts<Arc<AppState>> for Authorized<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        principal.require(S::SCOPE)?;
+        Ok(Self(principal, std::marker::PhantomData))
     }
 }
 
@@ -299,16 +364,56 @@ mod tests {
         );
         let store = KeyStore::load(&path).unwrap();
         std::fs::write(&path, "not: [valid").unwrap();
-        store.reload_if_changed();
+        assert!(store.reload_if_changed().is_err());
         assert!(store.authenticate("aaaaaaaaaaaaaaaaaaaa").is_some());
         std::fs::write(
             &path,
             "- {id: b, secret: bbbbbbbbbbbbbbbbbbbb, scopes: [admin]}\n",
         )
         .unwrap();
-        store.reload_if_changed();
+        store.reload_if_changed().unwrap();
         assert!(store.authenticate("aaaaaaaaaaaaaaaaaaaa").is_none());
         assert_eq!(store.authenticate("bbbbbbbbbbbbbbbbbbbb").unwrap().id, "b");
+    }
+
+    #[test]
+    fn two_keys_with_one_secret_are_refused_naming_their_ids_not_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = "shared-secret-0123456789";
+        let path = write(
+            dir.path(),
+            "keys.yaml",
+            &format!(
+                "- {{id: reader, secret: {secret}, scopes: [read]}}\n\
+                 - {{id: other, secret: other-secret-0123456789, scopes: [read]}}\n\
+                 - {{id: admin, secret: {secret}, scopes: [admin]}}\n"
+            ),
+        );
+        let error = KeyStore::load(&path).err().expect("refused").to_string();
+        assert!(
+            error.contains("\"reader\"") && error.contains("\"admin\""),
+            "{error}"
+        );
+        assert!(!error.contains(secret), "{error}");
+    }
+
+    /// serde_yaml quotes the value it could not read; a secret pasted in the wrong place
+    /// must not reach the log through that message.
+    #[test]
+    fn parse_errors_do_not_quote_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = "sk-live-this-is-a-secret-0123456789";
+        for content in [
+            format!(r#"[{{"id": "a", "secret": "aaaaaaaaaaaaaaaaaaaa", "scopes": "{secret}"}}]"#),
+            format!(r#"[{{"id": "a", "secret": "aaaaaaaaaaaaaaaaaaaa", "scopes": ["{secret}"]}}]"#),
+            format!("- {{id: a, secret: [{secret}], scopes: [read]}}\n"),
+            format!(r#"{{"{secret}": 1}}"#),
+        ] {
+            let path = write(dir.path(), "keys.yaml", &content);
+            let error = KeyStore::load(&path).err().expect("invalid");
+            assert!(!error.to_string().contains(secret), "{error}");
+            assert!(error.to_string().contains("line 1"), "{error}");
+        }
     }
 
     #[test]

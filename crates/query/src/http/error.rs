@@ -7,6 +7,7 @@ use axum::Json;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kbeast_client::{ErrorBody, ErrorDetail};
 use serde::de::DeserializeOwned;
@@ -52,12 +53,14 @@ impl ApiError {
         )
     }
 
+    /// Logs `error` (in the request's span, so with its id) and answers without it: storage
+    /// errors name paths, buckets and endpoints. [`name_request_in_internal_errors`] adds the id.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(error = %error, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            error.to_string(),
+            INTERNAL_MESSAGE,
         )
     }
 }
@@ -85,6 +88,10 @@ impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
         match error {
             IngestError::Invalid { field, message } => ApiError::invalid(field, message),
+            IngestError::TooLarge { field, message } => ApiError {
+                field: Some(field),
+                ..ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", message)
+            },
             IngestError::Embedding(e @ EmbedError::Unavailable(_)) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "embedder_unavailable",
@@ -119,6 +126,32 @@ impl From<WriteError> for ApiError {
     }
 }
 
+const INTERNAL_MESSAGE: &str = "internal error";
+
+/// Middleware: every 500 answer says only that, with the request id under which the
+/// details are logged.
+pub async fn name_request_in_internal_errors(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(super::REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let generic = ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        format!("{INTERNAL_MESSAGE}; the server log has the details under request id {request_id}"),
+    )
+    .into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, generic.into_body())
+}
+
 /// Like `axum::Json`, but every rejection is an [`ApiError`]: 413 for an
 /// oversized body, 400 `malformed_json` for invalid JSON, and 400
 /// `invalid_argument` with `field` set (e.g. `mode`, `documents[0].text`)
@@ -143,6 +176,12 @@ where
                     ApiError::new(status, "bad_request", rejection.body_text())
                 }
             })?;
+        if let Some(path) = super::json_keys::first_duplicate_key(&bytes) {
+            return Err(ApiError::invalid(
+                path.clone(),
+                format!("duplicate key `{path}`: each key may appear once per object"),
+            ));
+        }
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,

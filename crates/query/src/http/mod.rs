@@ -3,7 +3,9 @@
 pub mod auth;
 pub mod error;
 mod health;
+mod json_keys;
 mod routes;
+pub mod server;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -12,10 +14,15 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post};
+use futures::StreamExt;
+use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -24,6 +31,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::embed::Embedder;
+use crate::ingest::IngestLimits;
 use crate::ingest::chunking::ChunkConfig;
 use crate::ingest::writer::WriterHandle;
 use crate::search::Searcher;
@@ -40,6 +48,7 @@ pub struct AppState {
     pub writer: OnceLock<WriterHandle>,
     pub embedder: Arc<dyn Embedder>,
     pub chunking: ChunkConfig,
+    pub ingest_limits: IngestLimits,
     pub keys: Arc<KeyStore>,
     pub metrics: Arc<Metrics>,
     /// Local data directory, for the disk check; None on object storage.
@@ -76,13 +85,23 @@ impl AppState {
 pub struct HttpLimits {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// Ingests prepared at once; more are answered 503 with `Retry-After`.
+    pub max_concurrent_ingests: usize,
+    /// `/v1` requests in progress at once; more are answered 503 with `Retry-After`.
+    pub max_requests_in_flight: usize,
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
     let api = Router::new()
-        .route("/v1/documents", post(routes::ingest))
+        .route(
+            "/v1/documents",
+            post(routes::ingest).layer(middleware::from_fn_with_state(
+                shed_over(limits.max_concurrent_ingests),
+                shed,
+            )),
+        )
         .route(
             "/v1/documents/{id}",
             get(routes::get_document).delete(routes::delete_document),
@@ -91,6 +110,11 @@ pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
         .route("/v1/documents:erase", post(routes::erase))
         .route("/v1/search", post(routes::search))
         .route("/v1/stats", get(routes::stats))
+        // Probes and metrics are never shed: a loaded pod is not a dead one.
+        .route_layer(middleware::from_fn_with_state(
+            shed_over(limits.max_requests_in_flight),
+            shed,
+        ))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -120,6 +144,7 @@ pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(middleware::map_response(error::json_errors))
+        .layer(middleware::from_fn(error::name_request_in_internal_errors))
         .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -140,6 +165,37 @@ pub fn router(state: Arc<AppState>, limits: &HttpLimits) -> Router {
     .with_state(state)
 }
 
+/// At most `limit` requests at once through the wrapped routes together; the rest
+/// get 503 with `Retry-After` at once, instead of queueing their bodies in memory.
+fn shed_over(limit: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(limit.max(1)))
+}
+
+async fn shed(State(slots): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let Ok(_slot) = slots.try_acquire_owned() else {
+        // Read the refused body to its end, discarding it: a server that answers
+        // early and closes the connection makes the client fail with a broken
+        // pipe while sending, instead of reading the 503.
+        let mut body = request.into_body().into_data_stream();
+        while let Some(Ok(_)) = body.next().await {}
+        return overloaded();
+    };
+    next.run(request).await
+}
+
+fn overloaded() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "too many requests of this kind in progress; retry shortly",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// `kb_http_requests_total` and `kb_http_request_duration_seconds`, labelled by
 /// route template (not raw path, to bound cardinality).
 async fn count_requests(
@@ -147,7 +203,7 @@ async fn count_requests(
     request: Request,
     next: Next,
 ) -> Response {
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -158,13 +214,31 @@ async fn count_requests(
     let metrics = &state.metrics;
     metrics
         .http_requests
-        .with_label_values(&[method.as_str(), route.as_str(), response.status().as_str()])
+        .with_label_values(&[method, route.as_str(), response.status().as_str()])
         .inc();
     metrics
         .http_duration
-        .with_label_values(&[method.as_str(), route.as_str()])
+        .with_label_values(&[method, route.as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a metric label: the standard methods by name, anything else
+/// `other`, since any token is a valid method and each would be a new series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
 /// While draining, every response asks the client to close the connection, so keep-alive

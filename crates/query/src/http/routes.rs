@@ -13,21 +13,21 @@ use kbeast_client::{
 };
 
 use super::AppState;
-use super::auth::Principal;
+use super::auth::{Authorized, Principal, scope};
 use super::error::{ApiError, JsonBody};
 use crate::ingest;
 
 pub async fn ingest(
     State(state): State<Arc<AppState>>,
-    principal: Principal,
+    Authorized(principal, _): Authorized<scope::Write>,
     JsonBody(request): JsonBody<IngestRequest>,
 ) -> Result<Json<IngestResponse>, ApiError> {
-    principal.require(Scope::Write)?;
     let writer = state.writer()?;
     let documents = ingest::prepare(
         request.documents,
         &state.chunking,
-        state.embedder.as_ref(),
+        &state.ingest_limits,
+        &state.embedder,
         &state.metrics,
     )
     .await?;
@@ -86,10 +86,9 @@ pub async fn delete_document(
 
 pub async fn delete_by_filter(
     State(state): State<Arc<AppState>>,
-    principal: Principal,
+    Authorized(principal, _): Authorized<scope::Write>,
     JsonBody(filter): JsonBody<DeleteByFilterRequest>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
-    principal.require(Scope::Write)?;
     if filter.is_empty() {
         return Err(ApiError::invalid(
             "ids",
@@ -105,10 +104,9 @@ pub async fn delete_by_filter(
 /// Right-to-be-forgotten: delete, then remove the rows from storage for good.
 pub async fn erase(
     State(state): State<Arc<AppState>>,
-    principal: Principal,
+    Authorized(principal, _): Authorized<scope::Admin>,
     JsonBody(filter): JsonBody<EraseRequest>,
 ) -> Result<Json<EraseResponse>, ApiError> {
-    principal.require(Scope::Admin)?;
     if filter.is_empty() {
         return Err(ApiError::invalid(
             "ids",
@@ -157,11 +155,10 @@ async fn delete(
 
 pub async fn search(
     State(state): State<Arc<AppState>>,
-    principal: Principal,
+    _: Authorized<scope::Read>,
     JsonBody(mut request): JsonBody<SearchRequest>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let resolved_mode = *request.mode.get_or_insert(state.default_mode);
-    principal.require(Scope::Read)?;
     if !(1..=MAX_TOP_K).contains(&request.top_k) {
         return Err(ApiError::invalid(
             "top_k",

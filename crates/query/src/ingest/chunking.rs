@@ -108,6 +108,37 @@ pub fn chunk_text(text: &str, config: &ChunkConfig) -> Vec<String> {
         .collect()
 }
 
+/// The chunks of `text` as `chunk_text` makes them, except that a chunk
+/// `fits` refuses (too many tokens for the embedding model) is chunked again at
+/// half the size and overlap, until its pieces fit or cannot shrink further
+/// (the model then truncates the piece, and counts it).
+pub fn chunk_text_fitting(
+    text: &str,
+    config: &ChunkConfig,
+    fits: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for chunk in chunk_text(text, config) {
+        refit(chunk, config, fits, &mut out);
+    }
+    out
+}
+
+fn refit(chunk: String, config: &ChunkConfig, fits: &dyn Fn(&str) -> bool, out: &mut Vec<String>) {
+    if fits(&chunk) {
+        out.push(chunk);
+        return;
+    }
+    match ChunkConfig::new(config.size / 2, config.overlap / 2, config.unit) {
+        Ok(smaller) => {
+            for piece in chunk_text(&chunk, &smaller) {
+                refit(piece, &smaller, fits, out);
+            }
+        }
+        Err(_) => out.push(chunk),
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -196,23 +227,25 @@ fn is_word_cut(_prev: Option<char>, c: char, next: Option<char>) -> bool {
 }
 
 /// Start (byte offset) of the last `overlap` words before `at` (a word start).
+/// Walks back from `at` only as far as those words, so chunking stays linear
+/// (scanning from the text's start for every chunk was quadratic).
 fn token_overlap_start(text: &str, at: usize, overlap: usize) -> usize {
     if overlap == 0 {
         return at;
     }
-    let before = &text[..at];
-    let mut previous_is_space = true;
-    let mut word_starts = Vec::new();
-    for (i, c) in before.char_indices() {
-        if previous_is_space && !c.is_whitespace() {
-            word_starts.push(i);
+    let mut words = 0;
+    let mut before = text[..at].char_indices().rev().peekable();
+    while let Some((i, c)) = before.next() {
+        let starts_a_word =
+            !c.is_whitespace() && before.peek().is_none_or(|&(_, p)| p.is_whitespace());
+        if starts_a_word {
+            words += 1;
+            if words == overlap {
+                return i;
+            }
         }
-        previous_is_space = c.is_whitespace();
     }
-    word_starts
-        .len()
-        .checked_sub(overlap)
-        .map_or(0, |first| word_starts[first])
+    0
 }
 
 /// Start (byte offset) of the overlap carried into the chunk that begins at
@@ -413,12 +446,97 @@ mod tests {
         }
     }
 
+    /// The former implementation: every word start from the beginning of the text.
+    fn token_overlap_start_from_the_beginning(text: &str, at: usize, overlap: usize) -> usize {
+        if overlap == 0 {
+            return at;
+        }
+        let mut previous_is_space = true;
+        let mut word_starts = Vec::new();
+        for (i, c) in text[..at].char_indices() {
+            if previous_is_space && !c.is_whitespace() {
+                word_starts.push(i);
+            }
+            previous_is_space = c.is_whitespace();
+        }
+        word_starts
+            .len()
+            .checked_sub(overlap)
+            .map_or(0, |first| word_starts[first])
+    }
+
+    #[test]
+    fn token_overlap_walking_back_matches_scanning_from_the_start() {
+        let text = "  Ünï  cödé\n\nwords, more\twords.  And\u{3000}more 語 end ";
+        for at in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            for overlap in 0..8 {
+                assert_eq!(
+                    token_overlap_start(text, at, overlap),
+                    token_overlap_start_from_the_beginning(text, at, overlap),
+                    "at {at}, overlap {overlap}"
+                );
+            }
+        }
+    }
+
+    /// 1M words in chunks of 4 tokens: 333k chunks. Scanning from the start for each chunk's
+    /// overlap would read about 10^12 bytes; walking back reads a few per chunk.
+    #[test]
+    fn token_chunking_of_a_large_text_is_linear() {
+        let text: String = (0..1_000_000).map(|i| format!("w{} ", i % 97)).collect();
+        let chunks = chunk_text(&text, &tokens(4, 1));
+        assert_eq!(chunks.len(), 333_334);
+        assert!(chunks.iter().all(|c| token_count(c) <= 4));
+        // Each chunk after the first starts with the last word of the previous one.
+        for pair in chunks.windows(2).take(1000) {
+            let last = pair[0].split_whitespace().last().unwrap();
+            assert_eq!(pair[1].split_whitespace().next(), Some(last));
+        }
+    }
+
     #[test]
     fn chunking_is_deterministic() {
         let text = "Alpha beta gamma. ".repeat(200);
         assert_eq!(
             chunk_text(&text, &config(120, 30)),
             chunk_text(&text, &config(120, 30))
+        );
+    }
+
+    #[test]
+    fn chunks_the_model_cannot_read_whole_are_split_until_they_fit() {
+        // A stand-in model that reads at most 12 words per input.
+        let fits = |chunk: &str| chunk.split_whitespace().count() <= 12;
+        let text: String = (0..50).map(|i| format!("word{i} ")).collect();
+        let plain = chunk_text(&text, &config(400, 40));
+        assert!(
+            plain.iter().any(|c| !fits(c)),
+            "the test needs an overlong chunk"
+        );
+        let chunks = chunk_text_fitting(&text, &config(400, 40), &fits);
+        assert!(chunks.iter().all(|c| fits(c)), "{chunks:?}");
+        for i in 0..50 {
+            let word = format!("word{i}");
+            assert!(
+                chunks
+                    .iter()
+                    .any(|c| c.split_whitespace().any(|w| w == word)),
+                "{word} was lost"
+            );
+        }
+        // Chunks that fit are left as chunk_text makes them.
+        assert_eq!(
+            chunk_text_fitting(&text, &config(400, 40), &|_| true),
+            plain
+        );
+    }
+
+    #[test]
+    fn a_chunk_that_cannot_shrink_further_is_kept_whole() {
+        let text = "x".repeat(40);
+        assert_eq!(
+            chunk_text_fitting(&text, &config(16, 0), &|_| false),
+            chunk_text(&text, &config(16, 0))
         );
     }
 }

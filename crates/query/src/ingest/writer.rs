@@ -51,7 +51,9 @@ pub struct Quotas {
 pub enum WriteError {
     #[error("document quota exceeded: {would_have} documents would exceed the limit of {limit}")]
     DocumentQuota { limit: u64, would_have: u64 },
-    #[error("storage quota exceeded: {would_have} bytes of text would exceed the limit of {limit}")]
+    #[error(
+        "storage quota exceeded: {would_have} bytes of text and metadata would exceed the limit of {limit}"
+    )]
     ByteQuota { limit: u64, would_have: u64 },
     #[error("write failed: {0}")]
     Store(String),
@@ -503,8 +505,8 @@ async fn upsert_batch(
                     Some(b) => freed_bytes += b,
                     None => new_documents += 1,
                 }
-                new_bytes += doc.text_bytes();
-                seen.insert(&doc.id, doc.text_bytes());
+                new_bytes += doc.stored_bytes();
+                seen.insert(&doc.id, doc.stored_bytes());
             }
             let would_have_documents = documents + new_documents;
             let would_have_bytes = (bytes + new_bytes).saturating_sub(freed_bytes);
@@ -586,7 +588,7 @@ async fn upsert_batch(
                             source: doc.source.clone(),
                             metadata: std::sync::Arc::new(doc.metadata.clone()),
                             chunks: doc.chunks.len() as u64,
-                            bytes: doc.text_bytes(),
+                            bytes: doc.stored_bytes(),
                         },
                     );
                 }
@@ -647,7 +649,7 @@ async fn delete(
     metrics: &Metrics,
     filter: &Filter,
 ) -> Result<DeleteOutcome, WriteError> {
-    let ids = store.docs().matching(filter);
+    let ids = store.matching_documents(filter);
     if ids.is_empty() {
         return Ok(DeleteOutcome {
             documents: 0,

@@ -96,7 +96,7 @@ async fn search(
     let store = &searcher.store;
     let ids = match &request.filter {
         Some(filter) if !filter.is_empty() => {
-            let ids = store.docs().matching(filter);
+            let ids = store.matching_documents(filter);
             if ids.is_empty() {
                 return Ok(SearchOutcome {
                     hits: Vec::new(),

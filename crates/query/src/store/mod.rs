@@ -49,7 +49,8 @@ pub enum StoreError {
     #[error(
         "the table at {uri} was built with embedding model {stored_model:?} (dimension {stored_dimension}), \
          but the server is configured with {model:?} (dimension {dimension}); \
-         use the original model or purge the data"
+         set spec.embedding.provider, spec.embedding.model and spec.embedding.dimension back, \
+         or purge the data (a table that holds no chunks switches by itself)"
     )]
     IncompatibleModel {
         uri: String,
@@ -79,9 +80,20 @@ pub struct PreparedDocument {
 }
 
 impl PreparedDocument {
-    pub fn text_bytes(&self) -> u64 {
-        self.chunks.iter().map(|c| c.len() as u64).sum()
+    /// What the quota counts: each chunk's text plus the metadata stored with it.
+    pub fn stored_bytes(&self) -> u64 {
+        let metadata = metadata_json_bytes(&self.metadata) as u64;
+        self.chunks.iter().map(|c| c.len() as u64 + metadata).sum()
     }
+}
+
+/// Bytes of `metadata` as stored: serialised JSON, copied into every chunk row.
+/// No metadata counts as none (not as the two bytes of `{}`).
+pub fn metadata_json_bytes(metadata: &Metadata) -> usize {
+    if metadata.is_empty() {
+        return 0;
+    }
+    serde_json::to_vec(metadata).map_or(0, |json| json.len())
 }
 
 /// One row of the chunks table, as read back.
@@ -236,7 +248,24 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
-        check_model(uri, table.schema().await?.as_ref(), model, dimension)?;
+        let table = match check_model(uri, table.schema().await?.as_ref(), model, dimension) {
+            Ok(()) => table,
+            // Nothing is stored, so nothing is lost: a new project may still change its embedder.
+            Err(StoreError::IncompatibleModel { stored_model, .. })
+                if table.count_rows(None).await? == 0 =>
+            {
+                tracing::info!(
+                    stored_model,
+                    model,
+                    "recreating the empty table for a new embedding model"
+                );
+                connection.drop_table(TABLE_NAME, &[]).await?;
+                let table = create_table(&connection, schema.clone(), None).await?;
+                check_model(uri, table.schema().await?.as_ref(), model, dimension)?;
+                table
+            }
+            Err(error) => return Err(error),
+        };
         ensure_primary_key(&table).await?;
         ensure_fts_index(&table).await?;
         ensure_btree_indices(&table).await?;
@@ -334,6 +363,16 @@ impl Store {
 
     pub fn dimension(&self) -> usize {
         self.dimension
+    }
+
+    /// Ids of the documents matching `filter`. The scan holds the index's std lock, so on a
+    /// multi-threaded runtime it runs with the worker handed over (`block_in_place`).
+    pub fn matching_documents(&self, filter: &kbeast_client::Filter) -> Vec<String> {
+        let scan = || self.docs().matching(filter);
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(scan),
+            _ => scan(),
+        }
     }
 
     pub fn docs(&self) -> std::sync::RwLockReadGuard<'_, DocIndex> {
@@ -692,7 +731,8 @@ impl Store {
                 if !chunk_ids.insert(row.chunk_id) {
                     index.mark_duplicated(&row.doc_id);
                 }
-                index.add_chunk(&row.doc_id, row.source, row.metadata, row.text.len() as u64);
+                let bytes = row.text.len() + metadata_json_bytes(&row.metadata);
+                index.add_chunk(&row.doc_id, row.source, row.metadata, bytes as u64);
             }
         }
         Ok(index)
@@ -775,6 +815,21 @@ pub async fn create_table(
     create_fts_index(&table, false).await?;
     ensure_btree_indices(&table).await?;
     Ok(table)
+}
+
+/// Replaces every row of `table` with `rows` in one commit (a new version: until
+/// it lands, readers see the old rows, and a failed copy leaves them in place),
+/// then builds the indices again over the new rows.
+pub async fn overwrite_table(table: &Table, rows: SendableRecordBatchStream) -> Result<()> {
+    table
+        .add(rows)
+        .mode(lancedb::table::AddDataMode::Overwrite)
+        .execute()
+        .await?;
+    ensure_primary_key(table).await?;
+    create_fts_index(table, true).await?;
+    ensure_btree_indices(table).await?;
+    Ok(())
 }
 
 /// Declares `chunk_id` the table's primary key. Merge-inserts then record

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::ObjectSource;
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const BUILTIN_MODEL_DIR: &str = "KBEAST_BUILTIN_MODEL_DIR";
 
 /// A Secret's or ConfigMap's keys as bytes (Secret `data` is base64).
 pub fn object_data(object: &Value, secret: bool) -> BTreeMap<String, Vec<u8>> {
@@ -167,6 +168,11 @@ pub fn container_env(
     );
     for (key, value) in objects.api_server_env() {
         set(&mut vars, key, value);
+    }
+    // The query image's own ENV: where its built-in embedding model lies. Here the weights are
+    // on the host, where scripts/fetch-minilm.sh put them.
+    if let Ok(dir) = std::env::var(BUILTIN_MODEL_DIR) {
+        set(&mut vars, BUILTIN_MODEL_DIR.into(), dir);
     }
     for source in container["envFrom"].as_array().into_iter().flatten() {
         let prefix = source["prefix"].as_str().unwrap_or("");
