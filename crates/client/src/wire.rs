@@ -293,8 +293,12 @@ pub struct ErrorDetail {
     pub field: Option<String>,
 }
 
+/// Request header that carries an API key where `Authorization: Bearer` cannot: the
+/// Kubernetes API server's service proxy keeps that header (the caller's own credential).
+pub const API_KEY_HEADER: &str = "x-api-key";
+
 /// Scopes an API key can hold. `admin` implies the others.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Read,

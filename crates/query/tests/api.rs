@@ -415,6 +415,21 @@ async fn auth_scopes_and_key_reload() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    // `X-Api-Key` does what `Authorization: Bearer` does (the Kubernetes service proxy
+    // keeps `Authorization` for itself).
+    for (key, expected) in [
+        (READER, StatusCode::OK),
+        ("wrong-secret-000000000", StatusCode::UNAUTHORIZED),
+    ] {
+        let response = server
+            .http()
+            .get(server.url("/v1/stats"))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "X-Api-Key {key}");
+    }
 
     let reader = server.client(Some(READER.into()));
     let writer = server.client(Some(WRITER.into()));

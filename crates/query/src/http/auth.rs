@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use kbeast_client::{ApiKeyEntry, Scope};
+use kbeast_client::{API_KEY_HEADER, ApiKeyEntry, Scope};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -277,16 +277,24 @@ impl FromRequestParts<Arc<AppState>> for Principal {
     ) -> Result<Self, ApiError> {
         let unauthenticated =
             |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message);
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthenticated("missing Authorization: Bearer <key>"))?;
-        let value = header
-            .to_str()
-            .map_err(|_| unauthenticated("malformed Authorization header"))?;
-        let secret = match value.split_once(' ') {
-            Some((scheme, secret)) if scheme.eq_ignore_ascii_case("bearer") => secret.trim(),
-            _ => return Err(unauthenticated("the Authorization scheme must be Bearer")),
+        // `X-Api-Key` where `Authorization` cannot reach us: the Kubernetes API server's
+        // service proxy (`kubectl kbeast`) keeps that header for itself.
+        let secret = if let Some(value) = parts.headers.get(API_KEY_HEADER) {
+            value
+                .to_str()
+                .map_err(|_| unauthenticated("malformed X-Api-Key header"))?
+                .trim()
+        } else {
+            let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+                unauthenticated("missing Authorization: Bearer <key> (or X-Api-Key: <key>)")
+            })?;
+            let value = header
+                .to_str()
+                .map_err(|_| unauthenticated("malformed Authorization header"))?;
+            match value.split_once(' ') {
+                Some((scheme, secret)) if scheme.eq_ignore_ascii_case("bearer") => secret.trim(),
+                _ => return Err(unauthenticated("the Authorization scheme must be Bearer")),
+            }
         };
         let key = state
             .keys
