@@ -8,6 +8,7 @@ pub mod labels;
 pub mod project;
 pub mod quantity;
 pub mod query_contract;
+pub mod rollout_record;
 
 pub use project::*;
 

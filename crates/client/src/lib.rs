@@ -1,6 +1,7 @@
 //! Client for the kbeast query API: the wire types ([`wire`]) and a small async
 //! HTTP client over them.
 
+pub mod keys;
 pub mod wire;
 
 use std::time::Duration;

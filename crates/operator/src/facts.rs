@@ -38,7 +38,7 @@ pub mod names {
     }
     /// The ConfigMap with the durable rollout record.
     pub fn rollout_record(project: &KnowledgeProject) -> String {
-        format!("{}-rollout", project.name_any())
+        kbeast_api::rollout_record::config_map_name(&project.name_any())
     }
     pub fn purge_job(project: &KnowledgeProject) -> String {
         format!("{}-purge", project.name_any())

@@ -134,6 +134,8 @@ pub struct RolloutInput<'a> {
     pub desired_revision: &'a str,
     /// That template, stored as the last good one once it has rolled out.
     pub desired_template: &'a PodTemplateSpec,
+    /// The project spec asking for it, stored as the last good one with the template.
+    pub desired_spec: &'a serde_json::Value,
     pub record: &'a RolloutRecord,
     /// The live Deployment's progress; `None` before it exists.
     pub deployment: Option<&'a RolloutState>,
@@ -244,8 +246,13 @@ pub fn decide(input: &RolloutInput<'_>) -> Decision {
                 .as_ref()
                 .map(|t| seconds_between(t.0, input.now)),
         });
+        if record.last_good_revision.as_deref() != Some(desired) {
+            record.previous_good_revision = record.last_good_revision.take();
+            record.previous_good_spec = record.last_good_spec.take();
+        }
         record.last_good_revision = Some(desired.to_string());
         record.last_good_template = Some(input.desired_template.clone());
+        record.last_good_spec = Some(input.desired_spec.clone());
         record.started_at = None;
         return Decision {
             template: TemplateChoice::Desired,

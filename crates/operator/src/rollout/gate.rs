@@ -139,6 +139,7 @@ pub async fn gate_rollout(
         generation: project.metadata.generation.unwrap_or(0),
         desired_revision: &revision,
         desired_template: &desired_template,
+        desired_spec: &serde_json::to_value(&project.spec).expect("the spec serialises"),
         record: &record,
         deployment: live.as_ref(),
         pods: &pods,

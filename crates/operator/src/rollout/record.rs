@@ -1,42 +1,13 @@
-//! The durable rollout record: what the gating must remember across operator restarts (the
-//! attempt in progress, the last good pod template, the failed revision). Kept in a ConfigMap
-//! `<project>-rollout` owned by the project, so a rollback never depends on memory.
+//! Reading and writing the durable rollout record ([`RolloutRecord`]) in its ConfigMap
+//! `<project>-rollout`, owned by the project, so a rollback never depends on memory.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kbeast_api::KnowledgeProject;
-use serde::{Deserialize, Serialize};
+pub use kbeast_api::rollout_record::{RECORD_KEY, RolloutRecord};
 
 use crate::facts::{child_meta, names};
-
-/// Key of the record in the ConfigMap's data.
-pub const RECORD_KEY: &str = "record.json";
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RolloutRecord {
-    /// Revision of the current (or last) attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub update_revision: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub update_generation: Option<i64>,
-    /// When the running attempt started; `None` when none runs (or while paused).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_good_revision: Option<String>,
-    /// The pod template of `lastGoodRevision`, exactly as applied.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_good_template: Option<PodTemplateSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_revision: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_generation: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_message: Option<String>,
-}
 
 /// Reads the record from its ConfigMap. A missing or unreadable record starts empty: the
 /// worst case is a rollout without a rollback target, never a wrong rollback.
@@ -62,6 +33,9 @@ pub fn desired_record_config_map(project: &KnowledgeProject, record: &RolloutRec
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::PodTemplateSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
     use super::*;
     use crate::facts::test_support::sample;
 
@@ -76,6 +50,9 @@ mod tests {
             )),
             last_good_revision: Some("r1".into()),
             last_good_template: Some(PodTemplateSpec::default()),
+            last_good_spec: Some(serde_json::json!({"replicas": 2})),
+            previous_good_revision: Some("r0".into()),
+            previous_good_spec: Some(serde_json::json!({"replicas": 1})),
             failed_revision: None,
             failed_generation: None,
             failure_message: None,

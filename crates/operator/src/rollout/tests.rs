@@ -90,6 +90,7 @@ impl Case<'_> {
             generation: self.generation,
             desired_revision: self.desired,
             desired_template: &desired_template,
+            desired_spec: &serde_json::json!({ "revision": self.desired }),
             record: &self.record,
             deployment: self.deployment.as_ref(),
             pods: &self.pods,
@@ -140,6 +141,16 @@ fn a_complete_rollout_becomes_the_last_good_revision() {
         decision.record.last_good_template,
         Some(template("r2")),
         "the applied template is kept for rollbacks"
+    );
+    assert_eq!(
+        decision.record.last_good_spec,
+        Some(serde_json::json!({ "revision": "r2" })),
+        "and the spec that asked for it"
+    );
+    assert_eq!(
+        decision.record.previous_good_revision.as_deref(),
+        Some("r1"),
+        "the good revision before it is kept for rollout undo"
     );
     assert_eq!(decision.record.started_at, None);
     assert_eq!(
