@@ -1,5 +1,6 @@
-# One image, both binaries: kbeast-operator (the entrypoint) and kbeast-query (the query pods
-# name it as their command). One image to mirror, scan and pin; the query code is small.
+# One image, all three binaries: kbeast-operator (the entrypoint), kbeast-query (the query pods
+# name it as their command) and the kubectl plugin kubectl-kbeast (copy it out to install it).
+# One image to mirror, scan and pin; the query code is small.
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
@@ -7,7 +8,7 @@ RUN scripts/install-build-deps.sh \
  && CARGO_TARGET_DIR=/src/target scripts/build-binaries.sh --release \
  && mkdir -p /out \
  && cp target/release/kbeast-operator /out/ \
- && { cp target/release/kbeast-query /out/ 2>/dev/null || true; }
+ && cp target/release/kbeast-query target/release/kubectl-kbeast /out/
 # The built-in embedder's weights (all-MiniLM-L6-v2, about 90 MB), pinned by version and sha256;
 # query pods never download them.
 RUN mkdir -p /models \
