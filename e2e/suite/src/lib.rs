@@ -228,10 +228,15 @@ pub async fn service_account_kubeconfig(
     path
 }
 
+/// Creates namespace `name` with the `restricted` Pod Security Standard enforced, so every
+/// query, purge and operator pod of a test must pass it.
 pub async fn create_namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
-    let namespace: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("valid");
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({"metadata": {
+        "name": name,
+        "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+    }}))
+    .expect("valid");
     match api.create(&PostParams::default(), &namespace).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 409 => {}

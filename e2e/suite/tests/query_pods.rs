@@ -37,6 +37,32 @@ const TENANTS: [Tenant; 2] = [
     },
 ];
 
+/// The namespace enforces the `restricted` Pod Security Standard: a pod that asks for root is
+/// refused (so the query pods this test runs there pass it).
+async fn assert_restricted(client: &kube::Client, namespace: &str) {
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "wants-root"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "securityContext": {"runAsUser": 0}}]},
+    }))
+    .expect("valid pod");
+    let refused = Api::namespaced(client.clone(), namespace)
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            },
+            &pod,
+        )
+        .await
+        .expect_err("a root pod is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("violates PodSecurity \"restricted"),
+        "{refused}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() {
     let env = Env::start().await;
@@ -49,6 +75,7 @@ async fn projects_serve_documents_with_real_query_pods_and_keep_tenants_apart() 
     let sample: KnowledgeProject = serde_json::from_value(sample).expect("valid project");
     for tenant in &TENANTS {
         create_namespace(&client, tenant.namespace).await;
+        assert_restricted(&client, tenant.namespace).await;
         Api::<KnowledgeProject>::namespaced(client.clone(), tenant.namespace)
             .create(&PostParams::default(), &sample)
             .await
