@@ -38,7 +38,17 @@ const PENDING_RECHECK: Duration = Duration::from_secs(30);
 /// Re-check a running rollout this often: smoke-check retries and the deadline.
 const ROLLOUT_RECHECK: Duration = Duration::from_secs(5);
 
-/// Entry point for the controller.
+/// Entry point for the controller. Every log line of one reconcile carries its span (kube-runtime's
+/// own span covers only the creation of this future, not its polling).
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(
+        project = %project.name_any(),
+        namespace = %project.namespace().unwrap_or_default(),
+        generation = project.metadata.generation.unwrap_or(0),
+    )
+)]
 pub async fn reconcile(project: Arc<KnowledgeProject>, ctx: Arc<Context>) -> Result<Action> {
     let timer = ctx.metrics.reconcile_duration.start_timer();
     let namespace = project
