@@ -205,10 +205,16 @@ pub enum VolumeAccessMode {
     ReadWriteMany,
 }
 
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    cel,
+    validation = Rule::new("self.uri == oldSelf.uri")
+        .message("spec.storage.objectStore.uri is immutable: the data stays where it was written; create a new project to move it")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectStoreStorage {
-    /// Bucket and prefix, `s3://bucket/prefix`.
+    /// Bucket and prefix, `s3://bucket/prefix`. Immutable. The operator's policy may limit the
+    /// buckets and require the prefix `<namespace>/<name>/`.
     #[schemars(regex(pattern = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$"))]
     pub uri: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

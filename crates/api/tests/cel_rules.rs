@@ -241,6 +241,25 @@ fn transition_rules_guard_storage() {
 }
 
 #[test]
+fn the_object_store_uri_is_immutable() {
+    let store = |uri: &str, region: &str| {
+        project(
+            "docs",
+            json!({"storage": {"objectStore": {"uri": uri, "region": region}}}),
+        )
+    };
+    let old = store("s3://tenants/team-a/docs/", "eu-west-1");
+    let errors = update_errors(&store("s3://payroll/", "eu-west-1"), &old);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.storage.objectStore.uri is immutable")),
+        "{errors:?}"
+    );
+    assert!(update_errors(&store("s3://tenants/team-a/docs/", "us-east-1"), &old).is_empty());
+}
+
+#[test]
 fn every_sample_passes_every_rule() {
     let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/samples");
     let mut count = 0;

@@ -11,6 +11,7 @@ use futures::FutureExt;
 use kbeast_operator::http::{self, ServerState};
 use kbeast_operator::leader::{LeaderElector, LeaseTiming};
 use kbeast_operator::metrics::Metrics;
+use kbeast_operator::policy::{self, TenantPolicy};
 use kbeast_operator::reconcile::Context;
 use kbeast_operator::settings::OperatorSettings;
 use kbeast_operator::{controller, render, telemetry};
@@ -63,6 +64,31 @@ struct SettingsArgs {
     /// Cluster DNS domain, for status.endpoint.
     #[arg(long, env = "KBEAST_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// Buckets spec.storage.objectStore.uri may name (comma-separated); none: any.
+    #[arg(long, env = "KBEAST_ALLOWED_BUCKETS", value_delimiter = ',')]
+    allowed_buckets: Vec<String>,
+    /// Prefix every object-store path must start with ({namespace} and {name} filled in);
+    /// empty: any.
+    #[arg(
+        long,
+        env = "KBEAST_OBJECT_STORE_PREFIX",
+        default_value = policy::DEFAULT_OBJECT_STORE_PREFIX
+    )]
+    object_store_prefix: String,
+    /// Prefixes spec.image must start with (comma-separated); none: any image.
+    #[arg(long, env = "KBEAST_ALLOWED_IMAGES", value_delimiter = ',')]
+    allowed_images: Vec<String>,
+    /// Prefixes of pod annotation keys tenants may not set (comma-separated).
+    #[arg(
+        long,
+        env = "KBEAST_DENIED_POD_ANNOTATIONS",
+        value_delimiter = ',',
+        default_values_t = policy::DEFAULT_DENIED_POD_ANNOTATIONS.map(String::from)
+    )]
+    denied_pod_annotations: Vec<String>,
+    /// Keys tolerations may name (comma-separated); none: any.
+    #[arg(long, env = "KBEAST_ALLOWED_TOLERATION_KEYS", value_delimiter = ',')]
+    allowed_toleration_keys: Vec<String>,
 }
 
 impl SettingsArgs {
@@ -71,8 +97,25 @@ impl SettingsArgs {
             query_image: self.query_image.clone(),
             operator_namespace: self.operator_namespace.clone(),
             cluster_domain: self.cluster_domain.clone(),
+            policy: TenantPolicy {
+                allowed_buckets: non_empty(&self.allowed_buckets),
+                object_store_prefix: Some(self.object_store_prefix.clone())
+                    .filter(|p| !p.is_empty()),
+                allowed_images: non_empty(&self.allowed_images),
+                denied_pod_annotations: non_empty(&self.denied_pod_annotations),
+                allowed_toleration_keys: non_empty(&self.allowed_toleration_keys),
+            },
         }
     }
+}
+
+/// The entries of a comma-separated list, without empty ones (`--flag=` clears a default).
+fn non_empty(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
 }
 
 #[derive(clap::Args)]

@@ -120,7 +120,13 @@ async fn reconcile_project(
     ctx.track(project, true);
     let observed = Box::pin(observe(&ctx.client, project, namespace)).await?;
     let conflicts = ownership_conflicts(project, &observed.children);
-    let reconciled = match validate(project, namespace, &observed.referenced_secrets, &conflicts) {
+    let reconciled = match validate(
+        project,
+        namespace,
+        &observed.referenced_secrets,
+        &conflicts,
+        &ctx.settings.policy,
+    ) {
         Err(blocked) => Reconciled::blocked(blocked, observed.children.deployment.clone()),
         Ok(valid) => match Box::pin(build_gate_apply(ctx, valid, &observed)).await {
             Ok(reconciled) => reconciled,

@@ -58,7 +58,9 @@ pub fn render_children(
         .metadata
         .namespace
         .get_or_insert_with(|| "default".to_string());
-    let problems = spec_problems(&project);
+    let mut problems = spec_problems(&project);
+    let namespace = project.metadata.namespace.clone().unwrap_or_default();
+    problems.extend(settings.policy.problems(&project, &namespace));
     if !problems.is_empty() {
         return Err(RenderError::Invalid(describe(&problems)));
     }

@@ -1,5 +1,7 @@
 //! Settings the operator applies to every project, from its command line.
 
+use crate::policy::TenantPolicy;
+
 /// What every project's children inherit from the operator's installation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OperatorSettings {
@@ -9,6 +11,8 @@ pub struct OperatorSettings {
     pub operator_namespace: String,
     /// DNS suffix of Services, for `status.endpoint`.
     pub cluster_domain: String,
+    /// What tenants may ask for.
+    pub policy: TenantPolicy,
 }
 
 impl Default for OperatorSettings {
@@ -17,6 +21,7 @@ impl Default for OperatorSettings {
             query_image: "ghcr.io/kbeast/kbeast:0.1.0".to_string(),
             operator_namespace: "kbeast-system".to_string(),
             cluster_domain: "cluster.local".to_string(),
+            policy: TenantPolicy::default(),
         }
     }
 }

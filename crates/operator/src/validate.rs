@@ -4,7 +4,6 @@
 //! A failure names the field (or the object), sets `Ready=False`, and no child is touched.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -14,6 +13,8 @@ use kbeast_api::quantity::parse_quantity;
 use kbeast_api::{EmbeddingProvider, KnowledgeProject};
 
 use crate::facts::{ReferencedSecret, parse_endpoint, secret_references};
+use crate::policy::TenantPolicy;
+pub use crate::spec_problem::{SpecProblem, describe};
 
 /// A project that passed every check, with what the later steps need, resolved once.
 #[derive(Clone, Copy, Debug)]
@@ -83,8 +84,10 @@ pub fn validate<'a>(
     namespace: &'a str,
     secrets: &'a [ReferencedSecret],
     conflicts: &[String],
+    policy: &TenantPolicy,
 ) -> Result<ValidProject<'a>, Blocked> {
-    let problems = spec_problems(project);
+    let mut problems = spec_problems(project);
+    problems.extend(policy.problems(project, namespace));
     if !problems.is_empty() {
         return Err(Blocked::InvalidSpec(describe(&problems)));
     }
@@ -124,28 +127,6 @@ fn missing_secret(secrets: &[ReferencedSecret]) -> Option<String> {
             )
         })
     })
-}
-
-/// One problem in the spec, with the field it is about.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SpecProblem {
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for SpecProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-/// All problems of a spec, joined for a condition message.
-pub fn describe(problems: &[SpecProblem]) -> String {
-    problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Every semantic problem of the project's spec; empty when it is valid.

@@ -180,6 +180,9 @@ async fn object_store_sample_becomes_ready_serves_and_purges_on_delete(plane: &C
     let embeddings_endpoint = format!("http://{node}:{}/v1", embeddings.address.port());
     sample_becomes_ready(&plane.client, namespace, "object-store.yaml", |p| {
         p["spec"]["storage"]["objectStore"]["endpoint"] = moto_endpoint.into();
+        // The default policy: the project's own prefix, <namespace>/<name>/.
+        p["spec"]["storage"]["objectStore"]["uri"] =
+            "s3://kbeast-tenants/research/research/".into();
         p["spec"]["embedding"]["endpoint"] = embeddings_endpoint.into();
     })
     .await;
