@@ -1,5 +1,5 @@
 //! Search over the chunks table: vector (cosine), keyword (BM25 full-text) and
-//! hybrid (reciprocal-rank fusion of both).
+//! hybrid (score fusion of both, `hybrid.rs`).
 
 mod exact;
 mod hybrid;
@@ -139,7 +139,7 @@ async fn search(
             // Fuse deeper candidate lists than asked for, so documents ranked
             // moderately by both searches can still surface. The keyword search
             // runs on its own task, alongside embedding and the vector search.
-            let depth = (top_k * 2).max(20);
+            let depth = hybrid::candidate_depth(top_k);
             // A JoinSet aborts the task if this request is dropped (timeout, disconnect).
             let mut by_keyword = tokio::task::JoinSet::new();
             by_keyword.spawn({
@@ -162,10 +162,7 @@ async fn search(
                 .expect("one task was spawned")
                 .map_err(SearchError::Task)??;
             match by_vector.transpose()? {
-                Some(by_vector) => (
-                    hybrid::reciprocal_rank_fusion(&[by_keyword, by_vector], top_k),
-                    false,
-                ),
+                Some(by_vector) => (hybrid::fuse(&by_keyword, &by_vector, depth, top_k), false),
                 None => {
                     by_keyword.truncate(top_k);
                     (by_keyword, true)
